@@ -376,7 +376,10 @@ impl<'a> Packet<&'a [u8]> {
     pub fn payload_ref(&self) -> &'a [u8] {
         let b: &'a [u8] = self.buffer;
         let len = usize::from(self.tsdu_length());
-        b.len().checked_sub(len).and_then(|at| b.get(at..)).unwrap_or(&[])
+        b.len()
+            .checked_sub(len)
+            .and_then(|at| b.get(at..))
+            .unwrap_or(&[])
     }
 
     /// [`Packet::options`], borrowed for the buffer's lifetime rather than the view's.
@@ -431,7 +434,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Recomputes and writes the checksum over the whole buffer.
     pub fn fill_checksum(&mut self) {
         self.set_checksum(0);
-        let c = super::checksum(self.buffer.as_ref());
+        let c = checksum(self.buffer.as_ref());
         self.set_checksum(c);
     }
 

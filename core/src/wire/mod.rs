@@ -40,8 +40,8 @@ mod nla;
 mod options;
 mod poll;
 mod repr;
-mod sqn;
 mod spm;
+mod sqn;
 mod tsi;
 mod view;
 
@@ -57,8 +57,8 @@ pub use options::{
 };
 pub use poll::{PollPacket, PollRepr, PollSubtype, PolrPacket, PolrRepr};
 pub use repr::{Body, Repr};
-pub use sqn::Sqn;
 pub use spm::{SpmPacket, SpmRepr};
+pub use sqn::Sqn;
 pub use tsi::{Gsi, Tsi};
 
 /// A byte range of a fixed-position field.

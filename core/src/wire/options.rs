@@ -428,16 +428,16 @@ impl<'a> PgmOption<'a> {
                 | OptionValue::Rst { .. }
                 | OptionValue::Crqst { .. } => 0,
                 OptionValue::Cr { receiver, .. } => 12 + receiver.wire_len(),
-                OptionValue::Invalid { data, .. } | OptionValue::Unknown { data, .. } => {
-                    data.len()
-                }
+                OptionValue::Invalid { data, .. } | OptionValue::Unknown { data, .. } => data.len(),
             }
     }
 
     /// Parses one option from the start of `buf`, returning it and its length. Errors name
     /// the first problem; the OPT_END bit is reported separately by the caller.
     fn parse(buf: &'a [u8]) -> Result<(Self, usize)> {
-        let hdr = buf.get(..OPTION_HEADER_LEN).ok_or(WireError::OptionOverrun)?;
+        let hdr = buf
+            .get(..OPTION_HEADER_LEN)
+            .ok_or(WireError::OptionOverrun)?;
         let len = usize::from(hdr[1]);
         if len < OPTION_HEADER_LEN {
             return Err(WireError::BadOptionLength);
@@ -666,7 +666,12 @@ impl<'a> PgmOption<'a> {
         out[0] = self.option_type().code() | if end { OPT_END } else { 0 };
         out[1] = len8;
         out[2] = self.flags.byte2;
-        out[3] = specific | if self.flags.encoded_null { OP_ENCODED_NULL } else { 0 };
+        out[3] = specific
+            | if self.flags.encoded_null {
+                OP_ENCODED_NULL
+            } else {
+                0
+            };
         Ok(())
     }
 }

@@ -212,7 +212,13 @@ impl fmt::Display for Repr<'_> {
             )?,
             Body::Polr(r) => write!(f, " sqn={} round={}", r.sqn, r.round)?,
             Body::Odata(r) | Body::Rdata(r) => {
-                write!(f, " sqn={} trail={} len={}", r.sqn, r.trail, r.payload.len())?;
+                write!(
+                    f,
+                    " sqn={} trail={} len={}",
+                    r.sqn,
+                    r.trail,
+                    r.payload.len()
+                )?;
             }
             Body::Nak(r) | Body::Nnak(r) | Body::Ncf(r) => {
                 write!(f, " sqn={} src={} grp={}", r.sqn, r.source, r.group)?;
