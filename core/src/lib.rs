@@ -20,3 +20,8 @@
 #![deny(unsafe_code)]
 
 pub mod wire;
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -32,22 +32,10 @@ impl Sqn {
         other.le(self)
     }
 
-    /// The sequence number `n` after this one, wrapping.
-    #[must_use]
-    pub fn add(self, n: u32) -> Self {
-        Self(self.0.wrapping_add(n))
-    }
-
-    /// The sequence number `n` before this one, wrapping.
-    #[must_use]
-    pub fn sub(self, n: u32) -> Self {
-        Self(self.0.wrapping_sub(n))
-    }
-
     /// The next sequence number.
     #[must_use]
     pub fn next(self) -> Self {
-        self.add(1)
+        self + 1
     }
 
     /// How many sequence numbers `self` is after `earlier`, or `None` if `self` precedes
@@ -59,6 +47,30 @@ impl Sqn {
     /// `self` lies in the closed serial interval `[low, high]`.
     pub fn in_range(self, low: Self, high: Self) -> bool {
         low.le(self) && self.le(high)
+    }
+}
+
+impl core::ops::Add<u32> for Sqn {
+    type Output = Self;
+
+    /// The sequence number `n` after this one, wrapping.
+    fn add(self, n: u32) -> Self {
+        Self(self.0.wrapping_add(n))
+    }
+}
+
+impl core::ops::Sub<u32> for Sqn {
+    type Output = Self;
+
+    /// The sequence number `n` before this one, wrapping.
+    fn sub(self, n: u32) -> Self {
+        Self(self.0.wrapping_sub(n))
+    }
+}
+
+impl core::ops::AddAssign<u32> for Sqn {
+    fn add_assign(&mut self, n: u32) {
+        *self = *self + n;
     }
 }
 
@@ -110,12 +122,12 @@ mod tests {
         #[test]
         fn add_then_since(a: u32, n in 0u32..0x8000_0000) {
             let a = Sqn(a);
-            prop_assert_eq!(a.add(n).since(a), Some(n));
-            prop_assert_eq!(a.add(n).sub(n), a);
-            prop_assert!(a.le(a.add(n)));
+            prop_assert_eq!((a + n).since(a), Some(n));
+            prop_assert_eq!(a + n - n, a);
+            prop_assert!(a.le(a + n));
             if n > 0 {
-                prop_assert!(a.lt(a.add(n)));
-                prop_assert!(!a.add(n).le(a));
+                prop_assert!(a.lt(a + n));
+                prop_assert!(!(a + n).le(a));
             }
         }
 

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The project's one test command: installs what the tests need, then runs every check and
+# every test. `.ci/run` calls exactly this. Run it as root so the namespace tests run too.
+#
+#   scripts/test.sh
+#
+# Environment:
+#   PGM_FUZZ_ITERATIONS   inputs for the no-panic fuzz test (default 200000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+
+export CARGO_TERM_COLOR=never
+
+echo "== format"
+cargo fmt --all --check
+
+echo "== lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== layering: wire and proto build without net/host"
+cargo check -p pgm-core --no-default-features --locked
+
+echo "== docs"
+RUSTDOCFLAGS="-D warnings" cargo doc -p pgm-core --no-deps --locked -q
+
+echo "== tests"
+cargo test --workspace --locked
