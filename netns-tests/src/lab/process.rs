@@ -104,7 +104,9 @@ impl ProcInner {
     }
 
     fn lock(&self) -> MutexGuard<'_, Tracked> {
-        self.child.lock().unwrap_or_else(|e| e.into_inner())
+        self.child
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Kills the process group and reaps the leader; idempotent, never panics.

@@ -10,13 +10,19 @@ use anyhow::{Context, Result, bail};
 /// How long a setup command (`ip`, `nft`, `sysctl`) may take before it is killed.
 pub(crate) const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long tshark may take to decode a capture.
+pub(crate) const EXEC_TIMEOUT_TSHARK: Duration = Duration::from_secs(120);
+
 /// A point in wall-clock time after which a wait gives up.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Deadline(Instant);
 
 impl Deadline {
     /// A deadline `timeout` from now.
-    #[expect(clippy::disallowed_methods, reason = "a test harness times out on the wall clock")]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a test harness times out on the wall clock"
+    )]
     pub(crate) fn after(timeout: Duration) -> Self {
         Self(Instant::now() + timeout)
     }
@@ -27,7 +33,10 @@ impl Deadline {
     }
 
     /// Time left until the deadline, zero once it has passed.
-    #[expect(clippy::disallowed_methods, reason = "a test harness times out on the wall clock")]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a test harness times out on the wall clock"
+    )]
     pub(crate) fn remaining(self) -> Duration {
         self.0.saturating_duration_since(Instant::now())
     }
@@ -71,7 +80,9 @@ pub(crate) fn run_output(mut cmd: Command, timeout: Duration) -> Result<Output> 
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let mut child = cmd.spawn().with_context(|| format!("cannot run `{desc}`"))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot run `{desc}`"))?;
     let out = reader(child.stdout.take());
     let err = reader(child.stderr.take());
     let deadline = Deadline::after(timeout);

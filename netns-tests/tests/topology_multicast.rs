@@ -1,0 +1,130 @@
+//! Baseline multicast on the reference topology: with smcroute installing static `(S,G)` routes
+//! on R1 and R2, plain UDP multicast from the source reaches all three receivers, two routed
+//! hops away (TTL decremented twice).
+
+use std::time::Duration;
+
+use pgm_netns_tests::lab::{self, RefTopology, mcast, tshark_fields};
+
+const PORT: u16 = 5000;
+const COUNT: u32 = 50;
+const TTL: u32 = 8;
+
+#[test]
+fn smcroute_forwards_udp_multicast_to_every_receiver() {
+    if lab::skip_without_root("smcroute_forwards_udp_multicast_to_every_receiver") {
+        return;
+    }
+    let topo = RefTopology::build("mcast").expect("build the reference topology");
+    let group = topo.group(1);
+    let routers = topo.start_baseline_mrouting(group).expect("start smcroute");
+    for (router, smc) in [&topo.r1, &topo.r2].into_iter().zip(&routers) {
+        assert!(
+            topo.lab.mc_forwarding(&router.ns, "all").unwrap(),
+            "{}",
+            router.ns
+        );
+        let mfc = topo.lab.mroutes(&router.ns).unwrap();
+        assert_eq!(mfc.len(), 1, "{}: {mfc:?}", router.ns);
+        assert!(
+            mfc[0].contains(&format!("({},{group})", topo.source.addr())),
+            "{mfc:?}"
+        );
+        assert!(smc.process().is_running());
+    }
+
+    let rcv3 = topo.lan_b_receiver();
+    let capture = topo
+        .lab
+        .capture(
+            &rcv3.ns,
+            &rcv3.iface.name,
+            Some(&format!("udp port {PORT}")),
+        )
+        .expect("start tcpdump");
+    let receivers = mcast::spawn_receivers(
+        &topo.receivers,
+        group,
+        PORT,
+        COUNT as usize,
+        Duration::from_secs(3),
+    )
+    .expect("start receivers");
+    mcast::send_seqs(
+        &topo.source,
+        group,
+        PORT,
+        TTL,
+        COUNT,
+        Duration::from_millis(2),
+    )
+    .expect("send");
+    let got = receivers.join().expect("receive");
+    let all: Vec<u32> = (0..COUNT).collect();
+    for (host, seqs) in topo.receivers.iter().zip(&got) {
+        assert_eq!(seqs, &all, "{} missed datagrams", host.ns);
+    }
+
+    let pcap = capture.stop().expect("stop tcpdump");
+    let rows = tshark_fields(
+        &pcap,
+        &format!("udp.dstport == {PORT}"),
+        &["ip.src", "ip.ttl"],
+    )
+    .expect("decode the capture");
+    assert_eq!(rows.len(), COUNT as usize, "{rows:?}");
+    let hops_left = (TTL - 2).to_string();
+    for row in &rows {
+        assert_eq!(row, &[topo.source.addr().to_string(), hops_left.clone()]);
+    }
+}
+
+#[test]
+fn igmp_snooping_on_lan_a_learns_both_receivers() {
+    if lab::skip_without_root("igmp_snooping_on_lan_a_learns_both_receivers") {
+        return;
+    }
+    let topo = RefTopology::builder("snoop")
+        .lan_a_snooping(true)
+        .build()
+        .expect("build the reference topology");
+    let group = topo.group(7);
+    let _routers = topo.start_baseline_mrouting(group).expect("start smcroute");
+    let receivers = mcast::spawn_receivers(
+        &topo.receivers,
+        group,
+        PORT,
+        COUNT as usize,
+        Duration::from_secs(3),
+    )
+    .expect("start receivers");
+
+    // The joins' IGMP reports populate LAN A's multicast database (nothing would with snooping
+    // off), one entry per receiver port.
+    let sw = &topo.lan_a;
+    let mut mdb = String::new();
+    for _ in 0..100 {
+        let out = topo.lab.exec(&sw.ns, &["bridge", "mdb", "show"]).unwrap();
+        mdb = String::from_utf8_lossy(&out.stdout).into_owned();
+        if ["p-rcv1", "p-rcv2"].iter().all(|p| mdb.contains(p)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(mdb.contains("p-rcv1") && mdb.contains("p-rcv2"), "{mdb}");
+    assert!(mdb.contains(&group.to_string()), "{mdb}");
+
+    mcast::send_seqs(
+        &topo.source,
+        group,
+        PORT,
+        TTL,
+        COUNT,
+        Duration::from_millis(2),
+    )
+    .expect("send");
+    let got = receivers.join().expect("receive");
+    for (host, seqs) in topo.receivers.iter().zip(&got) {
+        assert_eq!(seqs.len(), COUNT as usize, "{} missed datagrams", host.ns);
+    }
+}
