@@ -19,6 +19,8 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod proto;
+pub mod sim;
 pub mod wire;
 
 /// The README's examples, run as doctests.

@@ -218,7 +218,7 @@ impl<'a> SqnList<'a> {
     }
 
     /// The sequence numbers in order.
-    pub fn iter(&self) -> impl Iterator<Item = Sqn> + 'a {
+    pub fn iter(&self) -> impl Iterator<Item = Sqn> + use<'a> {
         let list = *self;
         (0..list.len()).filter_map(move |i| list.get(i))
     }

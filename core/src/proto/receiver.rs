@@ -1,0 +1,1218 @@
+//! The PGM receiver engine (§6, §9.2–§9.8, §13.5, Appendix D children), sans-IO.
+//!
+//! Heads up! Read RFC 3208 §6 first, and §6.3's state machine above [`NakState`].
+//!
+//! One engine serves one data-destination port on one group, for any number of sources
+//! (TSIs), each with its own receive window. Data is delivered in order, without duplicates,
+//! one event per application message (APDU, reassembled from OPT_FRAGMENT). What cannot be
+//! recovered is reported as an explicit [`Event::Loss`] with its sequence-number range, and
+//! delivery continues after it.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use super::source::MalformedCounts;
+use super::{Destination, EngineRng, RecvMeta, Transmit, rng_from_seed};
+use crate::wire::{
+    Body, DataPacket, MAX_NAK_LIST, NakPacket, NakRepr, Nla, OptionList, OptionValue, Packet,
+    PacketType, PgmOption, PollPacket, PollSubtype, PolrRepr, Repr, SpmPacket, Sqn, SqnList, Tsi,
+};
+
+/// Configuration of a receiver. Defaults ([`ReceiverConfig::new`]) are documented per field.
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    /// The data-destination port this receiver listens to.
+    pub dport: u16,
+    /// The multicast group (NAK_GRP in NAKs).
+    pub group: IpAddr,
+    /// NAK_BO_IVL: NAKs wait a random time in `[0, nak_bo_ivl)` after a loss is detected, so
+    /// that one receiver's NAK (or the NCF it draws) suppresses the others' (§6.3). Default
+    /// 50 ms: long enough to spread the NAKs of a LAN's receivers, short against typical
+    /// transmit windows.
+    pub nak_bo_ivl: Duration,
+    /// NAK_RPT_IVL: how long to wait for an NCF after sending a NAK. Default 200 ms: above
+    /// the round trip to the nearest PGM parent on campus and metro paths.
+    pub nak_rpt_ivl: Duration,
+    /// NAK_RDATA_IVL: how long to wait for the repair after an NCF. Default 500 ms: the
+    /// source may queue repairs behind rate-limited data.
+    pub nak_rdata_ivl: Duration,
+    /// NAK_NCF_RETRIES: NAKs sent without an NCF before giving the data up. Default 10.
+    pub nak_ncf_retries: u32,
+    /// NAK_DATA_RETRIES: NCF-confirmed waits that time out before giving the data up.
+    /// Default 20.
+    pub nak_data_retries: u32,
+    /// Receive window bound per source, in sequence numbers. Default 32768, as the source's
+    /// default transmit window.
+    pub rxw_sqns: u32,
+    /// Most sources tracked at once; packets of further sources are dropped and counted.
+    /// Default 1024.
+    pub max_sources: usize,
+    /// A source not heard from for this long is dropped (its session ends as expired).
+    /// Default 30 s: six ambient SPM intervals of our source's default.
+    pub peer_expiry: Duration,
+    /// SPMR_BO_IVL (§13.5): random back-off before an SPMR. Default 250 ms, the RFC's value.
+    pub spmr_bo_ivl: Duration,
+    /// SPMR_SPM_IVL (§13.5): least wait before repeating an SPMR. Default 1 s.
+    pub spmr_spm_ivl: Duration,
+    /// Largest message reassembled; larger ones are dropped and reported lost. Default
+    /// 128 KiB.
+    pub max_apdu: usize,
+    /// Answer general POLLs (Appendix D). Default true.
+    pub answer_polls: bool,
+    /// Seed of the back-off generator.
+    pub rng_seed: u64,
+}
+
+impl ReceiverConfig {
+    /// A configuration with the documented defaults.
+    pub fn new(dport: u16, group: IpAddr) -> Self {
+        Self {
+            dport,
+            group,
+            nak_bo_ivl: Duration::from_millis(50),
+            nak_rpt_ivl: Duration::from_millis(200),
+            nak_rdata_ivl: Duration::from_millis(500),
+            nak_ncf_retries: 10,
+            nak_data_retries: 20,
+            rxw_sqns: 32_768,
+            max_sources: 1024,
+            peer_expiry: Duration::from_secs(30),
+            spmr_bo_ivl: Duration::from_millis(250),
+            spmr_spm_ivl: Duration::from_secs(1),
+            max_apdu: 128 * 1024,
+            answer_polls: true,
+            rng_seed: 0,
+        }
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndReason {
+    /// The source closed it with OPT_FIN and everything up to its last data was delivered
+    /// or reported lost (§9.7).
+    Fin,
+    /// The source reset it with OPT_RST (§9.8).
+    Reset,
+    /// Nothing was heard from the source for `peer_expiry`.
+    Expired,
+}
+
+/// What the receiver tells the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A new source was heard.
+    SessionStart {
+        /// Its TSI.
+        tsi: Tsi,
+    },
+    /// One application message, in order.
+    Data {
+        /// Its source.
+        tsi: Tsi,
+        /// The message.
+        data: Vec<u8>,
+    },
+    /// Sequence numbers whose data could not be recovered; the messages they held are not
+    /// delivered. Delivery continues after them.
+    Loss {
+        /// The source.
+        tsi: Tsi,
+        /// The first lost sequence number.
+        first: Sqn,
+        /// How many consecutive sequence numbers were lost.
+        count: u32,
+    },
+    /// The session ended.
+    SessionEnd {
+        /// Its source.
+        tsi: Tsi,
+        /// Why.
+        reason: EndReason,
+    },
+}
+
+/// Counters of a receiver.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReceiverStats {
+    /// ODATA packets received.
+    pub odata_received: u64,
+    /// RDATA packets received.
+    pub rdata_received: u64,
+    /// Data packets already received or delivered (duplicates).
+    pub duplicates: u64,
+    /// SPMs received.
+    pub spm_received: u64,
+    /// NCFs received.
+    pub ncf_received: u64,
+    /// NAK packets sent.
+    pub naks_sent: u64,
+    /// Sequence numbers requested by those NAKs (the repairs requested).
+    pub nak_sqns_sent: u64,
+    /// Back-offs cut short by a heard NCF or NAK (suppression, §6.3).
+    pub naks_suppressed: u64,
+    /// SPMRs sent (multicast and unicast counted once per attempt).
+    pub spmrs_sent: u64,
+    /// POLRs sent in answer to POLLs.
+    pub polrs_sent: u64,
+    /// Messages delivered.
+    pub messages_delivered: u64,
+    /// Bytes delivered.
+    pub bytes_delivered: u64,
+    /// Sequence numbers reported lost.
+    pub sqns_lost: u64,
+    /// Loss events reported.
+    pub loss_events: u64,
+    /// Packets of sources beyond `max_sources`.
+    pub sources_refused: u64,
+    /// Fragments that did not fit their message (bad offsets or lengths).
+    pub bad_fragments: u64,
+    /// Packets of other ports, or of types a receiver does not handle.
+    pub ignored: u64,
+    /// Packets dropped as malformed, by reason.
+    pub malformed: MalformedCounts,
+}
+
+/// The repair state of one missing sequence number (§6.3):
+///
+/// ```text
+///   detect missing ──> BACK-OFF ──timer: send NAK──> WAIT_NCF ──NCF──> WAIT_DATA
+///                        │  ^                          │    ^             │
+///                        │  └──timer (ncf retry)───────┘    │             │
+///                        │  └──timer (data retry)───────────┼─────────────┘
+///                        └──NCF or NAK heard────────────────┴──> WAIT_DATA
+///   data in any state: done.   retries exceeded or trail passes: lost.
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NakState {
+    /// Waiting a random NAK_RB_IVL before NAKing.
+    BackOff,
+    /// NAK sent; waiting NAK_RPT_IVL for an NCF.
+    WaitNcf,
+    /// NCF heard; waiting NAK_RDATA_IVL for the data.
+    WaitData,
+}
+
+/// What happens to a [`NakState`] (the transition table of §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NakInput {
+    /// The state's timer expired.
+    Timeout,
+    /// A matching NCF was heard.
+    Ncf,
+    /// A matching NAK from another receiver was heard.
+    Nak,
+}
+
+/// The result of a transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NakAction {
+    /// Enter this state (restarting its timer).
+    Enter(NakState),
+    /// Send a NAK, then wait for an NCF.
+    SendNak,
+    /// A retry count is now exceeded: the data is lost.
+    GiveUp,
+}
+
+impl NakState {
+    /// The §6.3 transition for `input`, given the retry counts *after* counting this
+    /// timeout. Every (state, input) pair has a defined outcome; none panics.
+    pub fn on(self, input: NakInput, ncf_retries_left: bool, data_retries_left: bool) -> NakAction {
+        use NakAction::*;
+        use NakInput::*;
+        match (self, input) {
+            (Self::BackOff, Timeout) => SendNak,
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-6.3
+            //# A receiver MUST suppress NAK generation and wait at least
+            //# NAK_RDATA_IVL before recommencing NAK generation if it hears a
+            //# matching NCF or NAK during NAK_RB_IVL.
+            (Self::BackOff, Ncf | Nak) => Enter(Self::WaitData),
+            (Self::WaitNcf, Timeout) if ncf_retries_left => Enter(Self::BackOff),
+            (Self::WaitNcf, Timeout) => GiveUp,
+            (Self::WaitNcf, Ncf) => Enter(Self::WaitData),
+            // A matching NAK restarts NAK_RPT_IVL.
+            (Self::WaitNcf, Nak) => Enter(Self::WaitNcf),
+            (Self::WaitData, Timeout) if data_retries_left => Enter(Self::BackOff),
+            (Self::WaitData, Timeout) => GiveUp,
+            // Matching NCFs and NAKs restart NAK_RDATA_IVL.
+            (Self::WaitData, Ncf | Nak) => Enter(Self::WaitData),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Slot {
+    Missing {
+        state: NakState,
+        deadline: Instant,
+        ncf_retries: u32,
+        data_retries: u32,
+    },
+    Have {
+        tsdu: Box<[u8]>,
+        fragment: Option<(Sqn, u32, u32)>,
+    },
+    Lost,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SpmrState {
+    /// An SPM was heard: no SPMR needed.
+    Idle,
+    /// Backing off before an SPMR.
+    BackOff(Instant),
+    /// An SPMR went out or was heard; wait until then before another.
+    Wait(Instant),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PendingPolr {
+    sqn: Sqn,
+    round: u16,
+    dest: IpAddr,
+    deadline: Instant,
+}
+
+/// One source's state.
+#[derive(Debug)]
+struct Peer {
+    tsi: Tsi,
+    /// The source's unicast address: NAK_SRC, and the SPMR destination.
+    source_addr: IpAddr,
+    /// SPM_PATH of the last in-sequence SPM: where NAKs go.
+    nak_target: Option<IpAddr>,
+    last_spm_sqn: Option<Sqn>,
+    last_heard: Instant,
+    /// The next sequence number to deliver; `slots[i]` is `next + i`.
+    next: Sqn,
+    started: bool,
+    slots: VecDeque<Slot>,
+    timers: BinaryHeap<Reverse<(Instant, u32)>>,
+    /// A message being reassembled: its first sqn, length, and bytes so far.
+    apdu: Option<(Sqn, u32, Vec<u8>)>,
+    /// Fragments of this message are dropped (its start was lost).
+    skip_apdu: Option<Sqn>,
+    /// A pending loss range, reported when delivery passes it.
+    loss: Option<(Sqn, u32)>,
+    /// The last sequence number of the session, once OPT_FIN was seen.
+    fin_lead: Option<Sqn>,
+    ended: bool,
+    spmr: SpmrState,
+    polr: Option<PendingPolr>,
+    /// POLL_SQN of the last POLL seen with POLL_ROUND 0 (App. D).
+    poll_round0: Option<Sqn>,
+}
+
+#[derive(Debug, Clone)]
+enum PendingTx {
+    Nak { tsi: Tsi, sqns: Vec<Sqn> },
+    Spmr { tsi: Tsi, multicast: bool },
+    Polr { tsi: Tsi, polr: PendingPolr },
+}
+
+/// The receiver engine for one port and group. See the [module documentation](super).
+///
+/// Bounded work per call: `handle_packet` touches at most `rxw_sqns` slots (a jump of the
+/// leading edge), usually O(1); `handle_timeout` processes the expired timers.
+#[derive(Debug)]
+pub struct Receiver {
+    config: ReceiverConfig,
+    peers: HashMap<Tsi, Peer>,
+    rng: EngineRng,
+    rand_node_id: u32,
+    events: VecDeque<Event>,
+    tx: VecDeque<PendingTx>,
+    stats: ReceiverStats,
+}
+
+impl Receiver {
+    /// A receiver.
+    pub fn new(config: ReceiverConfig) -> Self {
+        let mut rng = rng_from_seed(config.rng_seed);
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-14.5
+        //# PGM receivers and network elements MUST compute a 32-bit random node
+        //# identifier (RAND_NODE_ID) at startup time.
+        let rand_node_id = rng.random();
+        Self {
+            config,
+            peers: HashMap::new(),
+            rng,
+            rand_node_id,
+            events: VecDeque::new(),
+            tx: VecDeque::new(),
+            stats: ReceiverStats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ReceiverStats {
+        &self.stats
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ReceiverConfig {
+        &self.config
+    }
+
+    /// Sources currently tracked.
+    pub fn sources(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// The next application event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Handles an arriving packet.
+    pub fn handle_packet(&mut self, now: Instant, meta: RecvMeta, bytes: &[u8]) {
+        let packet = match Packet::new_checked(bytes) {
+            Ok(p) => p,
+            Err(e) => return self.stats.malformed.add(e),
+        };
+        if let Err(e) = packet.verify_checksum() {
+            return self.stats.malformed.add(e);
+        }
+        let ty = packet.packet_type();
+        // Downstream packets carry our port as destination; multicast NAKs and SPMRs from
+        // other receivers carry it as source (§8.3).
+        let port = if ty.is_upstream() {
+            packet.source_port()
+        } else {
+            packet.dest_port()
+        };
+        if port != self.config.dport {
+            self.stats.ignored += 1;
+            return;
+        }
+        match ty {
+            PacketType::Odata | PacketType::Rdata => self.on_data(now, meta, bytes),
+            PacketType::Spm => self.on_spm(now, meta, bytes),
+            PacketType::Ncf | PacketType::Nak => self.on_ncf_or_nak(now, bytes),
+            PacketType::Spmr => self.on_spmr(now, &packet),
+            PacketType::Poll => self.on_poll(now, bytes),
+            _ => self.stats.ignored += 1,
+        }
+    }
+
+    fn on_data(&mut self, now: Instant, meta: RecvMeta, bytes: &[u8]) {
+        let Ok(pkt) = DataPacket::new_checked(bytes) else {
+            return;
+        };
+        let rdata = pkt.packet_type() == PacketType::Rdata;
+        if rdata {
+            self.stats.rdata_received += 1;
+        } else {
+            self.stats.odata_received += 1;
+        }
+        let (sqn, trail, tsi) = (pkt.sqn(), pkt.trail(), pkt.tsi());
+        let mut fragment = None;
+        let mut fin = false;
+        let mut join = None;
+        for o in pkt.options() {
+            match o.value {
+                OptionValue::Fragment {
+                    first_sqn,
+                    offset,
+                    length,
+                } => fragment = Some((first_sqn, offset, length)),
+                OptionValue::Fin => fin = true,
+                OptionValue::Join { min_sqn } => join = Some(min_sqn),
+                _ => {}
+            }
+        }
+        let cfg = &self.config;
+        let (nak_bo, rxw, spmr_bo) = (cfg.nak_bo_ivl, cfg.rxw_sqns, cfg.spmr_bo_ivl);
+        let rng = &mut self.rng;
+        let Some(peer) = peer_entry(
+            &mut self.peers,
+            &mut self.events,
+            &mut self.stats,
+            cfg.max_sources,
+            now,
+            tsi,
+            meta.source,
+        ) else {
+            return;
+        };
+        if peer.ended {
+            return;
+        }
+        if !peer.started {
+            peer.started = true;
+            peer.next = join_point(sqn, trail, join, rxw);
+            if let Some((first, _, _)) = fragment {
+                if first != sqn && peer.next == sqn {
+                    // Joined in the middle of a message: its start is not ours to get.
+                    peer.skip_apdu = Some(first);
+                }
+            }
+        }
+        if peer.nak_target.is_none() && peer.spmr == SpmrState::Idle {
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-13.5
+            //# before unicasting a given SPMR, receivers MUST
+            //# choose a random delay on SPMR_BO_IVL (~250 msecs) during which they
+            //# listen for a multicast of an identical SPMR.
+            peer.spmr = SpmrState::BackOff(now + random_upto(rng, spmr_bo));
+        }
+        if fin {
+            peer.fin_lead = Some(sqn);
+        }
+        peer.advance_trail(trail, rxw);
+        let dup = match sqn.since(peer.next) {
+            None => true,
+            Some(_) => {
+                peer.extend_to(sqn, now, nak_bo, rxw, rng);
+                let off = sqn.since(peer.next).unwrap_or(0) as usize;
+                let have = Slot::Have {
+                    tsdu: pkt.payload().into(),
+                    fragment,
+                };
+                match peer.slots.get_mut(off) {
+                    Some(slot @ Slot::Missing { .. }) => {
+                        *slot = have;
+                        false
+                    }
+                    Some(_) => true,
+                    None => {
+                        peer.slots.push_back(have);
+                        false
+                    }
+                }
+            }
+        };
+        if dup {
+            self.stats.duplicates += 1;
+        }
+        self.deliver(tsi, Vec::new());
+    }
+
+    fn on_spm(&mut self, now: Instant, meta: RecvMeta, bytes: &[u8]) {
+        let Ok(spm) = SpmPacket::new_checked(bytes) else {
+            return;
+        };
+        self.stats.spm_received += 1;
+        let tsi = spm.tsi();
+        let (sqn, trail, lead, path) = (spm.sqn(), spm.trail(), spm.lead(), spm.path());
+        let mut fin = false;
+        let mut rst = false;
+        let mut join = None;
+        for o in spm.options() {
+            match o.value {
+                OptionValue::Fin => fin = true,
+                OptionValue::Rst { .. } => rst = true,
+                OptionValue::Join { min_sqn } => join = Some(min_sqn),
+                _ => {}
+            }
+        }
+        let has_window = spm.has_window();
+        let cfg = &self.config;
+        let (nak_bo, rxw) = (cfg.nak_bo_ivl, cfg.rxw_sqns);
+        let rng = &mut self.rng;
+        let Some(peer) = peer_entry(
+            &mut self.peers,
+            &mut self.events,
+            &mut self.stats,
+            cfg.max_sources,
+            now,
+            tsi,
+            meta.source,
+        ) else {
+            return;
+        };
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-6.2
+        //# Receivers MUST use SPMs to learn the source path NLA
+        // Only in-sequence SPMs update path state: an older SPM may carry a stale path.
+        if peer.last_spm_sqn.is_some_and(|last| !sqn.gt(last)) {
+            return;
+        }
+        peer.last_spm_sqn = Some(sqn);
+        peer.nak_target = Some(path.0);
+        peer.source_addr = meta.source;
+        peer.spmr = SpmrState::Idle;
+        let mut events = Vec::new();
+        if !peer.ended && has_window {
+            if !peer.started {
+                // The window starts after the SPM's lead: data sent before we joined is not
+                // ours to recover (§9.4's default).
+                peer.started = true;
+                peer.next = join_point(lead.next(), trail, join, rxw);
+            }
+            peer.advance_trail(trail, rxw);
+            // Data up to SPM_LEAD was sent: what we lack of it is missing (§6.3).
+            peer.extend_to(lead.next(), now, nak_bo, rxw, rng);
+            if fin || rst {
+                peer.fin_lead = Some(lead);
+            }
+            if rst {
+                peer.reset();
+                peer.ended = true;
+                events.push(Event::SessionEnd {
+                    tsi,
+                    reason: EndReason::Reset,
+                });
+            }
+        }
+        self.deliver(tsi, events);
+    }
+
+    fn on_ncf_or_nak(&mut self, now: Instant, bytes: &[u8]) {
+        let Ok(pkt) = NakPacket::new_checked(bytes) else {
+            return;
+        };
+        let is_ncf = pkt.packet_type() == PacketType::Ncf;
+        if is_ncf {
+            self.stats.ncf_received += 1;
+        }
+        let tsi = pkt.tsi();
+        let input = if is_ncf { NakInput::Ncf } else { NakInput::Nak };
+        let list = pkt.options().iter().find_map(|o| match o.value {
+            OptionValue::NakList(l) => Some(l),
+            _ => None,
+        });
+        let (rpt, rdata) = (self.config.nak_rpt_ivl, self.config.nak_rdata_ivl);
+        let Some(peer) = self.peers.get_mut(&tsi) else {
+            return;
+        };
+        let mut suppressed = 0;
+        let sqns = core::iter::once(pkt.sqn()).chain(list.into_iter().flat_map(|l| l.iter()));
+        for sqn in sqns.take(1 + MAX_NAK_LIST) {
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-6.3
+            //# A receiver MUST discard any NCFs or NAKs it hears for data packets
+            //# outside the transmit window or for data packets it has received.
+            let Some(off) = sqn.since(peer.next) else {
+                continue;
+            };
+            let Some(Slot::Missing {
+                state, deadline, ..
+            }) = peer.slots.get_mut(off as usize)
+            else {
+                continue;
+            };
+            if *state == NakState::BackOff {
+                suppressed += 1;
+            }
+            if let NakAction::Enter(next) = state.on(input, true, true) {
+                *state = next;
+                *deadline = now
+                    + match next {
+                        NakState::WaitNcf => rpt,
+                        _ => rdata,
+                    };
+                peer.timers.push(Reverse((*deadline, sqn.0)));
+            }
+        }
+        self.stats.naks_suppressed += suppressed;
+    }
+
+    fn on_spmr(&mut self, now: Instant, packet: &Packet<&[u8]>) {
+        // A multicast SPMR from another receiver on our subnet suppresses ours (§13.5).
+        let wait = self.config.spmr_spm_ivl;
+        if let Some(peer) = self.peers.get_mut(&packet.tsi()) {
+            if matches!(peer.spmr, SpmrState::BackOff(_)) {
+                peer.spmr = SpmrState::Wait(now + wait);
+            }
+        }
+    }
+
+    fn on_poll(&mut self, now: Instant, bytes: &[u8]) {
+        if !self.config.answer_polls {
+            return;
+        }
+        let Ok(poll) = PollPacket::new_checked(bytes) else {
+            return;
+        };
+        let tsi = poll.tsi();
+        let (sqn, round, mask) = (poll.sqn(), poll.round(), poll.mask());
+        let rand = u32::from_be_bytes(poll.rand());
+        let node = self.rand_node_id;
+        let bo = Duration::from_micros(u64::from(poll.backoff_ivl_us()));
+        let d = random_upto(&mut self.rng, bo + Duration::from_nanos(1));
+        let Some(peer) = self.peers.get_mut(&tsi) else {
+            return;
+        };
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-14.5
+        //# A PGM receiver or network element MUST cancel any pending
+        //# transmission of POLRs if a new POLL is received with POLL_SQN
+        //# different from POLR_SQN of the poll that scheduled POLRs.
+        if peer.polr.is_some_and(|p| p.sqn != sqn) {
+            peer.polr = None;
+        }
+        if round == 0 {
+            peer.poll_round0 = Some(sqn);
+        }
+        //# If the incoming POLL
+        //# contain a POLL_MASK made of all zeroes, the match is successful
+        //# despite the content of POLL_RAND (deterministic reply).
+        if node & mask != rand & mask {
+            return;
+        }
+        //# If POLL_ROUND is non-zero and the PGM receiver has not received a
+        //# previous poll with the same POLL_SQN and a zero POLL_ROUND, it MUST
+        //# discard the poll without further action.
+        if round != 0 && peer.poll_round0 != Some(sqn) {
+            return;
+        }
+        // Receivers answer general polls only; DLR polls are for repairers and unknown
+        // sub-types MUST be ignored.
+        if poll.subtype() != PollSubtype::General {
+            return;
+        }
+        peer.polr = Some(PendingPolr {
+            sqn,
+            round,
+            dest: poll.path().0,
+            deadline: now + d,
+        });
+    }
+
+    /// Delivers what became deliverable for `tsi`, after `events` already produced.
+    fn deliver(&mut self, tsi: Tsi, mut events: Vec<Event>) {
+        let max_apdu = self.config.max_apdu;
+        let Some(peer) = self.peers.get_mut(&tsi) else {
+            return;
+        };
+        peer.drain(max_apdu, &mut events, &mut self.stats);
+        let fin_done = peer.fin_lead.is_some_and(|f| peer.next == f.next());
+        if !peer.ended && peer.slots.is_empty() && fin_done {
+            peer.ended = true;
+            events.push(Event::SessionEnd {
+                tsi,
+                reason: EndReason::Fin,
+            });
+        }
+        self.count_events(&events);
+        self.events.extend(events);
+    }
+
+    fn count_events(&mut self, events: &[Event]) {
+        for e in events {
+            match e {
+                Event::Loss { count, .. } => {
+                    self.stats.loss_events += 1;
+                    self.stats.sqns_lost += u64::from(*count);
+                }
+                Event::Data { data, .. } => {
+                    self.stats.messages_delivered += 1;
+                    self.stats.bytes_delivered += data.len() as u64;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Handles timer expiry: NAK back-offs and waits, SPMR back-offs, POLR back-offs and
+    /// source expiry. Work is bounded by the timers that expired.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let tsis: Vec<Tsi> = self.peers.keys().copied().collect();
+        for tsi in tsis {
+            self.peer_timeout(now, tsi);
+        }
+    }
+
+    fn peer_timeout(&mut self, now: Instant, tsi: Tsi) {
+        let cfg = &self.config;
+        let rng = &mut self.rng;
+        let Some(peer) = self.peers.get_mut(&tsi) else {
+            return;
+        };
+        let mut events = Vec::new();
+        if now.saturating_duration_since(peer.last_heard) >= cfg.peer_expiry {
+            peer.reset();
+            peer.drain(cfg.max_apdu, &mut events, &mut self.stats);
+            peer.flush_loss(&mut events);
+            let ended = peer.ended;
+            self.peers.remove(&tsi);
+            self.count_events(&events);
+            if !ended {
+                events.push(Event::SessionEnd {
+                    tsi,
+                    reason: EndReason::Expired,
+                });
+            }
+            self.events.extend(events);
+            return;
+        }
+        // NAK timers.
+        let mut to_nak: Vec<Sqn> = Vec::new();
+        while let Some(&Reverse((at, raw))) = peer.timers.peek() {
+            if at > now {
+                break;
+            }
+            peer.timers.pop();
+            let sqn = Sqn(raw);
+            let Some(off) = sqn.since(peer.next) else {
+                continue;
+            };
+            let Some(Slot::Missing {
+                state,
+                deadline,
+                ncf_retries,
+                data_retries,
+            }) = peer.slots.get_mut(off as usize)
+            else {
+                continue;
+            };
+            if *deadline != at {
+                continue; // a stale timer: the state moved on since
+            }
+            match *state {
+                NakState::WaitNcf => *ncf_retries += 1,
+                NakState::WaitData => *data_retries += 1,
+                NakState::BackOff => {}
+            }
+            let action = state.on(
+                NakInput::Timeout,
+                *ncf_retries <= cfg.nak_ncf_retries,
+                *data_retries <= cfg.nak_data_retries,
+            );
+            match action {
+                NakAction::SendNak => {
+                    *state = NakState::WaitNcf;
+                    *deadline = now + cfg.nak_rpt_ivl;
+                    peer.timers.push(Reverse((*deadline, raw)));
+                    to_nak.push(sqn);
+                }
+                NakAction::Enter(next) => {
+                    *state = next;
+                    *deadline = now
+                        + match next {
+                            NakState::BackOff => random_upto(rng, cfg.nak_bo_ivl),
+                            NakState::WaitNcf => cfg.nak_rpt_ivl,
+                            NakState::WaitData => cfg.nak_rdata_ivl,
+                        };
+                    peer.timers.push(Reverse((*deadline, raw)));
+                }
+                NakAction::GiveUp => {
+                    //= https://www.rfc-editor.org/rfc/rfc3208#section-6.3
+                    //# Cancellation of NAK generation indicates unrecoverable
+                    //# data loss.
+                    peer.slots[off as usize] = Slot::Lost;
+                }
+            }
+        }
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-6.3
+        //# When a receiver has to transmit a sequence of NAKs, it SHOULD
+        //# transmit the NAKs in order from oldest to most recent.
+        to_nak.sort_by_key(|s| s.since(peer.next).unwrap_or(u32::MAX));
+        for chunk in to_nak.chunks(1 + MAX_NAK_LIST) {
+            self.tx.push_back(PendingTx::Nak {
+                tsi,
+                sqns: chunk.to_vec(),
+            });
+        }
+        match peer.spmr {
+            SpmrState::BackOff(at) if at <= now => {
+                //# If a receiver does not see a matching multicast SPMR within its chosen
+                //# random interval, it MUST first multicast its own SPMR to the group
+                //# with a TTL of 1 before then unicasting its own SPMR to the source.
+                self.tx.push_back(PendingTx::Spmr {
+                    tsi,
+                    multicast: true,
+                });
+                self.tx.push_back(PendingTx::Spmr {
+                    tsi,
+                    multicast: false,
+                });
+                peer.spmr = SpmrState::Wait(now + cfg.spmr_spm_ivl);
+            }
+            SpmrState::Wait(at) if at <= now && peer.nak_target.is_none() => {
+                peer.spmr = SpmrState::BackOff(now + random_upto(rng, cfg.spmr_bo_ivl));
+            }
+            _ => {}
+        }
+        if let Some(p) = peer.polr.filter(|p| p.deadline <= now) {
+            peer.polr = None;
+            self.tx.push_back(PendingTx::Polr { tsi, polr: p });
+        }
+        self.deliver(tsi, events);
+    }
+
+    /// The earliest deadline of any source.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
+        let mut take = |x: Instant| t = Some(t.map_or(x, |t| t.min(x)));
+        for p in self.peers.values() {
+            take(p.last_heard + self.config.peer_expiry);
+            if let Some(Reverse((at, _))) = p.timers.peek() {
+                take(*at);
+            }
+            match p.spmr {
+                SpmrState::BackOff(at) => take(at),
+                SpmrState::Wait(at) if p.nak_target.is_none() => take(at),
+                _ => {}
+            }
+            if let Some(polr) = p.polr {
+                take(polr.deadline);
+            }
+        }
+        t
+    }
+
+    /// The next packet to send (NAKs, SPMRs, POLRs), written into `buf`.
+    pub fn poll_transmit(&mut self, _now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        while let Some(tx) = self.tx.pop_front() {
+            let (tsi, body, opts_rest, dest, ttl, ty) = match &tx {
+                PendingTx::Nak { tsi, sqns } => {
+                    let Some(peer) = self.peers.get(tsi) else {
+                        continue;
+                    };
+                    let Some((&first, rest)) = sqns.split_first() else {
+                        continue;
+                    };
+                    //= https://www.rfc-editor.org/rfc/rfc3208#section-6.3
+                    //# Upon expiry of NAK_RB_IVL, a receiver MUST unicast a NAK to the
+                    //# upstream PGM network element for the TSI
+                    let dest = peer.nak_target.unwrap_or(peer.source_addr);
+                    let body = Body::Nak(NakRepr {
+                        sqn: first,
+                        source: Nla(peer.source_addr),
+                        group: Nla(self.config.group),
+                    });
+                    self.stats.naks_sent += 1;
+                    self.stats.nak_sqns_sent += sqns.len() as u64;
+                    (
+                        *tsi,
+                        body,
+                        rest,
+                        Destination::Unicast(dest),
+                        None,
+                        PacketType::Nak,
+                    )
+                }
+                PendingTx::Spmr { tsi, multicast } => {
+                    let Some(peer) = self.peers.get(tsi) else {
+                        continue;
+                    };
+                    let (dest, ttl) = if *multicast {
+                        (Destination::Group(self.config.group), Some(1))
+                    } else {
+                        (Destination::Unicast(peer.source_addr), None)
+                    };
+                    self.stats.spmrs_sent += u64::from(!*multicast);
+                    (*tsi, Body::Spmr, &[][..], dest, ttl, PacketType::Spmr)
+                }
+                PendingTx::Polr { tsi, polr } => {
+                    self.stats.polrs_sent += 1;
+                    let body = Body::Polr(PolrRepr {
+                        sqn: polr.sqn,
+                        round: polr.round,
+                    });
+                    (
+                        *tsi,
+                        body,
+                        &[][..],
+                        Destination::Unicast(polr.dest),
+                        None,
+                        PacketType::Polr,
+                    )
+                }
+            };
+            let opts = [PgmOption::from(OptionValue::NakList(SqnList::Slice(
+                opts_rest,
+            )))];
+            let repr = Repr {
+                sport: self.config.dport,
+                dport: tsi.sport,
+                gsi: tsi.gsi,
+                parity: false,
+                var_pktlen: false,
+                body,
+                options: if opts_rest.is_empty() {
+                    OptionList::EMPTY
+                } else {
+                    OptionList::Slice(&opts)
+                },
+            };
+            buf.resize(repr.buffer_len(), 0);
+            let Ok(len) = repr.emit(buf) else { continue };
+            return Some(Transmit {
+                destination: dest,
+                packet_type: ty,
+                router_alert: false,
+                ttl,
+                len,
+            });
+        }
+        None
+    }
+}
+
+/// The peer for `tsi`, created (with a session-start event) if there is room.
+fn peer_entry<'a>(
+    peers: &'a mut HashMap<Tsi, Peer>,
+    events: &mut VecDeque<Event>,
+    stats: &mut ReceiverStats,
+    max_sources: usize,
+    now: Instant,
+    tsi: Tsi,
+    source_addr: IpAddr,
+) -> Option<&'a mut Peer> {
+    if !peers.contains_key(&tsi) {
+        if peers.len() >= max_sources {
+            stats.sources_refused += 1;
+            return None;
+        }
+        peers.insert(
+            tsi,
+            Peer {
+                tsi,
+                source_addr,
+                nak_target: None,
+                last_spm_sqn: None,
+                last_heard: now,
+                next: Sqn(0),
+                started: false,
+                slots: VecDeque::new(),
+                timers: BinaryHeap::new(),
+                apdu: None,
+                skip_apdu: None,
+                loss: None,
+                fin_lead: None,
+                ended: false,
+                spmr: SpmrState::Idle,
+                polr: None,
+                poll_round0: None,
+            },
+        );
+        events.push_back(Event::SessionStart { tsi });
+    }
+    let p = peers.get_mut(&tsi)?;
+    p.last_heard = now;
+    Some(p)
+}
+
+/// Where a new session's window starts, given the first sequence number a receiver can take
+/// (`first`), the source's trailing edge, and OPT_JOIN's minimum if the source offers one
+/// (§9.4: "receivers that join a transport session in progress MAY request repair of all
+/// data as far back as the given minimum sequence number"). Never more than `rxw` back.
+fn join_point(first: Sqn, trail: Sqn, join: Option<Sqn>, rxw: u32) -> Sqn {
+    let Some(min) = join else { return first };
+    let start = if min.lt(trail) { trail } else { min };
+    match first.since(start) {
+        Some(back) if back < rxw => start,
+        _ => first,
+    }
+}
+
+fn random_upto(rng: &mut EngineRng, ivl: Duration) -> Duration {
+    let max = ivl.as_nanos().min(u128::from(u64::MAX)) as u64;
+    if max == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_nanos(rng.random_range(0..max))
+}
+
+impl Peer {
+    /// Creates Missing slots (in BACK-OFF, §6.3) for every sequence number from the end of the
+    /// window up to, not including, `end`. If that would make the window longer than `rxw`,
+    /// what falls out of it is lost at once.
+    fn extend_to(
+        &mut self,
+        end: Sqn,
+        now: Instant,
+        nak_bo: Duration,
+        rxw: u32,
+        rng: &mut EngineRng,
+    ) {
+        let Some(ahead) = end.since(self.next) else {
+            return;
+        };
+        if ahead > rxw {
+            self.advance_trail(end - rxw, rxw);
+        }
+        let Some(ahead) = end.since(self.next) else {
+            return;
+        };
+        for i in self.slots.len() as u32..ahead {
+            let deadline = now + random_upto(rng, nak_bo);
+            self.timers.push(Reverse((deadline, (self.next + i).0)));
+            self.slots.push_back(Slot::Missing {
+                state: NakState::BackOff,
+                deadline,
+                ncf_retries: 0,
+                data_retries: 0,
+            });
+        }
+    }
+
+    /// The source's trailing edge moved to `trail`: data before it can no longer be
+    /// repaired (§6.3: "if the trailing edge of the window moves beyond the sequence number,
+    /// data recovery for that sequence number terminates"). At most `rxw` sequence numbers
+    /// are given up per call, so a wild trail costs bounded work.
+    fn advance_trail(&mut self, trail: Sqn, rxw: u32) {
+        if !self.started {
+            return;
+        }
+        let Some(behind) = trail.since(self.next) else {
+            return;
+        };
+        for i in 0..behind.min(rxw) as usize {
+            match self.slots.get_mut(i) {
+                Some(slot @ Slot::Missing { .. }) => *slot = Slot::Lost,
+                Some(_) => {}
+                None => self.slots.push_back(Slot::Lost),
+            }
+        }
+    }
+
+    /// Gives up every pending repair: what is missing is lost.
+    fn reset(&mut self) {
+        for s in self.slots.iter_mut() {
+            if let Slot::Missing { .. } = s {
+                *s = Slot::Lost;
+            }
+        }
+    }
+
+    /// Adds `sqn` to the pending loss range, reporting the previous range if not adjacent.
+    fn note_loss(&mut self, sqn: Sqn, events: &mut Vec<Event>) {
+        match &mut self.loss {
+            Some((first, count)) if *first + *count == sqn => *count += 1,
+            _ => {
+                self.flush_loss(events);
+                self.loss = Some((sqn, 1));
+            }
+        }
+    }
+
+    fn flush_loss(&mut self, events: &mut Vec<Event>) {
+        if let Some((first, count)) = self.loss.take() {
+            events.push(Event::Loss {
+                tsi: self.tsi,
+                first,
+                count,
+            });
+        }
+    }
+
+    /// A message being reassembled from `first` is lost: every sequence number from `first`
+    /// to `upto` (inclusive) is reported lost, and its later fragments will be skipped.
+    fn lose_apdu(&mut self, first: Sqn, upto: Sqn, events: &mut Vec<Event>) {
+        self.skip_apdu = Some(first);
+        let Some(n) = upto.since(first) else {
+            return self.note_loss(upto, events);
+        };
+        for i in 0..=n {
+            self.note_loss(first + i, events);
+        }
+    }
+
+    /// Delivers every contiguous received or lost slot at the front of the window.
+    fn drain(&mut self, max_apdu: usize, events: &mut Vec<Event>, stats: &mut ReceiverStats) {
+        loop {
+            let sqn = self.next;
+            match self.slots.pop_front() {
+                None => break,
+                Some(slot @ Slot::Missing { .. }) => {
+                    self.slots.push_front(slot);
+                    break;
+                }
+                Some(Slot::Lost) => {
+                    self.next = sqn.next();
+                    match self.apdu.take() {
+                        // The message this sqn belonged to is lost whole.
+                        Some((first, _, _)) => self.lose_apdu(first, sqn, events),
+                        None => self.note_loss(sqn, events),
+                    }
+                }
+                Some(Slot::Have { tsdu, fragment }) => {
+                    self.next = sqn.next();
+                    self.take_data(sqn, tsdu, fragment, max_apdu, events, stats);
+                }
+            }
+        }
+        // Delivery stopped at a gap or the end: the loss range so far is complete.
+        if self.apdu.is_none() {
+            self.flush_loss(events);
+        }
+    }
+
+    fn take_data(
+        &mut self,
+        sqn: Sqn,
+        tsdu: Box<[u8]>,
+        fragment: Option<(Sqn, u32, u32)>,
+        max_apdu: usize,
+        events: &mut Vec<Event>,
+        stats: &mut ReceiverStats,
+    ) {
+        let Some((first, offset, length)) = fragment else {
+            if let Some((first, _, _)) = self.apdu.take() {
+                // A message cut short by an unfragmented packet: the sender broke it.
+                stats.bad_fragments += 1;
+                self.lose_apdu(first, sqn - 1, events);
+            }
+            self.skip_apdu = None;
+            self.flush_loss(events);
+            events.push(Event::Data {
+                tsi: self.tsi,
+                data: tsdu.into_vec(),
+            });
+            return;
+        };
+        if self.skip_apdu == Some(first) {
+            return self.note_loss(sqn, events);
+        }
+        if offset != 0 && self.apdu.is_none() {
+            // The rest of a message whose first fragment was lost.
+            self.skip_apdu = Some(first);
+            return self.note_loss(sqn, events);
+        }
+        if offset == 0 {
+            if let Some((prev, _, _)) = self.apdu.take() {
+                stats.bad_fragments += 1;
+                self.lose_apdu(prev, sqn - 1, events);
+            }
+            if first != sqn || length as usize > max_apdu {
+                stats.bad_fragments += u64::from(first != sqn);
+                self.skip_apdu = Some(first);
+                return self.note_loss(sqn, events);
+            }
+            self.skip_apdu = None;
+            self.apdu = Some((first, length, Vec::with_capacity(length as usize)));
+        }
+        let fits = match &mut self.apdu {
+            Some((f, len, buf))
+                if *f == first
+                    && *len == length
+                    && buf.len() == offset as usize
+                    && buf.len() + tsdu.len() <= *len as usize =>
+            {
+                buf.extend_from_slice(&tsdu);
+                true
+            }
+            _ => false,
+        };
+        if !fits {
+            stats.bad_fragments += 1;
+            match self.apdu.take() {
+                Some((f, _, _)) => self.lose_apdu(f, sqn, events),
+                None => {
+                    self.skip_apdu = Some(first);
+                    self.note_loss(sqn, events);
+                }
+            }
+            return;
+        }
+        if let Some((_, len, buf)) = &self.apdu {
+            if buf.len() == *len as usize {
+                if let Some((_, _, data)) = self.apdu.take() {
+                    self.flush_loss(events);
+                    events.push(Event::Data {
+                        tsi: self.tsi,
+                        data,
+                    });
+                }
+            }
+        }
+    }
+}
