@@ -1216,3 +1216,52 @@ impl Peer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The whole §6.3 transition table, written out: a change to any transition fails here.
+    #[test]
+    fn nak_transition_table() {
+        use NakAction::*;
+        use NakInput::*;
+        use NakState::*;
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-6.3
+        //= type=test
+        //# The entire generation process can be summarized by the following
+        //# state machine:
+        let table = [
+            (BackOff, Timeout, true, true, SendNak),
+            (BackOff, Ncf, true, true, Enter(WaitData)),
+            (BackOff, Nak, true, true, Enter(WaitData)),
+            (WaitNcf, Timeout, true, true, Enter(BackOff)),
+            (WaitNcf, Timeout, false, true, GiveUp),
+            (WaitNcf, Ncf, true, true, Enter(WaitData)),
+            (WaitNcf, Nak, true, true, Enter(WaitNcf)),
+            (WaitData, Timeout, true, true, Enter(BackOff)),
+            (WaitData, Timeout, true, false, GiveUp),
+            (WaitData, Ncf, true, true, Enter(WaitData)),
+            (WaitData, Nak, true, true, Enter(WaitData)),
+        ];
+        for (state, input, ncf_left, data_left, want) in table {
+            assert_eq!(
+                state.on(input, ncf_left, data_left),
+                want,
+                "{state:?} on {input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn join_point_honours_opt_join_within_the_window() {
+        // No OPT_JOIN: from the first packet (§9.4 default).
+        assert_eq!(join_point(Sqn(100), Sqn(10), None, 1000), Sqn(100));
+        // OPT_JOIN older than the trail: from the trail.
+        assert_eq!(join_point(Sqn(100), Sqn(10), Some(Sqn(5)), 1000), Sqn(10));
+        // OPT_JOIN newer than the trail: from OPT_JOIN.
+        assert_eq!(join_point(Sqn(100), Sqn(10), Some(Sqn(50)), 1000), Sqn(50));
+        // Too far back for the receive window: from the first packet.
+        assert_eq!(join_point(Sqn(5000), Sqn(0), Some(Sqn(0)), 1000), Sqn(5000));
+    }
+}

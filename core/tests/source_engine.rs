@@ -1,0 +1,316 @@
+//! Scripted exchanges with the source engine (§5): NCF before RDATA, merging, the window,
+//! SPMR answers, FIN, the token bucket, malformed input.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use pgm_core::proto::source::{SendError, Source, SourceConfig};
+use pgm_core::proto::{Destination, RecvMeta, Transmit};
+use pgm_core::wire::{
+    Body, Gsi, NakRepr, Nla, OptionList, OptionValue, PacketType, PgmOption, Repr, Sqn, SqnList,
+};
+
+const GROUP: IpAddr = IpAddr::V4(Ipv4Addr::new(239, 192, 0, 1));
+const SRC: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+const RCV: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+const GSI: Gsi = Gsi([1, 2, 3, 4, 5, 6]);
+
+fn t0() -> Instant {
+    #[expect(clippy::disallowed_methods, reason = "the test's epoch")]
+    Instant::now()
+}
+
+fn config() -> SourceConfig {
+    SourceConfig::new(GSI, 4000, 7500, GROUP, SRC)
+}
+
+fn meta() -> RecvMeta {
+    RecvMeta {
+        source: RCV,
+        destination: SRC,
+    }
+}
+
+/// Drains every transmit at `now`, parsed back.
+fn drain(src: &mut Source, now: Instant) -> Vec<(Transmit, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    while let Some(t) = src.poll_transmit(now, &mut buf) {
+        out.push((t, buf[..t.len].to_vec()));
+    }
+    out
+}
+
+fn nak(sqns: &[u32]) -> Vec<u8> {
+    let rest: Vec<Sqn> = sqns[1..].iter().map(|&s| Sqn(s)).collect();
+    let opts = [PgmOption::from(OptionValue::NakList(SqnList::Slice(&rest)))];
+    let repr = Repr {
+        sport: 7500,
+        dport: 4000,
+        gsi: GSI,
+        parity: false,
+        var_pktlen: false,
+        body: Body::Nak(NakRepr {
+            sqn: Sqn(sqns[0]),
+            source: Nla(SRC),
+            group: Nla(GROUP),
+        }),
+        options: if rest.is_empty() {
+            OptionList::EMPTY
+        } else {
+            OptionList::Slice(&opts)
+        },
+    };
+    let mut buf = vec![0; repr.buffer_len()];
+    repr.emit(&mut buf).expect("emit nak");
+    buf
+}
+
+fn types(out: &[(Transmit, Vec<u8>)]) -> Vec<PacketType> {
+    out.iter().map(|(t, _)| t.packet_type).collect()
+}
+
+#[test]
+fn starts_with_an_spm_then_odata_with_syn() {
+    let now = t0();
+    let mut s = Source::new(config(), now);
+    s.send(b"hello").expect("send");
+    let out = drain(&mut s, now);
+    assert_eq!(types(&out), [PacketType::Spm, PacketType::Odata]);
+    let odata = Repr::parse_bytes(&out[1].1).expect("parse");
+    assert!(
+        odata
+            .options
+            .find(pgm_core::wire::OptionType::Syn)
+            .is_some()
+    );
+    assert_eq!(out[1].0.destination, Destination::Group(GROUP));
+    assert!(!out[1].0.router_alert, "ODATA carries no Router Alert");
+    let spm = Repr::parse_bytes(&out[0].1).expect("parse");
+    let Body::Spm(spm) = spm.body else {
+        panic!("not an SPM")
+    };
+    // Empty window: trail = lead + 1 (§3.3).
+    assert_eq!(spm.trail, spm.lead.next());
+    assert!(out[0].0.router_alert, "SPMs carry Router Alert");
+}
+
+#[test]
+fn nak_draws_ncf_first_then_rdata_and_duplicates_merge() {
+    let now = t0();
+    let mut s = Source::new(config(), now);
+    for i in 0..10u8 {
+        s.send(&[i; 100]).expect("send");
+    }
+    drain(&mut s, now);
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-5.2
+    //= type=test
+    //# A source MUST immediately multicast an NCF in response to any NAK it
+    //# receives.
+    s.handle_packet(now, meta(), &nak(&[3, 5]));
+    s.handle_packet(now, meta(), &nak(&[3]));
+    let out = drain(&mut s, now);
+    assert_eq!(
+        types(&out),
+        [PacketType::Ncf, PacketType::Rdata, PacketType::Rdata],
+        "one NCF (the identical second one is held off), then one RDATA per sqn"
+    );
+    let ncf = Repr::parse_bytes(&out[0].1).expect("ncf");
+    let Body::Ncf(n) = ncf.body else {
+        panic!("not an NCF")
+    };
+    assert_eq!(n.sqn, Sqn(3));
+    assert_eq!(n.source, Nla(SRC));
+    let listed: Vec<Sqn> = ncf
+        .options
+        .iter()
+        .find_map(|o| match o.value {
+            OptionValue::NakList(l) => Some(l.iter().collect()),
+            _ => None,
+        })
+        .expect("NCF carries the NAK list");
+    assert_eq!(listed, [Sqn(5)]);
+    let rdata: Vec<u32> = out[1..]
+        .iter()
+        .map(|(_, b)| match Repr::parse_bytes(b).expect("rdata").body {
+            Body::Rdata(d) => d.sqn.0,
+            _ => u32::MAX,
+        })
+        .collect();
+    assert_eq!(rdata, [3, 5]);
+    assert!(out[1].0.router_alert, "RDATA carries Router Alert");
+    assert_eq!(s.stats().nak_sqns_merged, 1);
+    assert_eq!(s.stats().ncfs_held_off, 1);
+}
+
+#[test]
+fn naks_outside_the_window_are_not_repaired() {
+    let now = t0();
+    let mut cfg = config();
+    cfg.txw_sqns = 4;
+    let mut s = Source::new(cfg, now);
+    for i in 0..10u8 {
+        s.send(&[i]).expect("send");
+        drain(&mut s, now);
+    }
+    assert_eq!(s.trail(), Sqn(6), "only the last 4 remain");
+    s.handle_packet(now, meta(), &nak(&[2, 7, 20]));
+    let out = drain(&mut s, now);
+    assert_eq!(types(&out), [PacketType::Ncf, PacketType::Rdata]);
+    assert_eq!(s.stats().nak_sqns_outside_window, 2);
+}
+
+#[test]
+fn window_full_of_unsent_data_blocks() {
+    let now = t0();
+    let mut cfg = config();
+    cfg.txw_sqns = 3;
+    let mut s = Source::new(cfg, now);
+    for _ in 0..3 {
+        s.send(b"x").expect("send");
+    }
+    assert_eq!(s.send(b"x"), Err(SendError::WouldBlock));
+    drain(&mut s, now);
+    assert_eq!(s.send(b"x"), Ok(()));
+}
+
+#[test]
+fn large_messages_are_fragmented() {
+    let now = t0();
+    let mut s = Source::new(config(), now);
+    let msg: Vec<u8> = (0..65_536u32).map(|i| i as u8).collect();
+    s.send(&msg).expect("send");
+    let out = drain(&mut s, now);
+    let mut joined = Vec::new();
+    for (t, b) in &out[1..] {
+        assert!(t.len <= 1400, "TPDU within max_tpdu");
+        let r = Repr::parse_bytes(b).expect("odata");
+        let Body::Odata(d) = r.body else {
+            panic!("not ODATA")
+        };
+        let frag = r
+            .options
+            .iter()
+            .find_map(|o| match o.value {
+                OptionValue::Fragment {
+                    first_sqn,
+                    offset,
+                    length,
+                } => Some((first_sqn, offset, length)),
+                _ => None,
+            })
+            .expect("fragment option");
+        assert_eq!(frag.0, Sqn(0));
+        assert_eq!(frag.1 as usize, joined.len());
+        assert_eq!(frag.2 as usize, msg.len());
+        joined.extend_from_slice(d.payload);
+    }
+    assert_eq!(joined, msg);
+}
+
+#[test]
+fn spmr_is_answered_at_most_once_per_ihb_min() {
+    let now = t0();
+    let mut s = Source::new(config(), now);
+    drain(&mut s, now);
+    let spmr = Repr {
+        sport: 7500,
+        dport: 4000,
+        gsi: GSI,
+        parity: false,
+        var_pktlen: false,
+        body: Body::Spmr,
+        options: OptionList::EMPTY,
+    };
+    let mut b = vec![0; spmr.buffer_len()];
+    spmr.emit(&mut b).expect("emit");
+    s.handle_packet(now, meta(), &b);
+    s.handle_packet(now, meta(), &b);
+    assert_eq!(types(&drain(&mut s, now)), [PacketType::Spm]);
+    let later = now + Duration::from_millis(60);
+    s.handle_packet(later, meta(), &b);
+    assert_eq!(types(&drain(&mut s, later)), [PacketType::Spm]);
+}
+
+#[test]
+fn close_puts_fin_on_the_last_odata_and_the_spms_after() {
+    let now = t0();
+    let mut s = Source::new(config(), now);
+    s.send(b"last").expect("send");
+    s.close(now);
+    let out = drain(&mut s, now);
+    let fin_on = |b: &[u8]| {
+        Repr::parse_bytes(b)
+            .expect("parse")
+            .options
+            .find(pgm_core::wire::OptionType::Fin)
+            .is_some()
+    };
+    let odata = out
+        .iter()
+        .find(|(t, _)| t.packet_type == PacketType::Odata)
+        .expect("odata");
+    assert!(fin_on(&odata.1));
+    assert_eq!(s.send(b"more"), Err(SendError::Closed));
+    // Heartbeat SPMs after the last ODATA carry OPT_FIN (§9.7).
+    let hb = now + Duration::from_millis(60);
+    s.handle_timeout(hb);
+    let out = drain(&mut s, hb);
+    assert!(!out.is_empty());
+    assert!(
+        out.iter()
+            .all(|(t, b)| t.packet_type == PacketType::Spm && fin_on(b))
+    );
+}
+
+#[test]
+fn token_bucket_bounds_bytes_over_virtual_time() {
+    let start = t0();
+    let mut cfg = config();
+    cfg.txw_max_rte = 1_000_000;
+    let mut s = Source::new(cfg, start);
+    for _ in 0..2000 {
+        let _ = s.send(&[7u8; 1000]);
+    }
+    let mut sent = 0usize;
+    let mut now = start;
+    let end = start + Duration::from_secs(1);
+    let mut buf = Vec::new();
+    while now < end {
+        while let Some(t) = s.poll_transmit(now, &mut buf) {
+            sent += t.len + 28;
+        }
+        now = s
+            .poll_timeout()
+            .expect("a deadline")
+            .max(now + Duration::from_micros(1));
+    }
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-5.1.2
+    //= type=test
+    //# Over any arbitrarily chosen interval, the number
+    //# of bytes the source may transmit MUST NOT exceed the token bucket
+    //# size plus the product of the token rate and the chosen interval.
+    let bucket = 1400 + 28 + 10_000;
+    assert!(
+        sent <= 1_000_000 + bucket + 2 * 1428,
+        "sent {sent} bytes in 1 s at 1 MB/s"
+    );
+    assert!(sent >= 900_000, "the bucket lets the rate through: {sent}");
+}
+
+#[test]
+fn malformed_and_foreign_packets_are_counted_not_fatal() {
+    let now = t0();
+    let mut s = Source::new(config(), now);
+    s.handle_packet(now, meta(), &[0u8; 3]);
+    let mut bad = nak(&[1]);
+    bad[7] ^= 0xFF;
+    s.handle_packet(now, meta(), &bad);
+    let mut other = nak(&[1]);
+    other[3] = 99; // another session's port
+    pgm_core::wire::Packet::new_unchecked(&mut other[..]).fill_checksum();
+    s.handle_packet(now, meta(), &other);
+    assert_eq!(s.stats().malformed.get("truncated"), 1);
+    assert_eq!(s.stats().malformed.get("bad_checksum"), 1);
+    assert_eq!(s.stats().ignored, 1);
+}
