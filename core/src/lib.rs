@@ -19,6 +19,10 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+#[cfg(feature = "host")]
+pub mod host;
+#[cfg(feature = "net")]
+pub mod net;
 pub mod proto;
 pub mod sim;
 pub mod wire;

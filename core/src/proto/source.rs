@@ -331,6 +331,10 @@ impl Source {
         let single = data.len() <= self.max_tsdu();
         let frag = self.max_fragment().max(1);
         let count = if single { 1 } else { data.len().div_ceil(frag) };
+        if count > self.config.txw_sqns as usize {
+            // More fragments than the window holds: it could never be queued.
+            return Err(SendError::TooLarge);
+        }
         let queued = self.queued();
         if queued + count > self.config.txw_sqns as usize {
             return Err(SendError::WouldBlock);
