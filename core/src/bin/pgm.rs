@@ -1,0 +1,306 @@
+//! `pgm`: send and receive PGM sessions from the command line.
+//!
+//! ```text
+//! pgm send --network "eth0;239.192.0.1" --file big.iso
+//! pgm recv --network "eth0;239.192.0.1" --out big.iso
+//! ```
+
+use std::io::{IsTerminal, Read, Write};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use pgm_core::host::{Receiver, ReceiverConfig, Sender, SenderConfig};
+use pgm_core::net::{Encapsulation, TransportConfig, iface};
+use pgm_core::proto::receiver::{self, Event};
+use pgm_core::proto::source::SourceConfig;
+use pgm_core::wire::Gsi;
+
+#[derive(Parser)]
+#[command(
+    name = "pgm",
+    version,
+    about = "Send and receive PGM (RFC 3208) sessions"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Send a file, standard input, or generated test messages.
+    Send(SendArgs),
+    /// Receive one session and write its data to standard output or a file.
+    Recv(RecvArgs),
+}
+
+#[derive(Args, Clone)]
+struct NetArgs {
+    /// "INTERFACE;GROUP": the interface by name or address, then the multicast group.
+    #[arg(long, short = 'n')]
+    network: String,
+    /// The data-destination port (the session's well-known port).
+    #[arg(long, default_value_t = 7500)]
+    port: u16,
+    /// Use PGM/IP (raw IP protocol 113, needs CAP_NET_RAW) instead of PGM/UDP.
+    #[arg(long)]
+    ip: bool,
+    /// PGM/UDP port of unicast packets (NAKs, SPMRs).
+    #[arg(long, default_value_t = pgm_core::net::DEFAULT_UNICAST_PORT)]
+    unicast_port: u16,
+    /// PGM/UDP port of multicast packets.
+    #[arg(long, default_value_t = pgm_core::net::DEFAULT_MULTICAST_PORT)]
+    multicast_port: u16,
+    /// Multicast TTL.
+    #[arg(long, default_value_t = pgm_core::net::DEFAULT_TTL)]
+    ttl: u8,
+}
+
+#[derive(Args)]
+struct SendArgs {
+    #[command(flatten)]
+    net: NetArgs,
+    /// Send this file (as messages of --size bytes).
+    #[arg(long, conflicts_with = "count")]
+    file: Option<PathBuf>,
+    /// Send this many generated test messages instead of data.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Message size in bytes (file chunks and generated messages).
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Rate limit in bytes per second (TXW_MAX_RTE); 0 for none.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Transmit window in sequence numbers (TXW_SQNS).
+    #[arg(long, default_value_t = 32_768)]
+    txw_sqns: u32,
+    /// Seconds to keep answering NAKs after the last message.
+    #[arg(long, default_value_t = 2.0)]
+    linger: f64,
+    /// Data-source port; random if not given.
+    #[arg(long)]
+    sport: Option<u16>,
+    /// Let receivers that join late recover the whole transmit window (OPT_JOIN).
+    #[arg(long)]
+    late_join: bool,
+}
+
+#[derive(Args)]
+struct RecvArgs {
+    #[command(flatten)]
+    net: NetArgs,
+    /// Write the data here instead of standard output.
+    #[arg(long, short = 'o')]
+    out: Option<PathBuf>,
+    /// Stop after this many messages.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Stop after this many seconds without any event.
+    #[arg(long, default_value_t = 30.0)]
+    idle_timeout: f64,
+    /// Receive window in sequence numbers.
+    #[arg(long, default_value_t = 32_768)]
+    rxw_sqns: u32,
+}
+
+fn parse_network(net: &NetArgs) -> Result<(iface::Interface, Ipv4Addr, TransportConfig)> {
+    let (ifspec, group) = net
+        .network
+        .split_once(';')
+        .context("--network must be \"INTERFACE;GROUP\"")?;
+    let interface = iface::resolve(ifspec).with_context(|| format!("interface {ifspec:?}"))?;
+    let group: Ipv4Addr = group
+        .trim()
+        .parse()
+        .with_context(|| format!("group {group:?}"))?;
+    if !group.is_multicast() {
+        bail!("{group} is not a multicast group");
+    }
+    let encap = if net.ip {
+        Encapsulation::Ip
+    } else {
+        Encapsulation::Udp {
+            unicast_port: net.unicast_port,
+            multicast_port: net.multicast_port,
+        }
+    };
+    let mut t = TransportConfig::new(encap, group, interface.addr);
+    t.ttl = net.ttl;
+    Ok((interface, group, t))
+}
+
+/// A GSI from the host's interface address and the process id: unique per host and run.
+fn gsi(addr: Ipv4Addr) -> Gsi {
+    let a = addr.octets();
+    let pid = std::process::id().to_be_bytes();
+    Gsi([a[2], a[3], pid[0] ^ a[0], pid[1] ^ a[1], pid[2], pid[3]])
+}
+
+/// Generated message `i` of `size` bytes: the index, then bytes derived from it.
+fn test_message(i: u64, size: usize) -> Vec<u8> {
+    let mut m = Vec::with_capacity(size);
+    m.extend_from_slice(&i.to_be_bytes()[..size.min(8)]);
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while m.len() < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        m.push(x as u8);
+    }
+    m
+}
+
+async fn send(args: SendArgs) -> Result<()> {
+    let (interface, group, transport) = parse_network(&args.net)?;
+    let sport = args
+        .sport
+        .unwrap_or_else(|| (std::process::id() as u16) | 0x8000);
+    let mut engine = SourceConfig::new(
+        gsi(interface.addr),
+        sport,
+        args.net.port,
+        IpAddr::V4(group),
+        IpAddr::V4(interface.addr),
+    );
+    engine.txw_max_rte = args.rate;
+    engine.txw_sqns = args.txw_sqns;
+    engine.late_join = args.late_join;
+    let mut cfg = SenderConfig::new(engine, transport);
+    cfg.linger = Duration::from_secs_f64(args.linger.max(0.0));
+    let sender = Sender::bind(cfg).context("opening the sender")?;
+    eprintln!("pgm: sending as TSI {} to {group}", sender.tsi());
+    let size = args.size.max(1);
+    let mut messages = 0u64;
+    let mut bytes = 0u64;
+    if let Some(n) = args.count {
+        for i in 0..n {
+            let m = test_message(i, size);
+            sender.send(&m).await?;
+            messages += 1;
+            bytes += m.len() as u64;
+        }
+    } else {
+        let (mut input, total): (Box<dyn Read>, Option<u64>) = match &args.file {
+            Some(p) => {
+                let f = std::fs::File::open(p).with_context(|| format!("{}", p.display()))?;
+                let len = f.metadata().map(|m| m.len()).ok();
+                (Box::new(f), len)
+            }
+            None => (Box::new(std::io::stdin()), None),
+        };
+        let bar = match total {
+            Some(t) if std::io::stderr().is_terminal() => indicatif::ProgressBar::new(t),
+            _ => indicatif::ProgressBar::hidden(),
+        };
+        let mut buf = vec![0u8; size];
+        loop {
+            let n = read_full(&mut input, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            sender.send(&buf[..n]).await?;
+            messages += 1;
+            bytes += n as u64;
+            bar.inc(n as u64);
+        }
+        bar.finish_and_clear();
+    }
+    sender.flush().await?;
+    let stats = sender.close().await?;
+    let e = &stats.engine;
+    eprintln!(
+        "pgm: sent {messages} messages, {bytes} bytes; ODATA {}, RDATA {}, NAKs received {}, NCFs {}, SPMs {}",
+        e.odata_sent, e.rdata_sent, e.naks_received, e.ncf_sent, e.spm_sent
+    );
+    Ok(())
+}
+
+/// Reads until `buf` is full or the input ends.
+fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match input.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(n)
+}
+
+async fn recv(args: RecvArgs) -> Result<()> {
+    let (_, group, mut transport) = parse_network(&args.net)?;
+    transport.listen_unicast = false;
+    let mut engine = receiver::ReceiverConfig::new(args.net.port, IpAddr::V4(group));
+    engine.rxw_sqns = args.rxw_sqns;
+    engine.rng_seed = u64::from(std::process::id());
+    let mut rx =
+        Receiver::bind(ReceiverConfig::new(engine, transport)).context("opening the receiver")?;
+    let mut out: Box<dyn Write> = match &args.out {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("{}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let (mut messages, mut bytes, mut losses, mut lost_sqns) = (0u64, 0u64, 0u64, 0u64);
+    let idle = Duration::from_secs_f64(args.idle_timeout.max(0.001));
+    let mut reason = "idle timeout";
+    while let Ok(Some(ev)) = tokio::time::timeout(idle, rx.next_event()).await {
+        match ev {
+            Event::SessionStart { tsi } => eprintln!("pgm: session {tsi} started"),
+            Event::Data { data, .. } => {
+                out.write_all(&data)?;
+                messages += 1;
+                bytes += data.len() as u64;
+                if args.count.is_some_and(|c| messages >= c) {
+                    reason = "count reached";
+                    break;
+                }
+            }
+            Event::Loss { tsi, first, count } => {
+                eprintln!(
+                    "pgm: session {tsi}: unrecoverable loss of {count} packets from #{first}"
+                );
+                losses += 1;
+                lost_sqns += u64::from(count);
+            }
+            Event::SessionEnd { tsi, reason: r } => {
+                eprintln!("pgm: session {tsi} ended ({r:?})");
+                reason = "session ended";
+                break;
+            }
+            _ => {}
+        }
+    }
+    out.flush()?;
+    let stats = rx.stats().await?;
+    let e = &stats.engine;
+    eprintln!(
+        "pgm: {reason}: received {messages} messages, {bytes} bytes; losses {losses} ({lost_sqns} packets); repairs requested {} (in {} NAKs), RDATA received {}",
+        e.nak_sqns_sent, e.naks_sent, e.rdata_received
+    );
+    rx.stop().await?;
+    if lost_sqns > 0 {
+        bail!("{lost_sqns} packets were lost unrecoverably");
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match cli.command {
+            Command::Send(a) => send(a).await,
+            Command::Recv(a) => recv(a).await,
+        }
+    })
+}
