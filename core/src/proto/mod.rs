@@ -21,6 +21,7 @@
 //! Random choices (NAK back-off, POLR back-off, SPMR back-off) come from a ChaCha generator
 //! seeded from the engine's configuration, so runs in the simulator replay exactly.
 
+pub mod network_element;
 pub mod receiver;
 pub mod source;
 

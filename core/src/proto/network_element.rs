@@ -1,0 +1,1281 @@
+//! The PGM network-element engine (§7, §9.3.3, §9.5.3.2, Appendix D), sans-IO: the protocol
+//! half of PGM Router Assist.
+//!
+//! Heads up! Read RFC 3208 §7 first. The engine sees only the packets a router punts to it:
+//! SPMs, NCFs, RDATA and POLLs that travel down the tree (Router Alert, or intercepted), and
+//! NAKs, NNAKs and POLRs unicast to one of its interfaces. ODATA never reaches it: the kernel
+//! forwards ODATA. The driver tells the engine which interfaces exist ([`NeConfig::interfaces`])
+//! and, per (source, group), which interfaces the tree leaves by ([`NetworkElement::set_route`]).
+//!
+//! What the engine does:
+//!
+//! - source path state per TSI from in-sequence SPMs (§7.1); SPMs forwarded on each
+//!   outgoing interface with SPM_PATH rewritten to that interface's address (§7.1);
+//! - an NCF multicast on the NAK's interface for every NAK (§7.2), identical NCFs rate
+//!   limited; repair state per (TSI, SQN) with its interface list (§7.2, §7.8);
+//! - NAKs forwarded to the upstream neighbour only (§7.3, §7.7), repeated until an NCF,
+//!   duplicates eliminated while pending and for NAK_ELIM_IVL once outstanding (§7.4), with
+//!   the NAK-list rules of §9.3.3; NAK anticipation from unsolicited upstream NCFs (§7.5);
+//! - RDATA forwarded only on the interfaces that asked for it, dropped without state (§7.8);
+//! - NNAKs per §9.5.3.2 (forwarded unless state exists; never confirmed nor retried);
+//! - unknown options handled by their OPX bits (§9);
+//! - general POLLs on downstream interfaces, counting PGM children (Appendix D);
+//! - every table bounded, with evictions counted.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use super::source::MalformedCounts;
+use super::{EngineRng, rng_from_seed};
+use crate::wire::{
+    Body, MAX_NAK_LIST, NakPacket, NakRepr, Nla, OptionList, OptionType, OptionValue, Opx, Packet,
+    PacketType, PgmOption, PollRepr, PollSubtype, PolrPacket, Repr, SpmPacket, Sqn, SqnList, Tsi,
+};
+
+/// An interface, by the driver's index (the kernel's ifindex in the daemon).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IfIndex(pub u32);
+
+/// A PGM-enabled interface: its index and its address (SPM_PATH as forwarded on it, the
+/// source of NAKs sent out of it, POLL_PATH).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeInterface {
+    /// The interface.
+    pub index: IfIndex,
+    /// Its unicast address.
+    pub addr: IpAddr,
+}
+
+/// Configuration of a network element. Defaults ([`NeConfig::new`]) are documented per field.
+#[derive(Debug, Clone)]
+pub struct NeConfig {
+    /// The PGM-enabled interfaces (the `ip pgm router` of each). At most 64.
+    pub interfaces: Vec<NeInterface>,
+    /// NAK_RPT_IVL: how long a forwarded NAK is repeated waiting for an NCF before NAK
+    /// forwarding is cancelled (§7.3). Default 500 ms.
+    pub nak_rpt_ivl: Duration,
+    /// The interval between repeats of a pending NAK (1 / NAK_RPT_RTE). Default 100 ms.
+    pub nak_rpt_rte_ivl: Duration,
+    /// NAK_RDATA_IVL: how long repair state waits for RDATA after an NCF (§7.3, §7.8).
+    /// Default 2 s: longer than a receiver's own wait, so the state outlives its retries.
+    pub nak_rdata_ivl: Duration,
+    /// NAK_ELIM_IVL: how long duplicates of an outstanding NAK are discarded (§7.4); "some
+    /// small fraction of NAK_RDATA_IVL". Default 100 ms.
+    pub nak_elim_ivl: Duration,
+    /// Identical NCFs on one interface are not repeated within this interval (§7.2's NAK
+    /// storm countermeasure). Default 10 ms.
+    pub ncf_holdoff: Duration,
+    /// Most TSIs with source path state; SPMs of further TSIs evict the least recently
+    /// heard. Default 4096.
+    pub max_tsis: usize,
+    /// Most repair states over all TSIs; beyond it the oldest is evicted. Default 65536.
+    pub max_repair_states: usize,
+    /// Source path state not refreshed by an SPM for this long is dropped. Default 60 s:
+    /// twelve ambient SPM intervals of our source's default.
+    pub tsi_expiry: Duration,
+    /// Interval between general polls on each downstream interface of each TSI; `None`
+    /// disables polling. Default 30 s.
+    pub poll_ivl: Option<Duration>,
+    /// POLL_BO_IVL of our polls. Default 1 s.
+    pub poll_bo_ivl: Duration,
+    /// Bits set in POLL_MASK (reply probability 1 / 2^bits; §14.4). Default 0: every child
+    /// replies, which suits LANs of up to a few hundred receivers.
+    pub poll_mask_bits: u32,
+    /// Seed of the generator for POLL_RAND.
+    pub rng_seed: u64,
+}
+
+impl NeConfig {
+    /// A configuration with the documented defaults.
+    pub fn new(interfaces: Vec<NeInterface>) -> Self {
+        Self {
+            interfaces,
+            nak_rpt_ivl: Duration::from_millis(500),
+            nak_rpt_rte_ivl: Duration::from_millis(100),
+            nak_rdata_ivl: Duration::from_secs(2),
+            nak_elim_ivl: Duration::from_millis(100),
+            ncf_holdoff: Duration::from_millis(10),
+            max_tsis: 4096,
+            max_repair_states: 65_536,
+            tsi_expiry: Duration::from_secs(60),
+            poll_ivl: Some(Duration::from_secs(30)),
+            poll_bo_ivl: Duration::from_secs(1),
+            poll_mask_bits: 0,
+            rng_seed: 0,
+        }
+    }
+}
+
+/// What the driver knows of a punted packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeRecvMeta {
+    /// The interface it arrived on.
+    pub ifindex: IfIndex,
+    /// IP source address.
+    pub source: IpAddr,
+    /// IP destination address.
+    pub destination: IpAddr,
+    /// IP TTL as received.
+    pub ttl: u8,
+}
+
+/// A packet the engine asks the driver to send, built whole: the driver writes the IP
+/// header (with these addresses, TTL and Router Alert) and sends it out of `ifindex`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeTransmit {
+    /// The interface to send on.
+    pub ifindex: IfIndex,
+    /// IP source: the ODATA source's address for SPM, NCF, RDATA and POLL (§7.2, §14.4),
+    /// our interface's address for NAKs.
+    pub source: IpAddr,
+    /// IP destination: the group, or the upstream neighbour for NAKs.
+    pub destination: IpAddr,
+    /// Whether to set IP Router Alert.
+    pub router_alert: bool,
+    /// IP TTL.
+    pub ttl: u8,
+    /// PGM type, for accounting.
+    pub packet_type: PacketType,
+    /// Length of the PGM packet in the buffer given to `poll_transmit`.
+    pub len: usize,
+}
+
+/// Counters of a network element, one per event and per drop reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NeStats {
+    /// SPMs received.
+    pub spms_received: u64,
+    /// SPMs forwarded (copies).
+    pub spms_forwarded: u64,
+    /// SPMs dropped as out of sequence.
+    pub spms_out_of_sequence: u64,
+    /// NAKs received.
+    pub naks_received: u64,
+    /// NAKs forwarded upstream (first transmissions).
+    pub naks_forwarded: u64,
+    /// NAK repeats while waiting for an NCF.
+    pub naks_repeated: u64,
+    /// NAKs eliminated as duplicates (§7.4, §9.3.3).
+    pub naks_eliminated: u64,
+    /// NAKs of TSIs without source path state (no SPM seen), dropped.
+    pub naks_no_state: u64,
+    /// NAK forwarding cancelled: no NCF within NAK_RPT_IVL.
+    pub naks_unconfirmed: u64,
+    /// NNAKs received.
+    pub nnaks_received: u64,
+    /// NNAKs forwarded upstream.
+    pub nnaks_forwarded: u64,
+    /// NCFs sent.
+    pub ncfs_sent: u64,
+    /// NCFs not sent by the storm rate limit.
+    pub ncfs_rate_limited: u64,
+    /// NCFs received.
+    pub ncfs_received: u64,
+    /// Repair states created from unsolicited upstream NCFs (§7.5).
+    pub naks_anticipated: u64,
+    /// RDATA packets forwarded (each to one or more interfaces).
+    pub rdata_forwarded: u64,
+    /// RDATA copies sent.
+    pub rdata_copies: u64,
+    /// RDATA dropped for lack of repair state (§7.8).
+    pub rdata_no_state: u64,
+    /// Repair states that expired without RDATA.
+    pub repair_states_expired: u64,
+    /// Repair states evicted by the `max_repair_states` bound.
+    pub repair_states_evicted: u64,
+    /// TSIs evicted by the `max_tsis` bound.
+    pub tsis_evicted: u64,
+    /// TSIs expired for lack of SPMs.
+    pub tsis_expired: u64,
+    /// Packets discarded because of an unknown option with OPX "discard".
+    pub opx_discarded: u64,
+    /// Unknown options invalidated (type rewritten to OPT_INVALID).
+    pub opx_invalidated: u64,
+    /// POLLs sent.
+    pub polls_sent: u64,
+    /// POLRs received in answer to our polls.
+    pub polrs_received: u64,
+    /// Packets dropped for other reasons (wrong interface, no route, TTL expired, types we do
+    /// not handle).
+    pub ignored: u64,
+    /// Malformed packets by reason.
+    pub malformed: MalformedCounts,
+}
+
+/// Where a repair state stands (§7.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepairPhase {
+    /// A NAK was forwarded and is repeated until an NCF (NAK_RPT_IVL running).
+    Pending,
+    /// Confirmed by an NCF: waiting for RDATA (NAK_RDATA_IVL), duplicates eliminated until
+    /// the elimination deadline.
+    Outstanding,
+}
+
+/// Repair state for one (TSI, SQN).
+#[derive(Debug, Clone, Copy)]
+struct RepairState {
+    /// Interfaces (positions in `NeConfig::interfaces`) that asked for the repair.
+    ifaces: u64,
+    phase: RepairPhase,
+    /// Pending: NAK_RPT_IVL expiry. Outstanding: NAK_RDATA_IVL expiry.
+    deadline: Instant,
+    /// Pending: next repeat. Outstanding: end of NAK elimination.
+    aux: Instant,
+    /// Created by an NNAK: the next NAK is not eliminated, and the state lives only
+    /// NAK_ELIM_IVL (§9.5.3.2).
+    nnak: bool,
+    /// Last NCF per interface position is tracked coarsely: the mask of interfaces an NCF
+    /// went to within `ncf_holdoff` of `ncf_at`.
+    ncf_mask: u64,
+    ncf_at: Option<Instant>,
+    /// Creation order, for eviction.
+    seq_no: u64,
+}
+
+/// Source path state of one TSI (§7.1).
+#[derive(Debug)]
+struct TsiState {
+    /// The ODATA source's address (IP source of its SPMs).
+    source: IpAddr,
+    group: IpAddr,
+    /// The data-destination port (NAK_SPORT), learned from SPMs.
+    dport: u16,
+    upstream_if: IfIndex,
+    /// SPM_PATH of the last in-sequence SPM: the upstream PGM neighbour.
+    upstream_nbr: IpAddr,
+    last_spm_sqn: Sqn,
+    last_heard: Instant,
+    repairs: HashMap<u32, RepairState>,
+    /// Our polls: next poll time, POLL_SQN, and replies counted per interface position in
+    /// the current and the last completed poll.
+    next_poll: Instant,
+    poll_sqn: Sqn,
+    poll_replies: [u32; 64],
+    children: [Option<u32>; 64],
+}
+
+#[derive(Debug, Clone)]
+enum Tx {
+    /// Forward a received packet (possibly rewritten) as is.
+    Raw(NeTransmit, Vec<u8>),
+    /// Build an NCF for these sequence numbers, sent down `ifindex`.
+    Ncf {
+        tsi: Tsi,
+        sqns: Vec<Sqn>,
+        ifindex: IfIndex,
+    },
+    /// Build a NAK repeat for these sequence numbers, sent upstream.
+    NakRepeat { tsi: Tsi, sqns: Vec<Sqn> },
+}
+
+/// The network-element engine. See the [module documentation](self) and the engine contract
+/// in [`proto`](super).
+///
+/// Bounded work: `handle_packet` touches at most 63 repair states (a NAK list) and emits at
+/// most one copy per interface; `handle_timeout` processes the expired timers.
+#[derive(Debug)]
+pub struct NetworkElement {
+    config: NeConfig,
+    tsis: HashMap<Tsi, TsiState>,
+    /// (source, group) -> outgoing interfaces.
+    routes: HashMap<(IpAddr, IpAddr), Vec<IfIndex>>,
+    timers: BinaryHeap<Reverse<(Instant, Tsi, u32)>>,
+    /// Repair states in creation order, for eviction (lazy: entries whose state is gone or
+    /// newer are skipped).
+    order: VecDeque<(Tsi, u32, u64)>,
+    repair_count: usize,
+    seq_no: u64,
+    rng: EngineRng,
+    tx: VecDeque<Tx>,
+    stats: NeStats,
+}
+
+impl NetworkElement {
+    /// A network element.
+    pub fn new(mut config: NeConfig) -> Self {
+        config.interfaces.truncate(64);
+        Self {
+            rng: rng_from_seed(config.rng_seed),
+            config,
+            tsis: HashMap::new(),
+            routes: HashMap::new(),
+            timers: BinaryHeap::new(),
+            order: VecDeque::new(),
+            repair_count: 0,
+            seq_no: 0,
+            tx: VecDeque::new(),
+            stats: NeStats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &NeStats {
+        &self.stats
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NeConfig {
+        &self.config
+    }
+
+    /// Sets the outgoing interfaces of the distribution tree for (source, group), as the
+    /// multicast routing table has them (the driver keeps this current).
+    pub fn set_route(&mut self, source: IpAddr, group: IpAddr, oifs: &[IfIndex]) {
+        self.routes.insert((source, group), oifs.to_vec());
+    }
+
+    /// Forgets the route of (source, group).
+    pub fn remove_route(&mut self, source: IpAddr, group: IpAddr) {
+        self.routes.remove(&(source, group));
+    }
+
+    /// TSIs with source path state.
+    pub fn tsi_count(&self) -> usize {
+        self.tsis.len()
+    }
+
+    /// Repair states over all TSIs.
+    pub fn repair_state_count(&self) -> usize {
+        self.repair_count
+    }
+
+    /// A snapshot of one TSI's state, for the admin API (`show ip pgm router state`).
+    pub fn tsi_snapshot(&self, tsi: &Tsi) -> Option<TsiSnapshot> {
+        let t = self.tsis.get(tsi)?;
+        let mut repairs: Vec<RepairSnapshot> = t
+            .repairs
+            .iter()
+            .map(|(&sqn, r)| RepairSnapshot {
+                sqn: Sqn(sqn),
+                phase: r.phase,
+                interfaces: self.mask_ifaces(r.ifaces),
+            })
+            .collect();
+        repairs.sort_by_key(|r| r.sqn.0);
+        Some(TsiSnapshot {
+            tsi: *tsi,
+            source: t.source,
+            group: t.group,
+            upstream_interface: t.upstream_if,
+            upstream_neighbour: t.upstream_nbr,
+            last_spm_sqn: t.last_spm_sqn,
+            repairs,
+            children: self
+                .config
+                .interfaces
+                .iter()
+                .enumerate()
+                .filter_map(|(i, f)| t.children[i].map(|c| (f.index, c)))
+                .collect(),
+        })
+    }
+
+    /// Every TSI with state.
+    pub fn tsi_list(&self) -> Vec<Tsi> {
+        let mut v: Vec<Tsi> = self.tsis.keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    /// Drops every repair state (the admin API's "clear repair state").
+    pub fn clear_repair_state(&mut self) {
+        for t in self.tsis.values_mut() {
+            t.repairs.clear();
+        }
+        self.repair_count = 0;
+        self.order.clear();
+        self.timers.clear();
+    }
+
+    /// Zeroes the counters.
+    pub fn clear_stats(&mut self) {
+        self.stats = NeStats::default();
+    }
+
+    fn mask_ifaces(&self, mask: u64) -> Vec<IfIndex> {
+        self.config
+            .interfaces
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, f)| f.index)
+            .collect()
+    }
+
+    fn pos(&self, ifindex: IfIndex) -> Option<usize> {
+        self.config
+            .interfaces
+            .iter()
+            .position(|f| f.index == ifindex)
+    }
+
+    fn iface_addr(&self, ifindex: IfIndex) -> Option<IpAddr> {
+        self.config
+            .interfaces
+            .iter()
+            .find(|f| f.index == ifindex)
+            .map(|f| f.addr)
+    }
+
+    /// Handles a punted packet.
+    pub fn handle_packet(&mut self, now: Instant, meta: NeRecvMeta, bytes: &[u8]) {
+        let packet = match Packet::new_checked(bytes) {
+            Ok(p) => p,
+            Err(e) => return self.stats.malformed.add(e),
+        };
+        if let Err(e) = packet.verify_checksum() {
+            return self.stats.malformed.add(e);
+        }
+        if self.pos(meta.ifindex).is_none() {
+            // PGM is not enabled on that interface.
+            self.stats.ignored += 1;
+            return;
+        }
+        match packet.packet_type() {
+            PacketType::Spm => self.on_spm(now, meta, bytes),
+            PacketType::Nak => self.on_nak(now, meta, bytes, false),
+            PacketType::Nnak => self.on_nak(now, meta, bytes, true),
+            PacketType::Ncf => self.on_ncf(now, meta, bytes),
+            PacketType::Rdata => self.on_rdata(now, meta, bytes),
+            PacketType::Polr => self.on_polr(meta, bytes),
+            _ => self.stats.ignored += 1,
+        }
+    }
+
+    /// Applies the OPX rules (§9) to a copy about to be forwarded: returns `None` if an
+    /// unknown option says "discard", otherwise the bytes with "invalidate" options
+    /// rewritten to OPT_INVALID and the checksum updated.
+    fn apply_opx(&mut self, bytes: &[u8]) -> Option<Vec<u8>> {
+        let mut out = bytes.to_vec();
+        let p = Packet::new_unchecked(bytes);
+        let mut discard = false;
+        let mut invalidate = Vec::new();
+        if p.options_flags() & crate::wire::flags::OPT_PRESENT != 0 {
+            // Walk the chain by offset so the type bytes can be rewritten in place.
+            let start = bytes.len() - usize::from(p.tsdu_length()) - p.options().wire_len();
+            let mut at = start + 4;
+            for o in p.options() {
+                if let OptionType::Unknown(_) = o.option_type() {
+                    match o.flags.opx() {
+                        Opx::Discard => discard = true,
+                        Opx::Invalidate => invalidate.push(at),
+                        Opx::Ignore | Opx::Reserved => {}
+                    }
+                }
+                at += o.wire_len();
+            }
+        }
+        if discard {
+            self.stats.opx_discarded += 1;
+            return None;
+        }
+        for at in invalidate {
+            // Keep the OPT_END bit; the type byte is the high byte of the 16-bit word at an
+            // even offset (options are 4-byte aligned after the fixed header).
+            let old = [out[at], out[at + 1]];
+            out[at] = (out[at] & 0x80) | 0x7F;
+            let new = [out[at], out[at + 1]];
+            let c = Packet::new_unchecked(&out[..]).checksum();
+            let c = crate::wire::checksum_update(c, &old, &new);
+            Packet::new_unchecked(&mut out[..]).set_checksum(c);
+            self.stats.opx_invalidated += 1;
+        }
+        Some(out)
+    }
+
+    fn on_spm(&mut self, now: Instant, meta: NeRecvMeta, bytes: &[u8]) {
+        let Ok(spm) = SpmPacket::new_checked(bytes) else {
+            return;
+        };
+        self.stats.spms_received += 1;
+        let tsi = spm.tsi();
+        let (sqn, path) = (spm.sqn(), spm.path());
+        let source = meta.source;
+        let group = meta.destination;
+        if let Some(t) = self.tsis.get(&tsi) {
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-7.1
+            //# Upon receipt of an in-sequence SPM, a network element records the
+            //# Source Path Address SPM_PATH with the multicast routing information
+            //# for the TSI.
+            if !sqn.gt(t.last_spm_sqn) {
+                self.stats.spms_out_of_sequence += 1;
+                return;
+            }
+        } else if self.tsis.len() >= self.config.max_tsis {
+            self.evict_tsi();
+        }
+        let poll_at = now + self.config.poll_ivl.unwrap_or(Duration::MAX / 4);
+        let t = self.tsis.entry(tsi).or_insert_with(|| TsiState {
+            source,
+            group,
+            dport: spm.dest_port(),
+            upstream_if: meta.ifindex,
+            upstream_nbr: path.0,
+            last_spm_sqn: sqn,
+            last_heard: now,
+            repairs: HashMap::new(),
+            next_poll: poll_at,
+            poll_sqn: Sqn(0),
+            poll_replies: [0; 64],
+            children: [None; 64],
+        });
+        t.source = source;
+        t.group = group;
+        t.dport = spm.dest_port();
+        t.upstream_if = meta.ifindex;
+        t.upstream_nbr = path.0;
+        t.last_spm_sqn = sqn;
+        t.last_heard = now;
+        if meta.ttl <= 1 {
+            self.stats.ignored += 1;
+            return;
+        }
+        let Some(copy) = self.apply_opx(bytes) else {
+            return;
+        };
+        let oifs = self
+            .routes
+            .get(&(source, group))
+            .cloned()
+            .unwrap_or_default();
+        for oif in oifs {
+            if oif == meta.ifindex {
+                continue;
+            }
+            let Some(addr) = self.iface_addr(oif) else {
+                continue;
+            };
+            let mut out = copy.clone();
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-7.1
+            //# As it does so, it encodes the network address of the
+            //# outgoing interface in SPM_PATH in each copy of the SPM it forwards.
+            if !SpmPacket::new_unchecked(&mut out[..]).rewrite_path(Nla(addr)) {
+                // Address family differs from the source's: rebuild the SPM.
+                let Ok(mut repr) = Repr::parse_bytes(&copy) else {
+                    continue;
+                };
+                if let Body::Spm(s) = &mut repr.body {
+                    s.path = Nla(addr);
+                }
+                out = vec![0; repr.buffer_len()];
+                if repr.emit(&mut out).is_err() {
+                    continue;
+                }
+            }
+            self.stats.spms_forwarded += 1;
+            let len = out.len();
+            self.tx.push_back(Tx::Raw(
+                NeTransmit {
+                    ifindex: oif,
+                    source,
+                    destination: group,
+                    router_alert: true,
+                    ttl: meta.ttl - 1,
+                    packet_type: PacketType::Spm,
+                    len,
+                },
+                out,
+            ));
+        }
+    }
+
+    fn on_nak(&mut self, now: Instant, meta: NeRecvMeta, bytes: &[u8], nnak: bool) {
+        let Ok(nak) = NakPacket::new_checked(bytes) else {
+            return;
+        };
+        if nnak {
+            self.stats.nnaks_received += 1;
+        } else {
+            self.stats.naks_received += 1;
+        }
+        let tsi = nak.tsi();
+        let Some(pos) = self.pos(meta.ifindex) else {
+            return;
+        };
+        let Some(t) = self.tsis.get(&tsi) else {
+            // Without source path state there is no upstream to forward to.
+            self.stats.naks_no_state += 1;
+            return;
+        };
+        let upstream_if = t.upstream_if;
+        let list = nak.options().iter().find_map(|o| match o.value {
+            OptionValue::NakList(l) => Some(l),
+            _ => None,
+        });
+        let sqns: Vec<Sqn> = core::iter::once(nak.sqn())
+            .chain(list.into_iter().flat_map(|l| l.iter()))
+            .take(1 + MAX_NAK_LIST)
+            .collect();
+        if nnak {
+            return self.on_nnak(now, tsi, &sqns, bytes);
+        }
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-7.2
+        //# Network elements MUST immediately transmit an NCF in response to any
+        //# unicast NAK they receive.  The NCF MUST be multicast to the group on
+        //# the interface on which the NAK was received.
+        let mut need_ncf = false;
+        let mut forward = false;
+        let mut created = Vec::new();
+        let holdoff = self.config.ncf_holdoff;
+        let bit = 1u64 << pos;
+        let elim = self.config.nak_elim_ivl;
+        let Some(t) = self.tsis.get_mut(&tsi) else {
+            return;
+        };
+        for &sqn in &sqns {
+            let seq_no = self.seq_no;
+            let st = t.repairs.entry(sqn.0).or_insert_with(|| {
+                created.push(sqn);
+                RepairState {
+                    ifaces: 0,
+                    phase: RepairPhase::Outstanding,
+                    deadline: now,
+                    aux: now,
+                    nnak: false,
+                    ncf_mask: 0,
+                    ncf_at: None,
+                    seq_no,
+                }
+            });
+            //# Simultaneously, network elements MUST establish repair state for the
+            //# NAK if such state does not already exist, and add the interface on
+            //# which the NAK was received to the corresponding repair interface list
+            if meta.ifindex != upstream_if {
+                st.ifaces |= bit;
+            }
+            let recent = st
+                .ncf_at
+                .is_some_and(|at| now.saturating_duration_since(at) < holdoff)
+                && st.ncf_mask & bit != 0;
+            if !recent {
+                need_ncf = true;
+            }
+            let fresh = created.last() == Some(&sqn);
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-9.3.3
+            //# Network elements MUST forward a NAK containing a NAK List option if
+            //# any one sequence number specified by the NAK (including that in the
+            //# main NAK header) is not currently outstanding.
+            let eliminated = !fresh
+                && !st.nnak
+                && match st.phase {
+                    RepairPhase::Pending => true,
+                    RepairPhase::Outstanding => now < st.aux,
+                };
+            if !eliminated {
+                forward = true;
+            }
+        }
+        if need_ncf {
+            for &sqn in &sqns {
+                if let Some(st) = t.repairs.get_mut(&sqn.0) {
+                    if st
+                        .ncf_at
+                        .is_some_and(|at| now.saturating_duration_since(at) < holdoff)
+                    {
+                        st.ncf_mask |= bit;
+                    } else {
+                        st.ncf_at = Some(now);
+                        st.ncf_mask = bit;
+                    }
+                }
+            }
+            self.tx.push_back(Tx::Ncf {
+                tsi,
+                sqns: sqns.clone(),
+                ifindex: meta.ifindex,
+            });
+        } else {
+            self.stats.ncfs_rate_limited += 1;
+        }
+        let _ = elim;
+        self.register_created(tsi, &created);
+        if forward {
+            self.stats.naks_forwarded += 1;
+            let rpt = self.config.nak_rpt_ivl;
+            let rte = self.config.nak_rpt_rte_ivl;
+            if let Some(t) = self.tsis.get_mut(&tsi) {
+                for &sqn in &sqns {
+                    if let Some(st) = t.repairs.get_mut(&sqn.0) {
+                        let outstanding_now =
+                            st.phase == RepairPhase::Outstanding && now < st.aux && !st.nnak;
+                        let fresh = created.contains(&sqn);
+                        if fresh || !outstanding_now {
+                            st.phase = RepairPhase::Pending;
+                            st.nnak = false;
+                            st.deadline = now + rpt;
+                            st.aux = now + rte;
+                            self.timers
+                                .push(Reverse((st.aux.min(st.deadline), tsi, sqn.0)));
+                        }
+                    }
+                }
+            }
+            self.forward_upstream(tsi, bytes, PacketType::Nak);
+        } else {
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-7.4
+            //# Network elements MUST discard all duplicates of a NAK that
+            //# is pending.
+            self.stats.naks_eliminated += 1;
+        }
+        self.enforce_repair_bound();
+    }
+
+    /// NNAKs (§9.5.3.2): forwarded only if no matching repair state exists; never confirmed
+    /// nor retried; never adds an interface. State they create lives NAK_ELIM_IVL and does
+    /// not eliminate the next real NAK.
+    fn on_nnak(&mut self, now: Instant, tsi: Tsi, sqns: &[Sqn], bytes: &[u8]) {
+        let elim = self.config.nak_elim_ivl;
+        let Some(t) = self.tsis.get_mut(&tsi) else {
+            return;
+        };
+        let mut forward = false;
+        let mut created = Vec::new();
+        for &sqn in sqns {
+            if t.repairs.contains_key(&sqn.0) {
+                continue;
+            }
+            forward = true;
+            t.repairs.insert(
+                sqn.0,
+                RepairState {
+                    ifaces: 0,
+                    phase: RepairPhase::Outstanding,
+                    deadline: now + elim,
+                    aux: now + elim,
+                    nnak: true,
+                    ncf_mask: 0,
+                    ncf_at: None,
+                    seq_no: self.seq_no,
+                },
+            );
+            self.timers.push(Reverse((now + elim, tsi, sqn.0)));
+            created.push(sqn);
+        }
+        self.register_created(tsi, &created);
+        if forward {
+            self.stats.nnaks_forwarded += 1;
+            self.forward_upstream(tsi, bytes, PacketType::Nnak);
+        }
+        self.enforce_repair_bound();
+    }
+
+    /// Queues a NAK (as received, intact) to the upstream neighbour (§7.7).
+    fn forward_upstream(&mut self, tsi: Tsi, bytes: &[u8], ty: PacketType) {
+        let Some(t) = self.tsis.get(&tsi) else { return };
+        let Some(src) = self.iface_addr(t.upstream_if) else {
+            return;
+        };
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-7.3
+        //# A Network element MUST forward NAKs only to the upstream PGM network
+        //# element for the TSI.
+        let tx = NeTransmit {
+            ifindex: t.upstream_if,
+            source: src,
+            destination: t.upstream_nbr,
+            router_alert: false,
+            ttl: 255,
+            packet_type: ty,
+            len: bytes.len(),
+        };
+        if let Some(out) = self.apply_opx(bytes) {
+            self.tx.push_back(Tx::Raw(tx, out));
+        }
+    }
+
+    fn on_ncf(&mut self, now: Instant, meta: NeRecvMeta, bytes: &[u8]) {
+        let Ok(ncf) = NakPacket::new_checked(bytes) else {
+            return;
+        };
+        self.stats.ncfs_received += 1;
+        let tsi = ncf.tsi();
+        let (rdata, elim) = (self.config.nak_rdata_ivl, self.config.nak_elim_ivl);
+        let Some(t) = self.tsis.get_mut(&tsi) else {
+            self.stats.ignored += 1;
+            return;
+        };
+        if meta.ifindex != t.upstream_if {
+            // Another element's NCF to its own subtree: neither a confirmation of ours nor
+            // grounds for anticipation (§7.5).
+            self.stats.ignored += 1;
+            return;
+        }
+        let list = ncf.options().iter().find_map(|o| match o.value {
+            OptionValue::NakList(l) => Some(l),
+            _ => None,
+        });
+        let sqns = core::iter::once(ncf.sqn()).chain(list.into_iter().flat_map(|l| l.iter()));
+        let mut created = Vec::new();
+        for sqn in sqns.take(1 + MAX_NAK_LIST) {
+            match t.repairs.get_mut(&sqn.0) {
+                Some(st) => {
+                    //= https://www.rfc-editor.org/rfc/rfc3208#section-7.4
+                    //# NAK_RDATA_IVL MUST be reset each time a NAK
+                    //# for the corresponding TSI/SQN is confirmed (i.e., each time
+                    //# NAK_ELIM_IVL is reset).
+                    st.phase = RepairPhase::Outstanding;
+                    st.deadline = now + rdata;
+                    st.aux = now + elim;
+                    self.timers.push(Reverse((st.deadline, tsi, sqn.0)));
+                }
+                None => {
+                    //= https://www.rfc-editor.org/rfc/rfc3208#section-7.5
+                    //# If the interface on which an NCF is received is the same interface
+                    //# the network element would use to reach the upstream PGM network
+                    //# element, the network element simply establishes repair state for
+                    //# NCF_TSI and NCF_SQN without adding the interface to the repair
+                    //# interface list, and discards the NCF.
+                    t.repairs.insert(
+                        sqn.0,
+                        RepairState {
+                            ifaces: 0,
+                            phase: RepairPhase::Outstanding,
+                            deadline: now + rdata,
+                            aux: now + elim,
+                            nnak: false,
+                            ncf_mask: 0,
+                            ncf_at: None,
+                            seq_no: self.seq_no + created.len() as u64,
+                        },
+                    );
+                    self.timers.push(Reverse((now + rdata, tsi, sqn.0)));
+                    created.push(sqn);
+                }
+            }
+        }
+        self.stats.naks_anticipated += created.len() as u64;
+        self.register_created(tsi, &created);
+        self.enforce_repair_bound();
+    }
+
+    fn on_rdata(&mut self, _now: Instant, meta: NeRecvMeta, bytes: &[u8]) {
+        let Ok(data) = crate::wire::DataPacket::new_checked(bytes) else {
+            return;
+        };
+        let tsi = data.tsi();
+        let sqn = data.sqn();
+        let Some(t) = self.tsis.get_mut(&tsi) else {
+            self.stats.rdata_no_state += 1;
+            return;
+        };
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-7.8
+        //# Network elements SHOULD discard and not forward RDATA packets for
+        //# which they have no repair state.
+        let Some(st) = t.repairs.remove(&sqn.0) else {
+            self.stats.rdata_no_state += 1;
+            return;
+        };
+        self.repair_count = self.repair_count.saturating_sub(1);
+        let (source, group) = (t.source, t.group);
+        let mask = st.ifaces;
+        if mask == 0 || meta.ttl <= 1 {
+            self.stats.rdata_no_state += u64::from(mask == 0);
+            return;
+        }
+        let Some(copy) = self.apply_opx(bytes) else {
+            return;
+        };
+        self.stats.rdata_forwarded += 1;
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-7.8
+        //# Network elements MUST then use this list of interfaces to constrain the
+        //# forwarding of the corresponding RDATA packet only to those interfaces in
+        //# the list.
+        for oif in self.mask_ifaces(mask) {
+            if oif == meta.ifindex {
+                continue;
+            }
+            self.stats.rdata_copies += 1;
+            self.tx.push_back(Tx::Raw(
+                NeTransmit {
+                    ifindex: oif,
+                    source,
+                    destination: group,
+                    router_alert: true,
+                    ttl: meta.ttl - 1,
+                    packet_type: PacketType::Rdata,
+                    len: copy.len(),
+                },
+                copy.clone(),
+            ));
+        }
+    }
+
+    fn on_polr(&mut self, meta: NeRecvMeta, bytes: &[u8]) {
+        let Ok(polr) = PolrPacket::new_checked(bytes) else {
+            return;
+        };
+        let Some(pos) = self.pos(meta.ifindex) else {
+            return;
+        };
+        let Some(t) = self.tsis.get_mut(&polr.tsi()) else {
+            self.stats.ignored += 1;
+            return;
+        };
+        if polr.sqn() == t.poll_sqn {
+            self.stats.polrs_received += 1;
+            t.poll_replies[pos] = t.poll_replies[pos].saturating_add(1);
+        } else {
+            self.stats.ignored += 1;
+        }
+    }
+
+    /// Numbers newly created repair states in creation order and queues them for eviction.
+    fn register_created(&mut self, tsi: Tsi, created: &[Sqn]) {
+        let Some(t) = self.tsis.get_mut(&tsi) else {
+            return;
+        };
+        for sqn in created {
+            if let Some(st) = t.repairs.get_mut(&sqn.0) {
+                st.seq_no = self.seq_no;
+                self.order.push_back((tsi, sqn.0, self.seq_no));
+                self.seq_no += 1;
+                self.repair_count += 1;
+            }
+        }
+    }
+
+    /// Evicts the least recently heard TSI.
+    fn evict_tsi(&mut self) {
+        let Some((&victim, _)) = self.tsis.iter().min_by_key(|(_, t)| t.last_heard) else {
+            return;
+        };
+        if let Some(t) = self.tsis.remove(&victim) {
+            self.repair_count = self.repair_count.saturating_sub(t.repairs.len());
+        }
+        self.stats.tsis_evicted += 1;
+    }
+
+    /// Evicts the oldest repair states while over the bound.
+    fn enforce_repair_bound(&mut self) {
+        while self.repair_count > self.config.max_repair_states {
+            let Some((tsi, sqn, seq_no)) = self.order.pop_front() else {
+                break;
+            };
+            let Some(t) = self.tsis.get_mut(&tsi) else {
+                continue;
+            };
+            if t.repairs.get(&sqn).is_some_and(|s| s.seq_no == seq_no) {
+                t.repairs.remove(&sqn);
+                self.repair_count -= 1;
+                self.stats.repair_states_evicted += 1;
+            }
+        }
+        // Keep the eviction queue from growing without bound with stale entries.
+        if self.order.len() > 2 * self.config.max_repair_states + 64 {
+            let tsis = &self.tsis;
+            self.order.retain(|(tsi, sqn, seq_no)| {
+                tsis.get(tsi)
+                    .and_then(|t| t.repairs.get(sqn))
+                    .is_some_and(|s| s.seq_no == *seq_no)
+            });
+        }
+    }
+
+    /// Handles timer expiry: NAK repeats and cancellation, repair-state expiry, TSI expiry,
+    /// polls.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let (rpt_rte, elim) = (self.config.nak_rpt_rte_ivl, self.config.nak_elim_ivl);
+        let mut repeat: HashMap<Tsi, Vec<Sqn>> = HashMap::new();
+        while let Some(&Reverse((at, tsi, sqn))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(t) = self.tsis.get_mut(&tsi) else {
+                continue;
+            };
+            let Some(st) = t.repairs.get_mut(&sqn) else {
+                continue;
+            };
+            match st.phase {
+                RepairPhase::Pending if now >= st.deadline => {
+                    //= https://www.rfc-editor.org/rfc/rfc3208#section-7.3
+                    //# Expiry of NAK_RPT_IVL cancels NAK forwarding (due to
+                    //# missing NCF).
+                    t.repairs.remove(&sqn);
+                    self.repair_count = self.repair_count.saturating_sub(1);
+                    self.stats.naks_unconfirmed += 1;
+                }
+                RepairPhase::Pending if now >= st.aux => {
+                    st.aux = now + rpt_rte;
+                    self.timers
+                        .push(Reverse((st.aux.min(st.deadline), tsi, sqn)));
+                    repeat.entry(tsi).or_default().push(Sqn(sqn));
+                }
+                RepairPhase::Outstanding if now >= st.deadline => {
+                    //= https://www.rfc-editor.org/rfc/rfc3208#section-7.3
+                    //# Expiry of NAK_RDATA_IVL causes the network element to
+                    //# discard the corresponding repair state (due to missing RDATA).
+                    t.repairs.remove(&sqn);
+                    self.repair_count = self.repair_count.saturating_sub(1);
+                    self.stats.repair_states_expired += 1;
+                }
+                _ => {}
+            }
+        }
+        let _ = elim;
+        for (tsi, mut sqns) in repeat {
+            sqns.sort_by_key(|s| s.0);
+            for chunk in sqns.chunks(1 + MAX_NAK_LIST) {
+                self.stats.naks_repeated += 1;
+                self.tx.push_back(Tx::NakRepeat {
+                    tsi,
+                    sqns: chunk.to_vec(),
+                });
+            }
+        }
+        // TSI expiry and polls.
+        let expiry = self.config.tsi_expiry;
+        let expired: Vec<Tsi> = self
+            .tsis
+            .iter()
+            .filter(|(_, t)| now.saturating_duration_since(t.last_heard) >= expiry)
+            .map(|(k, _)| *k)
+            .collect();
+        for tsi in expired {
+            if let Some(t) = self.tsis.remove(&tsi) {
+                self.repair_count = self.repair_count.saturating_sub(t.repairs.len());
+                self.stats.tsis_expired += 1;
+            }
+        }
+        if let Some(ivl) = self.config.poll_ivl {
+            let due: Vec<Tsi> = self
+                .tsis
+                .iter()
+                .filter(|(_, t)| t.next_poll <= now)
+                .map(|(k, _)| *k)
+                .collect();
+            for tsi in due {
+                self.start_poll(now, tsi, ivl);
+            }
+        }
+    }
+
+    /// Closes the previous poll of `tsi` (recording the children counted) and sends a new
+    /// general poll on each downstream interface (§14.4).
+    fn start_poll(&mut self, now: Instant, tsi: Tsi, ivl: Duration) {
+        let bits = self.config.poll_mask_bits.min(31);
+        let mask: u32 = if bits == 0 { 0 } else { (1u32 << bits) - 1 };
+        let rand: u32 = self.rng.random();
+        let bo_us = self
+            .config
+            .poll_bo_ivl
+            .as_micros()
+            .min(u128::from(u32::MAX)) as u32;
+        let Some(t) = self.tsis.get_mut(&tsi) else {
+            return;
+        };
+        let oifs = self
+            .routes
+            .get(&(t.source, t.group))
+            .cloned()
+            .unwrap_or_default();
+        for (i, c) in t.children.iter_mut().enumerate() {
+            *c = if t.poll_sqn == Sqn(0) && t.poll_replies[i] == 0 {
+                *c
+            } else {
+                Some(t.poll_replies[i] << bits)
+            };
+        }
+        t.poll_replies = [0; 64];
+        t.poll_sqn = t.poll_sqn.next();
+        t.next_poll = now + ivl;
+        let (source, group, sport, dport, sqn) =
+            (t.source, t.group, tsi.sport, t.dport, t.poll_sqn);
+        let upstream_if = t.upstream_if;
+        for oif in oifs {
+            let Some(addr) = self.iface_addr(oif) else {
+                continue;
+            };
+            if oif == upstream_if {
+                continue;
+            }
+            let repr = Repr {
+                sport,
+                dport,
+                gsi: tsi.gsi,
+                parity: false,
+                var_pktlen: false,
+                body: Body::Poll(PollRepr {
+                    sqn,
+                    round: 0,
+                    subtype: PollSubtype::General,
+                    path: Nla(addr),
+                    backoff_ivl_us: bo_us,
+                    rand: rand.to_be_bytes(),
+                    mask,
+                }),
+                options: OptionList::EMPTY,
+            };
+            let mut out = vec![0; repr.buffer_len()];
+            if repr.emit(&mut out).is_err() {
+                continue;
+            }
+            self.stats.polls_sent += 1;
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-14.4
+            //# Nota Bene: POLLs transmitted by network elements MUST bear the
+            //# ODATA source's network-header source address, not the network
+            //# element's NLA.  POLLs MUST also be transmitted with the IP
+            //# Router Alert Option [6]
+            self.tx.push_back(Tx::Raw(
+                NeTransmit {
+                    ifindex: oif,
+                    source,
+                    destination: group,
+                    router_alert: true,
+                    ttl: 1,
+                    packet_type: PacketType::Poll,
+                    len: out.len(),
+                },
+                out,
+            ));
+        }
+    }
+
+    /// The earliest deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        for s in self.tsis.values() {
+            let mut take = |x: Instant| t = Some(t.map_or(x, |t| t.min(x)));
+            take(s.last_heard + self.config.tsi_expiry);
+            if self.config.poll_ivl.is_some() {
+                take(s.next_poll);
+            }
+        }
+        t
+    }
+
+    /// The next packet to send, written into `buf`.
+    pub fn poll_transmit(&mut self, _now: Instant, buf: &mut Vec<u8>) -> Option<NeTransmit> {
+        while let Some(tx) = self.tx.pop_front() {
+            match tx {
+                Tx::Raw(t, bytes) => {
+                    buf.clear();
+                    buf.extend_from_slice(&bytes);
+                    return Some(NeTransmit {
+                        len: bytes.len(),
+                        ..t
+                    });
+                }
+                Tx::Ncf { tsi, sqns, ifindex } => {
+                    let Some(t) = self.tsis.get(&tsi) else {
+                        continue;
+                    };
+                    let Some(len) = emit_nak_like(buf, tsi, t, &sqns, true) else {
+                        continue;
+                    };
+                    self.stats.ncfs_sent += 1;
+                    //= https://www.rfc-editor.org/rfc/rfc3208#section-7.2
+                    //# the network-header source address of NCFs transmitted by network
+                    //# elements MUST be set to the ODATA source's NLA
+                    return Some(NeTransmit {
+                        ifindex,
+                        source: t.source,
+                        destination: t.group,
+                        router_alert: true,
+                        ttl: 255,
+                        packet_type: PacketType::Ncf,
+                        len,
+                    });
+                }
+                Tx::NakRepeat { tsi, sqns } => {
+                    let Some(t) = self.tsis.get(&tsi) else {
+                        continue;
+                    };
+                    let Some(src) = self.iface_addr(t.upstream_if) else {
+                        continue;
+                    };
+                    let Some(len) = emit_nak_like(buf, tsi, t, &sqns, false) else {
+                        continue;
+                    };
+                    return Some(NeTransmit {
+                        ifindex: t.upstream_if,
+                        source: src,
+                        destination: t.upstream_nbr,
+                        router_alert: false,
+                        ttl: 255,
+                        packet_type: PacketType::Nak,
+                        len,
+                    });
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Emits an NCF (downstream ports) or a NAK (upstream ports) for `sqns` of `tsi` into `buf`.
+fn emit_nak_like(
+    buf: &mut Vec<u8>,
+    tsi: Tsi,
+    t: &TsiState,
+    sqns: &[Sqn],
+    ncf: bool,
+) -> Option<usize> {
+    let (&first, rest) = sqns.split_first()?;
+    let nak = NakRepr {
+        sqn: first,
+        source: Nla(t.source),
+        group: Nla(t.group),
+    };
+    let opts = [PgmOption::from(OptionValue::NakList(SqnList::Slice(rest)))];
+    let (sport, dport, body) = if ncf {
+        (tsi.sport, t.dport, Body::Ncf(nak))
+    } else {
+        (t.dport, tsi.sport, Body::Nak(nak))
+    };
+    let repr = Repr {
+        sport,
+        dport,
+        gsi: tsi.gsi,
+        parity: false,
+        var_pktlen: false,
+        body,
+        options: if rest.is_empty() {
+            OptionList::EMPTY
+        } else {
+            OptionList::Slice(&opts)
+        },
+    };
+    buf.resize(repr.buffer_len(), 0);
+    repr.emit(buf).ok()
+}
+
+/// One TSI's state, for display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TsiSnapshot {
+    /// The TSI.
+    pub tsi: Tsi,
+    /// The ODATA source's address.
+    pub source: IpAddr,
+    /// The group.
+    pub group: IpAddr,
+    /// The interface SPMs arrive on.
+    pub upstream_interface: IfIndex,
+    /// The upstream PGM neighbour (SPM_PATH).
+    pub upstream_neighbour: IpAddr,
+    /// SPM_SQN of the last in-sequence SPM.
+    pub last_spm_sqn: Sqn,
+    /// Repair states, by sequence number.
+    pub repairs: Vec<RepairSnapshot>,
+    /// PGM children counted by the last completed poll, per interface.
+    pub children: Vec<(IfIndex, u32)>,
+}
+
+/// One repair state, for display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RepairSnapshot {
+    /// The sequence number.
+    pub sqn: Sqn,
+    /// Pending or outstanding.
+    pub phase: RepairPhase,
+    /// Interfaces the repair will be forwarded on.
+    pub interfaces: Vec<IfIndex>,
+}
