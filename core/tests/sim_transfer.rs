@@ -202,6 +202,7 @@ fn scenarios() -> Vec<Scenario> {
                 delay: Duration::from_millis(1 + (round % 5) as u64),
                 jitter: Duration::from_micros(if round % 3 == 0 { 3000 } else { 0 }),
                 duplicate: if round % 5 == 2 { 0.02 } else { 0.0 },
+                loss_only: &[],
             };
             out.push(Scenario {
                 seed,
@@ -258,7 +259,7 @@ fn a_seed_replays_exactly() {
         let Engine::Receiver { events, receiver } = &sim.nodes()[r].engine else {
             unreachable!("node 1 is the receiver");
         };
-        (events.clone(), receiver.stats().clone(), sim.counters)
+        (events.clone(), receiver.stats().clone(), sim.counters.clone())
     };
     assert_eq!(log(s), log(s));
 }

@@ -367,6 +367,17 @@ impl Receiver {
         self.peers.len()
     }
 
+    /// Where NAKs for `tsi` go: SPM_PATH of the last in-sequence SPM (the nearest network
+    /// element, else the source), or `None` before any SPM (NAKs then go to the source).
+    pub fn nak_target(&self, tsi: &Tsi) -> Option<IpAddr> {
+        self.peers.get(tsi).and_then(|p| p.nak_target)
+    }
+
+    /// The TSIs of the sources tracked.
+    pub fn tsis(&self) -> Vec<Tsi> {
+        self.peers.keys().copied().collect()
+    }
+
     /// The next application event.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
