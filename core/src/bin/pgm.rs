@@ -66,12 +66,16 @@ struct SendArgs {
     /// Send this file (as messages of --size bytes).
     #[arg(long, conflicts_with = "count")]
     file: Option<PathBuf>,
-    /// Send this many generated test messages instead of data.
+    /// Send this many generated test messages instead of data (the message pattern of
+    /// `netns-tests/peers/openpgm/PATTERN.md`, shared with the OpenPGM test peer).
     #[arg(long)]
     count: Option<u64>,
-    /// Message size in bytes (file chunks and generated messages).
-    #[arg(long, default_value_t = 1024)]
-    size: usize,
+    /// Message size in bytes: file chunks (default 1024), or every generated message (default:
+    /// mixed sizes from 1 to --max-size).
+    #[arg(long)]
+    size: Option<usize>,
+    #[command(flatten)]
+    pattern: PatternArgs,
     /// Rate limit in bytes per second (TXW_MAX_RTE); 0 for none.
     #[arg(long, default_value_t = 0)]
     rate: u64,
@@ -99,12 +103,31 @@ struct RecvArgs {
     /// Stop after this many messages.
     #[arg(long)]
     count: Option<u64>,
+    /// Check every message against the generated test pattern (see `pgm send --count`),
+    /// print a RESULT line, and fail on any mismatch.
+    #[arg(long)]
+    verify: bool,
+    /// With --verify: the fixed message size the sender used (default: mixed sizes).
+    #[arg(long)]
+    size: Option<usize>,
+    #[command(flatten)]
+    pattern: PatternArgs,
     /// Stop after this many seconds without any event.
     #[arg(long, default_value_t = 30.0)]
     idle_timeout: f64,
     /// Receive window in sequence numbers.
     #[arg(long, default_value_t = 32_768)]
     rxw_sqns: u32,
+}
+
+#[derive(Args, Clone, Copy)]
+struct PatternArgs {
+    /// Seed of the generated test messages.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Largest generated message when sizes are mixed.
+    #[arg(long, default_value_t = 8192)]
+    max_size: u64,
 }
 
 fn parse_network(net: &NetArgs) -> Result<(iface::Interface, Ipv4Addr, TransportConfig)> {
@@ -140,17 +163,29 @@ fn gsi(addr: Ipv4Addr) -> Gsi {
     Gsi([a[2], a[3], pid[0] ^ a[0], pid[1] ^ a[1], pid[2], pid[3]])
 }
 
-/// Generated message `i` of `size` bytes: the index, then bytes derived from it.
-fn test_message(i: u64, size: usize) -> Vec<u8> {
-    let mut m = Vec::with_capacity(size);
-    m.extend_from_slice(&i.to_be_bytes()[..size.min(8)]);
-    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+/// Generated test message `i`: pattern version 1 of `netns-tests/peers/openpgm/PATTERN.md`,
+/// the one the OpenPGM test peer sends and checks. `fixed` = 0 means mixed sizes.
+fn test_message(p: PatternArgs, fixed: u64, i: u64) -> Vec<u8> {
+    let mut state = p.seed ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let r0 = next();
+    let size = if fixed > 0 {
+        fixed
+    } else {
+        1 + r0 % p.max_size.max(1)
+    } as usize;
+    let mut m = Vec::with_capacity(size + 8);
+    m.extend_from_slice(&i.to_be_bytes());
     while m.len() < size {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        m.push(x as u8);
+        m.extend_from_slice(&next().to_be_bytes());
     }
+    m.truncate(size);
     m
 }
 
@@ -173,12 +208,12 @@ async fn send(args: SendArgs) -> Result<()> {
     cfg.linger = Duration::from_secs_f64(args.linger.max(0.0));
     let sender = Sender::bind(cfg).context("opening the sender")?;
     eprintln!("pgm: sending as TSI {} to {group}", sender.tsi());
-    let size = args.size.max(1);
     let mut messages = 0u64;
     let mut bytes = 0u64;
     if let Some(n) = args.count {
+        let fixed = args.size.unwrap_or(0) as u64;
         for i in 0..n {
-            let m = test_message(i, size);
+            let m = test_message(args.pattern, fixed, i);
             sender.send(&m).await?;
             messages += 1;
             bytes += m.len() as u64;
@@ -196,7 +231,7 @@ async fn send(args: SendArgs) -> Result<()> {
             Some(t) if std::io::stderr().is_terminal() => indicatif::ProgressBar::new(t),
             _ => indicatif::ProgressBar::hidden(),
         };
-        let mut buf = vec![0u8; size];
+        let mut buf = vec![0u8; args.size.unwrap_or(1024).max(1)];
         loop {
             let n = read_full(&mut input, &mut buf)?;
             if n == 0 {
@@ -248,13 +283,21 @@ async fn recv(args: RecvArgs) -> Result<()> {
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let (mut messages, mut bytes, mut losses, mut lost_sqns) = (0u64, 0u64, 0u64, 0u64);
+    let mut bad = 0u64;
+    let fixed = args.size.unwrap_or(0) as u64;
     let idle = Duration::from_secs_f64(args.idle_timeout.max(0.001));
     let mut reason = "idle timeout";
     while let Ok(Some(ev)) = tokio::time::timeout(idle, rx.next_event()).await {
         match ev {
             Event::SessionStart { tsi } => eprintln!("pgm: session {tsi} started"),
             Event::Data { data, .. } => {
-                out.write_all(&data)?;
+                if args.verify {
+                    if data != test_message(args.pattern, fixed, messages) {
+                        bad += 1;
+                    }
+                } else {
+                    out.write_all(&data)?;
+                }
                 messages += 1;
                 bytes += data.len() as u64;
                 if args.count.is_some_and(|c| messages >= c) {
@@ -285,6 +328,16 @@ async fn recv(args: RecvArgs) -> Result<()> {
         e.nak_sqns_sent, e.naks_sent, e.rdata_received
     );
     rx.stop().await?;
+    if args.verify {
+        let ok = bad == 0 && lost_sqns == 0 && args.count.is_none_or(|c| messages == c);
+        println!(
+            "RESULT received={messages} bytes={bytes} bad={bad} lost_events={losses} status={}",
+            if ok { "ok" } else { "fail" }
+        );
+        if !ok {
+            bail!("verification failed: {bad} bad messages, {lost_sqns} packets lost");
+        }
+    }
     if lost_sqns > 0 {
         bail!("{lost_sqns} packets were lost unrecoverably");
     }
@@ -303,4 +356,37 @@ fn main() -> Result<()> {
             Command::Recv(a) => recv(a).await,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    /// Vectors printed by the OpenPGM peer (`pgmpeer pattern --count 2 --seed 1`), so that
+    /// both implementations of pattern version 1 agree.
+    #[test]
+    fn pattern_matches_the_openpgm_peer() {
+        let p = PatternArgs {
+            seed: 1,
+            max_size: 8192,
+        };
+        let m0 = test_message(p, 0, 0);
+        assert_eq!(m0.len(), 7362);
+        assert_eq!(
+            hex(&m0[..32]),
+            "0000000000000000beeb8da1658eec67f893a2eefb32555e71c18690ee42c90b"
+        );
+        let m1 = test_message(p, 0, 1);
+        assert_eq!(m1.len(), 3952);
+        assert_eq!(
+            hex(&m1[..24]),
+            "00000000000000018596845e7ea88ca14c71f30e500f0b72"
+        );
+        // A fixed size keeps the same bytes, cut.
+        assert_eq!(test_message(p, 3, 1), m1[..3]);
+    }
 }
