@@ -25,5 +25,8 @@ cargo check -p pgm-core --no-default-features --locked
 echo "== docs"
 RUSTDOCFLAGS="-D warnings" cargo doc -p pgm-core --no-deps --locked -q
 
+echo "== binaries the namespace tests run"
+cargo build --workspace --bins --locked
+
 echo "== tests"
 cargo test --workspace --locked

@@ -4,4 +4,5 @@
 //! bridges, injects loss with nftables, captures with tcpdump and runs `smcroute` as a baseline
 //! multicast router. Everything a [`lab::Lab`] creates is removed when it is dropped.
 
+pub mod bins;
 pub mod lab;

@@ -284,6 +284,7 @@ async fn recv(args: RecvArgs) -> Result<()> {
     };
     let (mut messages, mut bytes, mut losses, mut lost_sqns) = (0u64, 0u64, 0u64, 0u64);
     let mut bad = 0u64;
+    let mut next_index = 0u64;
     let fixed = args.size.unwrap_or(0) as u64;
     let idle = Duration::from_secs_f64(args.idle_timeout.max(0.001));
     let mut reason = "idle timeout";
@@ -292,9 +293,17 @@ async fn recv(args: RecvArgs) -> Result<()> {
             Event::SessionStart { tsi } => eprintln!("pgm: session {tsi} started"),
             Event::Data { data, .. } => {
                 if args.verify {
-                    if data != test_message(args.pattern, fixed, messages) {
+                    // After an unrecoverable loss, resynchronise on the index in the first
+                    // 8 bytes, as the pattern's receivers do (PATTERN.md).
+                    if data.len() >= 8 {
+                        let mut idx = [0u8; 8];
+                        idx.copy_from_slice(&data[..8]);
+                        next_index = u64::from_be_bytes(idx);
+                    }
+                    if data != test_message(args.pattern, fixed, next_index) {
                         bad += 1;
                     }
+                    next_index += 1;
                 } else {
                     out.write_all(&data)?;
                 }
@@ -327,6 +336,18 @@ async fn recv(args: RecvArgs) -> Result<()> {
         "pgm: {reason}: received {messages} messages, {bytes} bytes; losses {losses} ({lost_sqns} packets); repairs requested {} (in {} NAKs), RDATA received {}",
         e.nak_sqns_sent, e.naks_sent, e.rdata_received
     );
+    if e.malformed.total() > 0 || e.bad_fragments > 0 {
+        let reasons: Vec<String> = e
+            .malformed
+            .iter()
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect();
+        eprintln!(
+            "pgm: dropped malformed packets: {}; bad fragments {}",
+            reasons.join(" "),
+            e.bad_fragments
+        );
+    }
     rx.stop().await?;
     if args.verify {
         let ok = bad == 0 && lost_sqns == 0 && args.count.is_none_or(|c| messages == c);

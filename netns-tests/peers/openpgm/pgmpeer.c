@@ -174,7 +174,9 @@ struct opts {
 	int spmr_expiry_ms;
 	int ambient_spm_ms;
 	double send_delay; /* sender: pause before the first message */
+	double interval; /* sender: pause between messages, seconds */
 	bool verbose;
+	bool send_only;
 };
 
 static void usage(FILE* f)
@@ -198,6 +200,7 @@ static void usage(FILE* f)
 	    "  --router-alert on|off  PGM_IP_ROUTER_ALERT (default: library default, off)\n"
 	    "  --linger SECS        sender: stay up after the last message (default 5)\n"
 	    "  --send-delay SECS    sender: wait before the first message (default 0)\n"
+	    "  --interval MS        sender: pause between messages (default 0)\n"
 	    "  --timeout SECS       receiver: give up after SECS (default 60)\n"
 	    "  --any-start          receiver: start at the first index seen (late join)\n"
 	    "  --mtu N              PGM_MTU (default 1496 with --udp, 1488 for PGM/IP, so that\n"
@@ -205,11 +208,12 @@ static void usage(FILE* f)
 	    "  --hops N             PGM_MULTICAST_HOPS (default 16)\n"
 	    "  --loop               PGM_MULTICAST_LOOP on (same-host tests)\n"
 	    "  --nak-bo-ivl MS      receiver NAK back-off interval (default 50)\n"
-	    "  --nak-rpt-ivl MS     receiver NAK repeat interval (default 2000)\n"
-	    "  --nak-rdata-ivl MS   receiver NAK RDATA wait interval (default 2000)\n"
+	    "  --nak-rpt-ivl MS     receiver NAK repeat interval (default 200)\n"
+	    "  --nak-rdata-ivl MS   receiver NAK RDATA wait interval (default 200)\n"
 	    "  --nak-data-retries N (default 50)   --nak-ncf-retries N (default 50)\n"
 	    "  --spmr-expiry MS     receiver SPMR expiry (default 250)\n"
 	    "  --ambient-spm MS     sender ambient SPM interval (default 30000)\n"
+	    "  --send-only          sender: set PGM_SEND_ONLY (then NAKs are NOT answered)\n"
 	    "  --verbose            progress and OpenPGM errors on stderr\n"
 	    "SIGINT/SIGTERM on a sender that has sent everything ends the linger early.\n");
 }
@@ -231,7 +235,7 @@ static int parse_opts(int argc, char** argv, struct opts* o)
 {
 	enum { O_NET = 256, O_UDP, O_UP, O_MP, O_PORT, O_SPORT, O_COUNT, O_SIZES, O_MAX, O_SEED,
 		O_RATE, O_TXW, O_RXW, O_RA, O_LINGER, O_TIMEOUT, O_MTU, O_HOPS, O_LOOP, O_ANY,
-		O_BO, O_RPT, O_RDATA, O_DR, O_NR, O_SPMR, O_AMB, O_DELAY, O_VERBOSE, O_HELP };
+		O_BO, O_RPT, O_RDATA, O_DR, O_NR, O_SPMR, O_AMB, O_DELAY, O_VERBOSE, O_HELP, O_SENDONLY, O_INTERVAL };
 	static const struct option lo[] = {
 		{ "network", required_argument, 0, O_NET },
 		{ "udp", no_argument, 0, O_UDP },
@@ -261,7 +265,9 @@ static int parse_opts(int argc, char** argv, struct opts* o)
 		{ "spmr-expiry", required_argument, 0, O_SPMR },
 		{ "ambient-spm", required_argument, 0, O_AMB },
 		{ "send-delay", required_argument, 0, O_DELAY },
+		{ "interval", required_argument, 0, O_INTERVAL },
 		{ "verbose", no_argument, 0, O_VERBOSE },
+		{ "send-only", no_argument, 0, O_SENDONLY },
 		{ "help", no_argument, 0, O_HELP },
 		{ 0, 0, 0, 0 }
 	};
@@ -280,8 +286,11 @@ static int parse_opts(int argc, char** argv, struct opts* o)
 	o->mtu = 0; /* 0 = 1496 for PGM/UDP, 1488 for PGM/IP: see "SSE2 copy bug" */
 	o->hops = 16;
 	o->nak_bo_ivl_ms = 50;
-	o->nak_rpt_ivl_ms = 2000;
-	o->nak_rdata_ivl_ms = 2000;
+	/* OpenPGM's examples use 2 s for both; in the lab (sub-ms RTT, a window of
+	 * ~1 s at 10 MB/s) that lets a lost NCF or RDATA fall out of the window
+	 * and the session stalls under 5% loss.  200 ms recovers. */
+	o->nak_rpt_ivl_ms = 200;
+	o->nak_rdata_ivl_ms = 200;
 	o->nak_data_retries = 50;
 	o->nak_ncf_retries = 50;
 	o->spmr_expiry_ms = 250;
@@ -331,7 +340,9 @@ static int parse_opts(int argc, char** argv, struct opts* o)
 		case O_SPMR: o->spmr_expiry_ms = atoi(optarg); break;
 		case O_AMB: o->ambient_spm_ms = atoi(optarg); break;
 		case O_DELAY: o->send_delay = atof(optarg); break;
+		case O_INTERVAL: o->interval = atof(optarg) / 1000.0; break;
 		case O_VERBOSE: o->verbose = true; break;
+		case O_SENDONLY: o->send_only = true; break;
 		case O_HELP: usage(stdout); exit(0);
 		default: usage(stderr); return -1;
 		}
@@ -391,6 +402,19 @@ static void pgm_wait(pgm_sock_t* sock, short events, int timeout_ms)
 	(void)poll(fds, (nfds_t)n, timeout_ms);
 }
 
+/* Like pgm_wait, but returns true if any descriptor became ready. */
+static bool pgm_wait_active(pgm_sock_t* sock, short events, int timeout_ms)
+{
+	struct pollfd fds[PGM_BUS_SOCKET_READ_COUNT + PGM_BUS_SOCKET_WRITE_COUNT + 2];
+	int n = (int)(sizeof(fds) / sizeof(fds[0]));
+	memset(fds, 0, sizeof(fds));
+	if (pgm_poll_info(sock, fds, &n, events) < 0) {
+		usleep(1000);
+		return false;
+	}
+	return poll(fds, (nfds_t)n, timeout_ms) > 0;
+}
+
 static int remain_ms(pgm_sock_t* sock, int optname)
 {
 	struct timeval tv;
@@ -439,7 +463,10 @@ static pgm_sock_t* open_socket(const struct opts* o, bool sender)
 			fprintf(stderr, "pgmpeer: setsockopt PGM_IP_ROUTER_ALERT failed\n");
 	}
 	if (sender) {
-		SETOPT(sock, PGM_SEND_ONLY, 1);
+		/* Not PGM_SEND_ONLY: a send-only socket does not listen on the unicast
+		 * port, so NAKs to it bounce with ICMP port unreachable (seen over
+		 * PGM/UDP) and no repair ever happens. */
+		SETOPT(sock, PGM_SEND_ONLY, o->send_only ? 1 : 0);
 		SETOPT(sock, PGM_TXW_SQNS, o->txw_sqns);
 		if (o->rate > 0)
 			SETOPT(sock, PGM_TXW_MAX_RTE, o->rate);
@@ -450,6 +477,10 @@ static pgm_sock_t* open_socket(const struct opts* o, bool sender)
 			fprintf(stderr, "pgmpeer: setsockopt PGM_HEARTBEAT_SPM failed\n");
 	} else {
 		SETOPT(sock, PGM_RECV_ONLY, 1);
+	}
+	if (!sender || !o->send_only) {
+		/* A sender that is not send-only has a receive side too (which
+		 * pgmpeer discards), and OpenPGM wants it configured. */
 		SETOPT(sock, PGM_PASSIVE, 0);
 		SETOPT(sock, PGM_RXW_SQNS, o->rxw_sqns);
 		SETOPT(sock, PGM_PEER_EXPIRY, 300 * 1000 * 1000);
@@ -538,11 +569,21 @@ struct sender_ctx {
 	bool verbose;
 };
 
-/* Drives NAK processing, NCF/RDATA and heartbeat SPMs. */
+/* Drives NAK processing, NCF/RDATA and heartbeat SPMs.
+ *
+ * OpenPGM 5.3 sends at most ONE queued RDATA per pgm_recv* call, and nothing
+ * wakes the caller while more repairs are queued (the RDATA notification
+ * channel is only signalled when a send fails), so a loop that just polls the
+ * descriptors serves ~1 repair per NAK packet or timer tick.  So after any
+ * descriptor activity (a NAK arrived) this thread calls pgm_recvmsgv again
+ * without sleeping, up to REPAIR_SPIN times (a NAK names at most 63 sequence
+ * numbers), before it goes back to sleeping in poll. */
+#define REPAIR_SPIN 1024
 static void* sender_recv_thread(void* arg)
 {
 	struct sender_ctx* ctx = arg;
 	struct pgm_msgv_t msgv[16];
+	int spin = 0;
 	while (!ctx->stop) {
 		size_t bytes = 0;
 		pgm_error_t* err = NULL;
@@ -551,13 +592,17 @@ static void* sender_recv_thread(void* arg)
 		case PGM_IO_STATUS_NORMAL:
 			break;
 		case PGM_IO_STATUS_TIMER_PENDING:
-			pgm_wait(ctx->sock, POLLIN, remain_ms(ctx->sock, PGM_TIME_REMAIN));
+		case PGM_IO_STATUS_WOULD_BLOCK:
+			if (spin > 0) {
+				spin--;
+				break;
+			}
+			if (pgm_wait_active(ctx->sock, POLLIN,
+				status == PGM_IO_STATUS_WOULD_BLOCK ? 100 : remain_ms(ctx->sock, PGM_TIME_REMAIN)))
+				spin = REPAIR_SPIN;
 			break;
 		case PGM_IO_STATUS_RATE_LIMITED:
 			pgm_wait(ctx->sock, POLLIN, remain_ms(ctx->sock, PGM_RATE_REMAIN));
-			break;
-		case PGM_IO_STATUS_WOULD_BLOCK:
-			pgm_wait(ctx->sock, POLLIN, 100);
 			break;
 		default:
 			if (err) {
@@ -619,12 +664,27 @@ static int do_send(const struct opts* o)
 		const size_t len = pattern_fill(&o->pat, i, mem + 16);
 		uint8_t* const buf = mem + (len > (size_t)msss ? align_frag : align_single);
 		memmove(buf, mem + 16, len);
+		const double t_msg = now_s();
 		for (;;) {
 			size_t wrote = 0;
 			const int status = pgm_send(sock, buf, len, &wrote);
 			if (status == PGM_IO_STATUS_NORMAL)
 				break;
+			if (g_signal) {
+				fprintf(stderr, "pgmpeer: interrupted while sending message %" PRIu64 "\n", i);
+				rc = 1;
+				goto done;
+			}
 			if (status == PGM_IO_STATUS_RATE_LIMITED) {
+				/* A non-blocking send of a whole APDU needs its full TPDU bytes
+				 * in the rate bucket at once; a bucket smaller than the APDU
+				 * (a low --rate) never fills: see PATTERN.md. */
+				if (now_s() - t_msg > 5.0) {
+					fprintf(stderr, "pgmpeer: message %" PRIu64 " (%zu bytes) rate limited for 5 s: "
+							"--rate %d is too low for this message size\n", i, len, o->rate);
+					rc = 1;
+					goto done;
+				}
 				pgm_wait(sock, POLLOUT, remain_ms(sock, PGM_RATE_REMAIN));
 				continue;
 			}
@@ -638,6 +698,11 @@ static int do_send(const struct opts* o)
 		}
 		bytes_total += len;
 		sent++;
+		if (o->interval > 0) {
+			const double until = now_s() + o->interval;
+			while (now_s() < until && !g_signal)
+				usleep(1000);
+		}
 		if (o->verbose && (sent % 5000) == 0)
 			fprintf(stderr, "pgmpeer: sent %" PRIu64 "\n", sent);
 	}
@@ -675,7 +740,8 @@ static int do_recv(const struct opts* o)
 	uint64_t first_index = UINT64_MAX, last_index = UINT64_MAX;
 	bool started = !o->any_start, done = false;
 	const double t0 = now_s(), deadline = t0 + o->timeout;
-	double t_first = 0;
+	double t_first = 0, t_in_recv = 0;
+	uint64_t calls[9] = { 0 };
 
 	while (!done && !g_signal) {
 		const double now = now_s();
@@ -684,7 +750,10 @@ static int do_recv(const struct opts* o)
 		int cap = (int)((deadline - now) * 1000) + 1;
 		size_t bytes = 0;
 		pgm_error_t* err = NULL;
+		const double tc = now_s();
 		const int status = pgm_recvmsgv(sock, msgv, NMSGV, 0, &bytes, &err);
+		t_in_recv += now_s() - tc;
+		calls[status >= 0 && status < 9 ? status : 0]++;
 		switch (status) {
 		case PGM_IO_STATUS_NORMAL: {
 			struct pgm_msgv_t* m = msgv;
@@ -777,6 +846,14 @@ static int do_recv(const struct opts* o)
 		}
 	}
 	const double t1 = now_s();
+	if (o->verbose)
+		fprintf(stderr,
+		    "pgmpeer: pgm_recvmsgv calls: normal=%" PRIu64 " reset=%" PRIu64 " would_block=%" PRIu64
+		    " timer_pending=%" PRIu64 " rate_limited=%" PRIu64 " other=%" PRIu64 ", %.3f s inside\n",
+		    calls[PGM_IO_STATUS_NORMAL], calls[PGM_IO_STATUS_RESET], calls[PGM_IO_STATUS_WOULD_BLOCK],
+		    calls[PGM_IO_STATUS_TIMER_PENDING], calls[PGM_IO_STATUS_RATE_LIMITED],
+		    calls[0] + calls[PGM_IO_STATUS_FIN] + calls[PGM_IO_STATUS_EOF] + calls[PGM_IO_STATUS_CONGESTION],
+		    t_in_recv);
 	const bool ok = done && bad == 0 && lost_events == 0 && missing == 0 && received == o->count;
 	printf("RESULT received=%" PRIu64 " bytes=%" PRIu64 " bad=%" PRIu64 " lost_events=%" PRIu64
 	       " missing=%" PRIu64 " first_index=%" PRId64 " last_index=%" PRId64 " seconds=%.3f status=%s\n",
