@@ -314,3 +314,18 @@ fn malformed_and_foreign_packets_are_counted_not_fatal() {
     assert_eq!(s.stats().malformed.get("bad_checksum"), 1);
     assert_eq!(s.stats().ignored, 1);
 }
+
+#[test]
+fn window_bounded_by_bytes() {
+    let now = t0();
+    let mut cfg = config();
+    cfg.txw_bytes = 1000;
+    let mut s = Source::new(cfg, now);
+    for i in 0..10u8 {
+        s.send(&[i; 300]).expect("send");
+        drain(&mut s, now);
+    }
+    // 300-byte packets, at most 1000 bytes held: the last three remain.
+    assert_eq!(s.trail(), Sqn(7));
+    assert_eq!(s.lead(), Sqn(9));
+}

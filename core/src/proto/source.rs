@@ -46,6 +46,9 @@ pub struct SourceConfig {
     /// Transmit window size in seconds (TXW_SECS): packets sent longer ago than this leave
     /// the window even if `txw_sqns` is not reached. Default 30 s.
     pub txw_secs: Duration,
+    /// Transmit window size in bytes of TSDU held for repair; zero means no byte bound.
+    /// Default zero: `txw_sqns` and `txw_secs` bound the window.
+    pub txw_bytes: usize,
     /// TXW_MAX_RTE in bytes per second over ODATA, RDATA, SPM and NCF (§5.1.1); zero means
     /// no limit. Default zero: the application or operator chooses a rate.
     pub txw_max_rte: u64,
@@ -89,6 +92,7 @@ impl SourceConfig {
             max_apdu: 128 * 1024,
             txw_sqns: 32_768,
             txw_secs: Duration::from_secs(30),
+            txw_bytes: 0,
             txw_max_rte: 0,
             rate_overhead: 28,
             spm_ambient_ivl: Duration::from_secs(5),
@@ -213,6 +217,8 @@ struct TxEntry {
 pub struct Source {
     config: SourceConfig,
     window: VecDeque<TxEntry>,
+    /// TSDU bytes held in the window.
+    window_bytes: usize,
     /// The next sequence number to assign.
     next_sqn: Sqn,
     /// The next sequence number to send as ODATA.
@@ -243,6 +249,7 @@ impl Source {
             tokens: Self::bucket_size(&config),
             config,
             window: VecDeque::new(),
+            window_bytes: 0,
             next_sqn: first,
             next_odata: first,
             repairs: VecDeque::new(),
@@ -354,6 +361,7 @@ impl Source {
     }
 
     fn push(&mut self, tsdu: &[u8], fragment: Option<(Sqn, u32, u32)>, syn: bool) {
+        self.window_bytes += tsdu.len();
         self.window.push_back(TxEntry {
             sqn: self.next_sqn,
             tsdu: tsdu.into(),
@@ -497,10 +505,12 @@ impl Source {
             let Some(sent) = front.sent_at else { break };
             let over_count = self.window.len() > self.config.txw_sqns as usize;
             let too_old = now.saturating_duration_since(sent) >= self.config.txw_secs;
-            if !(over_count || too_old) {
+            let over_bytes = self.config.txw_bytes > 0 && self.window_bytes > self.config.txw_bytes;
+            if !(over_count || too_old || over_bytes) {
                 break;
             }
             let sqn = front.sqn;
+            self.window_bytes -= front.tsdu.len();
             self.window.pop_front();
             if self.repair_set.remove(&sqn.0) {
                 self.repairs.retain(|s| *s != sqn);
