@@ -23,6 +23,7 @@
 
 pub mod network_element;
 pub mod receiver;
+pub mod repairer;
 pub mod source;
 
 use std::net::IpAddr;

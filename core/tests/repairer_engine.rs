@@ -1,0 +1,312 @@
+//! Scripted exchanges with the DLR engine (§9.5.2).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use pgm_core::proto::receiver::ReceiverConfig;
+use pgm_core::proto::repairer::{DlrConfig, DlrTransmit, Repairer};
+use pgm_core::proto::{Destination, RecvMeta};
+use pgm_core::wire::{
+    Body, DataRepr, Gsi, NakRepr, Nla, OptionList, OptionValue, Packet, PacketType, PgmOption,
+    PollRepr, PollSubtype, Repr, SpmRepr, Sqn,
+};
+
+const SRC: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 1, 2));
+const GROUP: IpAddr = IpAddr::V4(Ipv4Addr::new(239, 192, 0, 1));
+const PARENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 1));
+const DOWNSTREAM_NE: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
+const ME: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 9));
+const GSI: Gsi = Gsi([1, 2, 3, 4, 5, 6]);
+
+fn t0() -> Instant {
+    #[expect(clippy::disallowed_methods, reason = "the test's epoch")]
+    Instant::now()
+}
+
+fn emit(sport: u16, dport: u16, body: Body<'_>, options: &[PgmOption<'_>]) -> Vec<u8> {
+    let repr = Repr {
+        sport,
+        dport,
+        gsi: GSI,
+        parity: false,
+        var_pktlen: false,
+        body,
+        options: if options.is_empty() {
+            OptionList::EMPTY
+        } else {
+            OptionList::Slice(options)
+        },
+    };
+    let mut b = vec![0; repr.buffer_len()];
+    repr.emit(&mut b).expect("emit");
+    b
+}
+
+fn mcast() -> RecvMeta {
+    RecvMeta {
+        source: SRC,
+        destination: GROUP,
+    }
+}
+
+fn dlr_with(f: impl FnOnce(&mut DlrConfig)) -> (Repairer, Instant) {
+    let now = t0();
+    let mut c = DlrConfig::new(ReceiverConfig::new(7500, GROUP), ME);
+    f(&mut c);
+    let mut d = Repairer::new(c);
+    let spm = emit(
+        4000,
+        7500,
+        Body::Spm(SpmRepr {
+            sqn: Sqn(1),
+            trail: Sqn(0),
+            lead: Sqn(u32::MAX),
+            path: Nla(PARENT),
+        }),
+        &[],
+    );
+    d.handle_packet(now, mcast(), &spm);
+    for sqn in 0..10u32 {
+        let p = emit(
+            4000,
+            7500,
+            Body::Odata(DataRepr {
+                sqn: Sqn(sqn),
+                trail: Sqn(0),
+                payload: &[sqn as u8; 100],
+            }),
+            &[],
+        );
+        d.handle_packet(now, mcast(), &p);
+    }
+    drain(&mut d, now);
+    (d, now)
+}
+
+fn dlr() -> (Repairer, Instant) {
+    dlr_with(|_| {})
+}
+
+fn drain(d: &mut Repairer, now: Instant) -> Vec<(DlrTransmit, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    while let Some(t) = d.poll_transmit(now, &mut buf) {
+        out.push((t, buf[..t.len].to_vec()));
+    }
+    out
+}
+
+fn nak(sqns: &[u32]) -> Vec<u8> {
+    let rest: Vec<Sqn> = sqns[1..].iter().map(|&s| Sqn(s)).collect();
+    let opts = [PgmOption::from(OptionValue::NakList(
+        pgm_core::wire::SqnList::Slice(&rest),
+    ))];
+    let body = Body::Nak(NakRepr {
+        sqn: Sqn(sqns[0]),
+        source: Nla(SRC),
+        group: Nla(GROUP),
+    });
+    emit(7500, 4000, body, if rest.is_empty() { &[] } else { &opts })
+}
+
+fn types(out: &[(DlrTransmit, Vec<u8>)]) -> Vec<PacketType> {
+    out.iter().map(|(t, _)| t.packet_type).collect()
+}
+
+#[test]
+fn upstream_role_answers_like_a_source_and_nnaks_the_parent() {
+    let (mut d, now) = dlr();
+    d.handle_packet(
+        now,
+        RecvMeta {
+            source: DOWNSTREAM_NE,
+            destination: ME,
+        },
+        &nak(&[3]),
+    );
+    let out = drain(&mut d, now);
+    assert_eq!(
+        types(&out),
+        [PacketType::Ncf, PacketType::Nnak, PacketType::Rdata]
+    );
+    let (ncf, _) = &out[0];
+    assert_eq!(
+        (ncf.source, ncf.destination, ncf.router_alert),
+        (SRC, Destination::Group(GROUP), true)
+    );
+    let (nnak, _) = &out[1];
+    assert_eq!(
+        (nnak.source, nnak.destination),
+        (ME, Destination::Unicast(PARENT))
+    );
+    let (rdata, bytes) = &out[2];
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.2.1
+    //= type=test
+    //# RDATA and POLR  packets transmitted by DLRs MUST
+    //# bear the ODATA source's NLA as the network-header source address
+    assert_eq!(
+        (rdata.source, rdata.destination, rdata.router_alert),
+        (SRC, Destination::Group(GROUP), true)
+    );
+    let p = Packet::new_checked(&bytes[..]).expect("rdata");
+    p.verify_checksum()
+        .expect("checksum updated for the RDATA type");
+    let Body::Rdata(r) = Repr::parse(&p).expect("parse").body else {
+        panic!("not RDATA")
+    };
+    assert_eq!((r.sqn, r.payload), (Sqn(3), &[3u8; 100][..]));
+    assert_eq!(d.stats().repairs_served, 1);
+    assert_eq!(d.stats().nnaks_sent, 1);
+}
+
+#[test]
+fn off_tree_role_answers_the_parent_by_unicast_nnak_first() {
+    let (mut d, now) = dlr();
+    d.handle_packet(
+        now,
+        RecvMeta {
+            source: PARENT,
+            destination: ME,
+        },
+        &nak(&[4, 20]),
+    );
+    let out = drain(&mut d, now);
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.2.2
+    //= type=test
+    //# It MUST originate the NULL NAK before originating
+    //# the RDATA.
+    assert_eq!(
+        types(&out),
+        [
+            PacketType::Ncf,
+            PacketType::Nnak,
+            PacketType::Rdata,
+            PacketType::Nak
+        ],
+        "NCF for both, NNAK and RDATA for 4, a NAK back to the parent for 20"
+    );
+    for (t, _) in &out {
+        assert_eq!(
+            (t.source, t.destination, t.router_alert),
+            (ME, Destination::Unicast(PARENT), false)
+        );
+    }
+    let Body::Nak(n) = Repr::parse_bytes(&out[3].1).expect("nak").body else {
+        panic!()
+    };
+    assert_eq!(n.sqn, Sqn(20));
+    assert_eq!((d.stats().cache_hits, d.stats().cache_misses), (1, 1));
+}
+
+#[test]
+fn parent_ncf_draws_one_redirecting_polr_per_holdoff() {
+    let (mut d, now) = dlr();
+    let ncf = emit(
+        4000,
+        7500,
+        Body::Ncf(NakRepr {
+            sqn: Sqn(5),
+            source: Nla(SRC),
+            group: Nla(GROUP),
+        }),
+        &[],
+    );
+    d.handle_packet(now, mcast(), &ncf);
+    d.handle_packet(now, mcast(), &ncf);
+    let out = drain(&mut d, now);
+    assert_eq!(types(&out), [PacketType::Polr]);
+    let (t, b) = &out[0];
+    assert_eq!(
+        (t.source, t.destination, t.router_alert),
+        (SRC, Destination::Group(GROUP), true)
+    );
+    let polr = Repr::parse_bytes(b).expect("polr");
+    let redirect = polr.options.iter().find_map(|o| match o.value {
+        OptionValue::Redirect(n) => Some(n),
+        _ => None,
+    });
+    assert_eq!(redirect, Some(Nla(ME)));
+    assert!(!polr.parity, "no FEC service, no OPT_PARITY");
+    let later = now + Duration::from_secs(2);
+    d.handle_packet(later, mcast(), &ncf);
+    assert_eq!(types(&drain(&mut d, later)), [PacketType::Polr]);
+}
+
+#[test]
+fn ncf_completing_its_own_nak_draws_no_polr() {
+    let (mut d, now) = dlr();
+    // A gap at 10..=11: the DLR's own receiver NAKs 10 and 11.
+    let p = emit(
+        4000,
+        7500,
+        Body::Odata(DataRepr {
+            sqn: Sqn(12),
+            trail: Sqn(0),
+            payload: b"x",
+        }),
+        &[],
+    );
+    d.handle_packet(now, mcast(), &p);
+    let t1 = now + Duration::from_millis(60);
+    d.handle_timeout(t1);
+    let out = drain(&mut d, t1);
+    assert!(types(&out).contains(&PacketType::Nak));
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.2.1
+    //= type=test
+    //# If the NCF completes NAK transmission initiated by the DLR itself,
+    //# the DLR MUST NOT send a redirecting POLR.
+    let ncf = emit(
+        4000,
+        7500,
+        Body::Ncf(NakRepr {
+            sqn: Sqn(10),
+            source: Nla(SRC),
+            group: Nla(GROUP),
+        }),
+        &[],
+    );
+    d.handle_packet(t1, mcast(), &ncf);
+    assert!(!types(&drain(&mut d, t1)).contains(&PacketType::Polr));
+}
+
+#[test]
+fn dlr_poll_is_answered_by_unicast_redirecting_polr() {
+    let (mut d, now) = dlr();
+    let poll = emit(
+        4000,
+        7500,
+        Body::Poll(PollRepr {
+            sqn: Sqn(3),
+            round: 0,
+            subtype: PollSubtype::Dlr,
+            path: Nla(PARENT),
+            backoff_ivl_us: 10_000,
+            rand: [0; 4],
+            mask: 0,
+        }),
+        &[],
+    );
+    d.handle_packet(now, mcast(), &poll);
+    let t1 = now + Duration::from_millis(11);
+    d.handle_timeout(t1);
+    let out = drain(&mut d, t1);
+    assert_eq!(types(&out), [PacketType::Polr]);
+    assert_eq!(out[0].0.destination, Destination::Unicast(PARENT));
+    let Body::Polr(p) = Repr::parse_bytes(&out[0].1).expect("polr").body else {
+        panic!()
+    };
+    assert_eq!(p.sqn, Sqn(3));
+    assert_eq!(d.stats().polls_answered, 1);
+}
+
+#[test]
+fn cache_is_bounded_by_bytes_and_age() {
+    let (d, _) = dlr_with(|c| c.cache_bytes = 500);
+    let s = d.stats();
+    assert!(s.cache_bytes <= 500, "{s:?}");
+    assert!(s.cache_evictions >= 5);
+    let (mut d, now) = dlr_with(|c| c.cache_age = Duration::from_secs(1));
+    assert_eq!(d.stats().cache_entries, 10);
+    d.handle_timeout(now + Duration::from_secs(2));
+    assert_eq!(d.stats().cache_entries, 0);
+}
