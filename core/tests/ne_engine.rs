@@ -548,7 +548,10 @@ fn naks_without_source_path_state_are_dropped_and_counted() {
 #[test]
 fn general_polls_count_children_per_interface() {
     let now = t0();
-    let mut ne = ne_with(|c| c.poll_ivl = Some(Duration::from_secs(1)));
+    let mut ne = ne_with(|c| {
+        c.poll_ivl = Some(Duration::from_secs(1));
+        c.dlr_discovery = false;
+    });
     ne.handle_packet(now, from_upstream(), &spm(1));
     drain(&mut ne, now);
     let t1 = now + Duration::from_secs(1);
@@ -580,4 +583,168 @@ fn general_polls_count_children_per_interface() {
     let snap = ne.tsi_snapshot(&TSI).expect("tsi");
     assert!(snap.children.contains(&(IF_A, 3)), "{:?}", snap.children);
     assert!(snap.children.contains(&(IF_B, 0)), "{:?}", snap.children);
+}
+
+const DLR: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 9));
+
+fn redirecting_polr() -> Vec<u8> {
+    let opts = [PgmOption::from(OptionValue::Redirect(Nla(DLR)))];
+    emit(
+        7500,
+        4000,
+        Body::Polr(pgm_core::wire::PolrRepr {
+            sqn: Sqn(0),
+            round: 0,
+        }),
+        &opts,
+    )
+}
+
+#[test]
+fn upstream_dlr_redirection_then_fallback_on_silence() {
+    let now = t0();
+    let mut ne = with_state(now);
+    // An upstream DLR announces itself on the upstream interface (multicast, §9.5.2.1).
+    ne.handle_packet(
+        now,
+        NeRecvMeta {
+            ifindex: IF_UP,
+            source: SRC,
+            destination: GROUP,
+            ttl: 64,
+        },
+        &redirecting_polr(),
+    );
+    assert_eq!(ne.stats().dlrs_learned, 1);
+    ne.handle_packet(now, nak_on(IF_A), &nak(&[5]));
+    let out = drain(&mut ne, now);
+    let (t, _) = out
+        .iter()
+        .find(|(t, _)| t.packet_type == PacketType::Nak)
+        .expect("forwarded");
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.3.2
+    //= type=test
+    //# SHOULD redirect subsequent
+    //# NAKs for the same TSI to the network address provided in the redirecting
+    //# POLR rather than to the PGM neighbor known via the SPMs.
+    assert_eq!((t.destination, t.ifindex), (DLR, IF_UP));
+    // No NCF from the DLR within NAK_RPT_IVL: back to the upstream neighbour.
+    let mut at = now;
+    let mut upstream = 0;
+    while let Some(next) = ne
+        .poll_timeout()
+        .filter(|n| *n <= now + Duration::from_millis(600))
+    {
+        at = next.max(at);
+        ne.handle_timeout(at);
+        upstream += drain(&mut ne, at)
+            .iter()
+            .filter(|(t, _)| t.packet_type == PacketType::Nak && t.destination == UPSTREAM)
+            .count();
+    }
+    assert!(
+        upstream >= 1,
+        "the NAK went upstream after the DLR stayed silent"
+    );
+    assert_eq!(ne.stats().dlr_fallbacks, 1);
+}
+
+#[test]
+fn nak_from_the_dlr_goes_upstream() {
+    let now = t0();
+    let mut ne = with_state(now);
+    ne.handle_packet(
+        now,
+        NeRecvMeta {
+            ifindex: IF_UP,
+            source: SRC,
+            destination: GROUP,
+            ttl: 64,
+        },
+        &redirecting_polr(),
+    );
+    ne.handle_packet(now, nak_on(IF_A), &nak(&[5]));
+    drain(&mut ne, now);
+    // The DLR cannot serve 5 and NAKs us back for it.
+    ne.handle_packet(
+        now,
+        NeRecvMeta {
+            ifindex: IF_UP,
+            source: DLR,
+            destination: ADDR_UP,
+            ttl: 64,
+        },
+        &nak(&[5]),
+    );
+    let out = drain(&mut ne, now);
+    assert!(
+        out.iter()
+            .any(|(t, _)| t.packet_type == PacketType::Nak && t.destination == UPSTREAM)
+    );
+}
+
+#[test]
+fn off_tree_dlr_serves_only_sqns_not_naked_on_its_interface() {
+    let now = t0();
+    let mut ne = with_state(now);
+    // The DLR sits on LAN B and answered our PGM_POLL_DLR with a unicast redirecting POLR.
+    ne.handle_packet(
+        now,
+        NeRecvMeta {
+            ifindex: IF_B,
+            source: DLR,
+            destination: ADDR_B,
+            ttl: 64,
+        },
+        &redirecting_polr(),
+    );
+    assert_eq!(ne.stats().dlrs_learned, 1);
+    ne.handle_packet(now, nak_on(IF_A), &nak(&[5]));
+    ne.handle_packet(
+        now,
+        NeRecvMeta {
+            ifindex: IF_B,
+            ..nak_on(IF_B)
+        },
+        &nak(&[6]),
+    );
+    let out = drain(&mut ne, now);
+    let dests: Vec<(IpAddr, IfIndex)> = out
+        .iter()
+        .filter(|(t, _)| t.packet_type == PacketType::Nak)
+        .map(|(t, _)| (t.destination, t.ifindex))
+        .collect();
+    assert_eq!(dests, [(DLR, IF_B), (UPSTREAM, IF_UP)]);
+    // The DLR's unicast NCF confirms; its unicast RDATA is re-addressed onto the subtree.
+    let from_dlr = NeRecvMeta {
+        ifindex: IF_B,
+        source: DLR,
+        destination: ADDR_B,
+        ttl: 64,
+    };
+    ne.handle_packet(now, from_dlr, &ncf(&[5]));
+    ne.handle_packet(now, from_dlr, &rdata(5));
+    let out = drain(&mut ne, now);
+    assert_eq!(out.len(), 1);
+    let (t, _) = &out[0];
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.3.2
+    //= type=test
+    //# The network element will terminate the NCF, but
+    //# MUST put the source's NLA and the group address into the network
+    //# header and MUST add router alert before forwarding the RDATA packet
+    //# to the distribution subtree.
+    assert_eq!(
+        (t.ifindex, t.source, t.destination, t.router_alert),
+        (IF_A, SRC, GROUP, true)
+    );
+    // Its NNAKs always go upstream.
+    let mut nnak = nak(&[5]);
+    nnak[4] = 0x09;
+    Packet::new_unchecked(&mut nnak[..]).fill_checksum();
+    ne.handle_packet(now, from_dlr, &nnak);
+    let out = drain(&mut ne, now);
+    assert!(
+        out.iter()
+            .any(|(t, _)| t.packet_type == PacketType::Nnak && t.destination == UPSTREAM)
+    );
 }

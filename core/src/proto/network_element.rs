@@ -85,6 +85,9 @@ pub struct NeConfig {
     /// Bits set in POLL_MASK (reply probability 1 / 2^bits; §14.4). Default 0: every child
     /// replies, which suits LANs of up to a few hundred receivers.
     pub poll_mask_bits: u32,
+    /// Send PGM_POLL_DLR polls with the general polls, to discover off-tree DLRs
+    /// (§9.5.3.1). Default true.
+    pub dlr_discovery: bool,
     /// Seed of the generator for POLL_RAND.
     pub rng_seed: u64,
 }
@@ -105,6 +108,7 @@ impl NeConfig {
             poll_ivl: Some(Duration::from_secs(30)),
             poll_bo_ivl: Duration::from_secs(1),
             poll_mask_bits: 0,
+            dlr_discovery: true,
             rng_seed: 0,
         }
     }
@@ -200,6 +204,12 @@ pub struct NeStats {
     pub polls_sent: u64,
     /// POLRs received in answer to our polls.
     pub polrs_received: u64,
+    /// Redirections to a DLR learned from redirecting POLRs (§9.5.3.2).
+    pub dlrs_learned: u64,
+    /// NAKs sent to a DLR instead of upstream.
+    pub naks_redirected: u64,
+    /// Redirections dropped because the DLR did not confirm within NAK_RPT_IVL.
+    pub dlr_fallbacks: u64,
     /// Packets dropped for other reasons (wrong interface, no route, TTL expired, types we do
     /// not handle).
     pub ignored: u64,
@@ -236,6 +246,11 @@ struct RepairState {
     ncf_at: Option<Instant>,
     /// Creation order, for eviction.
     seq_no: u64,
+    /// The pending NAK went to a DLR (§9.5.3.2).
+    via_dlr: bool,
+    /// Never send this sequence number to the DLR again: it NAKed it itself, or did not
+    /// answer.
+    no_dlr: bool,
 }
 
 /// Source path state of one TSI (§7.1).
@@ -258,6 +273,19 @@ struct TsiState {
     poll_sqn: Sqn,
     poll_replies: [u32; 64],
     children: [Option<u32>; 64],
+    /// A DLR NAKs are redirected to (§9.5.3.2).
+    dlr: Option<DlrRedirect>,
+}
+
+/// Where a TSI's NAKs are redirected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DlrRedirect {
+    addr: IpAddr,
+    /// The interface the DLR is reached by.
+    ifindex: IfIndex,
+    /// Found by a PGM_POLL_DLR on a downstream interface (off-tree) rather than announced
+    /// upstream.
+    off_tree: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -524,6 +552,7 @@ impl NetworkElement {
             poll_sqn: Sqn(0),
             poll_replies: [0; 64],
             children: [None; 64],
+            dlr: None,
         });
         t.source = source;
         t.group = group;
@@ -613,7 +642,29 @@ impl NetworkElement {
             .take(1 + MAX_NAK_LIST)
             .collect();
         if nnak {
-            return self.on_nnak(now, tsi, &sqns, bytes);
+            return self.on_nnak(now, meta, tsi, &sqns, bytes);
+        }
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.3.2
+        //# If a NAK is received from the DLR for a requested SQN, the network
+        //# element MUST discard the redirecting information for the SQN and re-
+        //# attempt to forward the NAK towards the PGM upstream neighbor.
+        let from_dlr = self
+            .tsis
+            .get(&tsi)
+            .and_then(|t| t.dlr)
+            .is_some_and(|d| d.addr == meta.source);
+        if from_dlr {
+            if let Some(t) = self.tsis.get_mut(&tsi) {
+                for s in &sqns {
+                    if let Some(r) = t.repairs.get_mut(&s.0) {
+                        r.no_dlr = true;
+                        r.via_dlr = false;
+                        // Re-attempt: the duplicate is not eliminated.
+                        r.phase = RepairPhase::Outstanding;
+                        r.aux = now;
+                    }
+                }
+            }
         }
         //= https://www.rfc-editor.org/rfc/rfc3208#section-7.2
         //# Network elements MUST immediately transmit an NCF in response to any
@@ -641,6 +692,8 @@ impl NetworkElement {
                     ncf_mask: 0,
                     ncf_at: None,
                     seq_no,
+                    via_dlr: false,
+                    no_dlr: false,
                 }
             });
             //# Simultaneously, network elements MUST establish repair state for the
@@ -716,7 +769,7 @@ impl NetworkElement {
                     }
                 }
             }
-            self.forward_upstream(tsi, bytes, PacketType::Nak);
+            self.forward_upstream(tsi, bytes, PacketType::Nak, &sqns, meta.source);
         } else {
             //= https://www.rfc-editor.org/rfc/rfc3208#section-7.4
             //# Network elements MUST discard all duplicates of a NAK that
@@ -729,12 +782,15 @@ impl NetworkElement {
     /// NNAKs (§9.5.3.2): forwarded only if no matching repair state exists; never confirmed
     /// nor retried; never adds an interface. State they create lives NAK_ELIM_IVL and does
     /// not eliminate the next real NAK.
-    fn on_nnak(&mut self, now: Instant, tsi: Tsi, sqns: &[Sqn], bytes: &[u8]) {
+    fn on_nnak(&mut self, now: Instant, meta: NeRecvMeta, tsi: Tsi, sqns: &[Sqn], bytes: &[u8]) {
         let elim = self.config.nak_elim_ivl;
         let Some(t) = self.tsis.get_mut(&tsi) else {
             return;
         };
-        let mut forward = false;
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.3.2
+        //# NULL NAKs from an off-tree DLR for an RDATA packet requested from
+        //# that off-tree DLR MUST always be forwarded upstream.
+        let mut forward = t.dlr.is_some_and(|d| d.off_tree && d.addr == meta.source);
         let mut created = Vec::new();
         for &sqn in sqns {
             if t.repairs.contains_key(&sqn.0) {
@@ -752,6 +808,8 @@ impl NetworkElement {
                     ncf_mask: 0,
                     ncf_at: None,
                     seq_no: self.seq_no,
+                    via_dlr: false,
+                    no_dlr: false,
                 },
             );
             self.timers.push(Reverse((now + elim, tsi, sqn.0)));
@@ -760,24 +818,67 @@ impl NetworkElement {
         self.register_created(tsi, &created);
         if forward {
             self.stats.nnaks_forwarded += 1;
-            self.forward_upstream(tsi, bytes, PacketType::Nnak);
+            self.forward_upstream(
+                tsi,
+                bytes,
+                PacketType::Nnak,
+                sqns,
+                IpAddr::from([0, 0, 0, 0]),
+            );
         }
         self.enforce_repair_bound();
     }
 
-    /// Queues a NAK (as received, intact) to the upstream neighbour (§7.7).
-    fn forward_upstream(&mut self, tsi: Tsi, bytes: &[u8], ty: PacketType) {
+    /// Queues a NAK or NNAK (as received, intact) to the upstream neighbour (§7.7), or to the
+    /// session's DLR (§9.5.3.2) when every sequence number may go there.
+    fn forward_upstream(
+        &mut self,
+        tsi: Tsi,
+        bytes: &[u8],
+        ty: PacketType,
+        sqns: &[Sqn],
+        from: IpAddr,
+    ) {
         let Some(t) = self.tsis.get(&tsi) else { return };
-        let Some(src) = self.iface_addr(t.upstream_if) else {
+        let mut dest = (t.upstream_if, t.upstream_nbr);
+        let mut to_dlr = false;
+        if let (Some(d), PacketType::Nak) = (t.dlr, ty) {
+            let bit = self.pos(d.ifindex).map_or(0, |p| 1u64 << p);
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.3.2
+            //# No NAK for a specific SQN SHOULD be sent to an off-tree DLR if
+            //# a NAK for the SQN has been seen on the interface associated with the
+            //# DLR.  Instead the NAK SHOULD be forwarded upstream.
+            let ok = from != d.addr
+                && sqns.iter().all(|s| {
+                    t.repairs
+                        .get(&s.0)
+                        .is_some_and(|r| !(r.no_dlr || (d.off_tree && r.ifaces & bit != 0)))
+                });
+            if ok {
+                dest = (d.ifindex, d.addr);
+                to_dlr = true;
+            }
+        }
+        let Some(src) = self.iface_addr(dest.0) else {
             return;
         };
+        if to_dlr {
+            self.stats.naks_redirected += 1;
+            if let Some(t) = self.tsis.get_mut(&tsi) {
+                for s in sqns {
+                    if let Some(r) = t.repairs.get_mut(&s.0) {
+                        r.via_dlr = true;
+                    }
+                }
+            }
+        }
         //= https://www.rfc-editor.org/rfc/rfc3208#section-7.3
         //# A Network element MUST forward NAKs only to the upstream PGM network
         //# element for the TSI.
         let tx = NeTransmit {
-            ifindex: t.upstream_if,
+            ifindex: dest.0,
             source: src,
-            destination: t.upstream_nbr,
+            destination: dest.1,
             router_alert: false,
             ttl: 255,
             packet_type: ty,
@@ -799,7 +900,8 @@ impl NetworkElement {
             self.stats.ignored += 1;
             return;
         };
-        if meta.ifindex != t.upstream_if {
+        let from_dlr = t.dlr.is_some_and(|d| d.off_tree && d.addr == meta.source);
+        if meta.ifindex != t.upstream_if && !from_dlr {
             // Another element's NCF to its own subtree: neither a confirmation of ours nor
             // grounds for anticipation (§7.5).
             self.stats.ignored += 1;
@@ -841,6 +943,8 @@ impl NetworkElement {
                             ncf_mask: 0,
                             ncf_at: None,
                             seq_no: self.seq_no + created.len() as u64,
+                            via_dlr: false,
+                            no_dlr: false,
                         },
                     );
                     self.timers.push(Reverse((now + rdata, tsi, sqn.0)));
@@ -916,6 +1020,33 @@ impl NetworkElement {
             self.stats.ignored += 1;
             return;
         };
+        let redirect = polr.options().iter().find_map(|o| match o.value {
+            OptionValue::Redirect(n) => Some(n.0),
+            _ => None,
+        });
+        if let Some(addr) = redirect {
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.3.2
+            //# Upon receiving a redirecting POLR, network elements SHOULD record the
+            //# redirecting information for the TSI
+            let upstream = meta.destination.is_multicast() && meta.ifindex == t.upstream_if;
+            let off_tree = !meta.destination.is_multicast() && meta.ifindex != t.upstream_if;
+            // "When it can, a network element SHOULD use upstream DLRs."
+            let keep_upstream = t.dlr.is_some_and(|d| !d.off_tree) && off_tree;
+            if (upstream || off_tree) && !keep_upstream {
+                let new = DlrRedirect {
+                    addr,
+                    ifindex: meta.ifindex,
+                    off_tree,
+                };
+                if t.dlr != Some(new) {
+                    self.stats.dlrs_learned += 1;
+                }
+                t.dlr = Some(new);
+            } else {
+                self.stats.ignored += 1;
+            }
+            return;
+        }
         if polr.sqn() == t.poll_sqn {
             self.stats.polrs_received += 1;
             t.poll_replies[pos] = t.poll_replies[pos].saturating_add(1);
@@ -979,7 +1110,11 @@ impl NetworkElement {
     /// Handles timer expiry: NAK repeats and cancellation, repair-state expiry, TSI expiry,
     /// polls.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let (rpt_rte, elim) = (self.config.nak_rpt_rte_ivl, self.config.nak_elim_ivl);
+        let (rpt_rte, elim, rpt_ivl) = (
+            self.config.nak_rpt_rte_ivl,
+            self.config.nak_elim_ivl,
+            self.config.nak_rpt_ivl,
+        );
         let mut repeat: HashMap<Tsi, Vec<Sqn>> = HashMap::new();
         while let Some(&Reverse((at, tsi, sqn))) = self.timers.peek() {
             if at > now {
@@ -993,6 +1128,22 @@ impl NetworkElement {
                 continue;
             };
             match st.phase {
+                RepairPhase::Pending if now >= st.deadline && st.via_dlr => {
+                    //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.3.2
+                    //# If a corresponding NCF is not received from the DLR within
+                    //# NAK_RPT_IVL, the network element MUST discard the redirecting
+                    //# information for the TSI and re-attempt to forward the NAK towards the
+                    //# PGM upstream neighbor.
+                    t.dlr = None;
+                    st.via_dlr = false;
+                    st.no_dlr = true;
+                    st.deadline = now + rpt_ivl;
+                    st.aux = now + rpt_rte;
+                    self.timers
+                        .push(Reverse((st.aux.min(st.deadline), tsi, sqn)));
+                    self.stats.dlr_fallbacks += 1;
+                    repeat.entry(tsi).or_default().push(Sqn(sqn));
+                }
                 RepairPhase::Pending if now >= st.deadline => {
                     //= https://www.rfc-editor.org/rfc/rfc3208#section-7.3
                     //# Expiry of NAK_RPT_IVL cancels NAK forwarding (due to
@@ -1088,6 +1239,13 @@ impl NetworkElement {
         let (source, group, sport, dport, sqn) =
             (t.source, t.group, tsi.sport, t.dport, t.poll_sqn);
         let upstream_if = t.upstream_if;
+        // A DLR poll goes with the general one, under the same POLL_SQN: receivers cancel
+        // pending replies to a POLL_SQN other than the last one (App. D), so a separate
+        // number would cancel their general replies (§9.5.3.1 discovery).
+        let mut subtypes = vec![PollSubtype::General];
+        if self.config.dlr_discovery {
+            subtypes.push(PollSubtype::Dlr);
+        }
         for oif in oifs {
             let Some(addr) = self.iface_addr(oif) else {
                 continue;
@@ -1095,45 +1253,47 @@ impl NetworkElement {
             if oif == upstream_if {
                 continue;
             }
-            let repr = Repr {
-                sport,
-                dport,
-                gsi: tsi.gsi,
-                parity: false,
-                var_pktlen: false,
-                body: Body::Poll(PollRepr {
-                    sqn,
-                    round: 0,
-                    subtype: PollSubtype::General,
-                    path: Nla(addr),
-                    backoff_ivl_us: bo_us,
-                    rand: rand.to_be_bytes(),
-                    mask,
-                }),
-                options: OptionList::EMPTY,
-            };
-            let mut out = vec![0; repr.buffer_len()];
-            if repr.emit(&mut out).is_err() {
-                continue;
+            for &subtype in &subtypes {
+                let repr = Repr {
+                    sport,
+                    dport,
+                    gsi: tsi.gsi,
+                    parity: false,
+                    var_pktlen: false,
+                    body: Body::Poll(PollRepr {
+                        sqn,
+                        round: 0,
+                        subtype,
+                        path: Nla(addr),
+                        backoff_ivl_us: bo_us,
+                        rand: rand.to_be_bytes(),
+                        mask,
+                    }),
+                    options: OptionList::EMPTY,
+                };
+                let mut out = vec![0; repr.buffer_len()];
+                if repr.emit(&mut out).is_err() {
+                    continue;
+                }
+                self.stats.polls_sent += 1;
+                //= https://www.rfc-editor.org/rfc/rfc3208#section-14.4
+                //# Nota Bene: POLLs transmitted by network elements MUST bear the
+                //# ODATA source's network-header source address, not the network
+                //# element's NLA.  POLLs MUST also be transmitted with the IP
+                //# Router Alert Option [6]
+                self.tx.push_back(Tx::Raw(
+                    NeTransmit {
+                        ifindex: oif,
+                        source,
+                        destination: group,
+                        router_alert: true,
+                        ttl: 1,
+                        packet_type: PacketType::Poll,
+                        len: out.len(),
+                    },
+                    out,
+                ));
             }
-            self.stats.polls_sent += 1;
-            //= https://www.rfc-editor.org/rfc/rfc3208#section-14.4
-            //# Nota Bene: POLLs transmitted by network elements MUST bear the
-            //# ODATA source's network-header source address, not the network
-            //# element's NLA.  POLLs MUST also be transmitted with the IP
-            //# Router Alert Option [6]
-            self.tx.push_back(Tx::Raw(
-                NeTransmit {
-                    ifindex: oif,
-                    source,
-                    destination: group,
-                    router_alert: true,
-                    ttl: 1,
-                    packet_type: PacketType::Poll,
-                    len: out.len(),
-                },
-                out,
-            ));
         }
     }
 
@@ -1187,16 +1347,24 @@ impl NetworkElement {
                     let Some(t) = self.tsis.get(&tsi) else {
                         continue;
                     };
-                    let Some(src) = self.iface_addr(t.upstream_if) else {
+                    let via_dlr = t.dlr.filter(|_| {
+                        sqns.iter()
+                            .all(|s| t.repairs.get(&s.0).is_some_and(|r| r.via_dlr))
+                    });
+                    let (ifindex, nbr) = match via_dlr {
+                        Some(d) => (d.ifindex, d.addr),
+                        None => (t.upstream_if, t.upstream_nbr),
+                    };
+                    let Some(src) = self.iface_addr(ifindex) else {
                         continue;
                     };
                     let Some(len) = emit_nak_like(buf, tsi, t, &sqns, false) else {
                         continue;
                     };
                     return Some(NeTransmit {
-                        ifindex: t.upstream_if,
+                        ifindex,
                         source: src,
-                        destination: t.upstream_nbr,
+                        destination: nbr,
                         router_alert: false,
                         ttl: 255,
                         packet_type: PacketType::Nak,
