@@ -29,6 +29,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::proto::network_element::{IfIndex, NeRecvMeta, NetworkElement};
 use crate::proto::receiver::{Event, Receiver};
+use crate::proto::repairer::Repairer;
 use crate::proto::source::{SendError, Source};
 use crate::proto::{Destination, RecvMeta};
 use crate::wire::{Packet, PacketType, Sqn};
@@ -120,6 +121,13 @@ pub enum Engine {
         /// Every event, in order.
         events: Vec<Event>,
     },
+    /// A Designated Local Repairer, with the events of its embedded receiver.
+    Repairer {
+        /// The engine.
+        dlr: Box<Repairer>,
+        /// Every event of its receiver.
+        events: Vec<Event>,
+    },
     /// A router: kernel multicast forwarding along `routes`, and PGM Router Assist if `ne`
     /// is present.
     Router {
@@ -177,7 +185,14 @@ pub struct SimCounters {
 
 /// A transmit of a node, before it is put on the network: out interface (hosts: their only
 /// one), IP source, destination, TTL, type and bytes.
-type Outgoing = (Option<IfIndex>, IpAddr, Destination, u8, PacketType, Vec<u8>);
+type Outgoing = (
+    Option<IfIndex>,
+    IpAddr,
+    Destination,
+    u8,
+    PacketType,
+    Vec<u8>,
+);
 
 /// The simulated network.
 #[derive(Debug)]
@@ -292,6 +307,17 @@ impl Sim {
         )
     }
 
+    /// A DLR on `segment`.
+    pub fn add_repairer_at(&mut self, segment: SegmentId, addr: IpAddr, dlr: Repairer) -> usize {
+        self.add(
+            Self::host_iface(segment, addr),
+            Engine::Repairer {
+                dlr: Box::new(dlr),
+                events: Vec::new(),
+            },
+        )
+    }
+
     /// A router with these interfaces and routes; a network element if `ne` is given (its
     /// routes are set from `routes`).
     pub fn add_router(
@@ -352,6 +378,7 @@ impl Sim {
         match engine {
             Engine::Source { source, .. } => source.poll_timeout(),
             Engine::Receiver { receiver, .. } => receiver.poll_timeout(),
+            Engine::Repairer { dlr, .. } => dlr.poll_timeout(),
             Engine::Router { ne, .. } => ne.as_ref().and_then(|n| n.poll_timeout()),
         }
     }
@@ -383,6 +410,7 @@ impl Sim {
                 match &mut self.nodes[i].engine {
                     Engine::Source { source, .. } => source.handle_timeout(now),
                     Engine::Receiver { receiver, .. } => receiver.handle_timeout(now),
+                    Engine::Repairer { dlr, .. } => dlr.handle_timeout(now),
                     Engine::Router { ne: Some(ne), .. } => ne.handle_timeout(now),
                     Engine::Router { ne: None, .. } => {}
                 }
@@ -400,6 +428,7 @@ impl Sim {
         match &mut self.nodes[f.to].engine {
             Engine::Source { source, .. } => source.handle_packet(now, f.meta, &f.bytes),
             Engine::Receiver { receiver, .. } => receiver.handle_packet(now, f.meta, &f.bytes),
+            Engine::Repairer { dlr, .. } => dlr.handle_packet(now, f.meta, &f.bytes),
             Engine::Router { ne, routes } => {
                 let multicast = f.meta.destination.is_multicast();
                 let punted = ne.is_some() && (!multicast || ty != PacketType::Odata);
@@ -494,6 +523,21 @@ impl Sim {
                     ));
                 }
                 while let Some(e) = receiver.poll_event() {
+                    events.push(e);
+                }
+            }
+            Engine::Repairer { dlr, events } => {
+                while let Some(t) = dlr.poll_transmit(now, &mut buf) {
+                    out.push((
+                        None,
+                        t.source,
+                        t.destination,
+                        t.ttl.unwrap_or(64),
+                        t.packet_type,
+                        buf[..t.len].to_vec(),
+                    ));
+                }
+                while let Some(e) = dlr.poll_event() {
                     events.push(e);
                 }
             }

@@ -275,6 +275,8 @@ struct TsiState {
     children: [Option<u32>; 64],
     /// A DLR NAKs are redirected to (§9.5.3.2).
     dlr: Option<DlrRedirect>,
+    /// When our last poll went out.
+    last_poll: Option<Instant>,
 }
 
 /// Where a TSI's NAKs are redirected.
@@ -553,6 +555,7 @@ impl NetworkElement {
             poll_replies: [0; 64],
             children: [None; 64],
             dlr: None,
+            last_poll: None,
         });
         t.source = source;
         t.group = group;
@@ -643,6 +646,19 @@ impl NetworkElement {
             .collect();
         if nnak {
             return self.on_nnak(now, meta, tsi, &sqns, bytes);
+        }
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.3.1
+        //# When a PGM router receives notification of a loss via a NAK, it
+        //# SHOULD first try to use a known DLR to recover the loss.  If such a
+        //# DLR is not known it SHOULD initiate DLR discovery.
+        if self.config.dlr_discovery && self.config.poll_ivl.is_some() {
+            let bo = self.config.poll_bo_ivl;
+            if let Some(t) = self.tsis.get_mut(&tsi) {
+                let recent = t.last_poll.is_some_and(|at| now.saturating_duration_since(at) < 4 * bo);
+                if t.dlr.is_none() && !recent {
+                    t.next_poll = now;
+                }
+            }
         }
         //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.3.2
         //# If a NAK is received from the DLR for a requested SQN, the network
@@ -1236,6 +1252,7 @@ impl NetworkElement {
         t.poll_replies = [0; 64];
         t.poll_sqn = t.poll_sqn.next();
         t.next_poll = now + ivl;
+        t.last_poll = Some(now);
         let (source, group, sport, dport, sqn) =
             (t.source, t.group, tsi.sport, t.dport, t.poll_sqn);
         let upstream_if = t.upstream_if;
