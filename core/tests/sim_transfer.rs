@@ -259,7 +259,11 @@ fn a_seed_replays_exactly() {
         let Engine::Receiver { events, receiver } = &sim.nodes()[r].engine else {
             unreachable!("node 1 is the receiver");
         };
-        (events.clone(), receiver.stats().clone(), sim.counters.clone())
+        (
+            events.clone(),
+            receiver.stats().clone(),
+            sim.counters.clone(),
+        )
     };
     assert_eq!(log(s), log(s));
 }
