@@ -24,6 +24,7 @@
 
 pub mod iface;
 pub mod raw;
+pub mod router;
 pub mod udp;
 
 use std::io;

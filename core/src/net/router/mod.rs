@@ -1,0 +1,27 @@
+//! Kernel plumbing of the network-element daemon (`pgm-routerd`): the data-plane split of
+//! the architecture's "network element: kernel fast path, PGM slow path".
+//!
+//! - [`mroute`]: the multicast-routing control socket (`MRT_INIT` on a raw IGMP socket),
+//!   VIFs and `(S,G)` MFC entries, `IGMPMSG_NOCACHE` upcalls and IGMP membership reports
+//!   (v1/v2/v3) heard on it, IGMPv3 general queries.
+//! - [`sockets`]: the receive sockets (Router Alert, unicast, intercept), each telling the
+//!   interface a packet arrived on, and the `IP_HDRINCL` sender that writes the IP header
+//!   itself (spoofed ODATA-source address, Router Alert option, TTL) and leaves by a chosen
+//!   interface.
+//! - [`nft`]: the nftables table that stops kernel forwarding of every PGM type but ODATA for
+//!   assisted groups (sources that omit Router Alert).
+//! - [`procfs`]: the kernel's multicast routing table as `/proc/net/ip_mr_vif` and
+//!   `/proc/net/ip_mr_cache` show it (assist-only mode, beside smcroute or pimd).
+//!
+//! Everything here is IPv4 and Linux only, and needs `CAP_NET_ADMIN` + `CAP_NET_RAW`.
+
+pub mod mroute;
+pub mod nft;
+pub mod procfs;
+pub mod sockets;
+mod sys;
+
+pub use mroute::{IgmpChange, MAXVIFS, MrouteMsg, MrouteSocket, UpcallKind};
+pub use nft::NftTable;
+pub use procfs::{KernelMfc, KernelVif};
+pub use sockets::{HdrInclSender, Received, RecvSocket, RecvSocketKind};
