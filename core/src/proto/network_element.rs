@@ -654,7 +654,9 @@ impl NetworkElement {
         if self.config.dlr_discovery && self.config.poll_ivl.is_some() {
             let bo = self.config.poll_bo_ivl;
             if let Some(t) = self.tsis.get_mut(&tsi) {
-                let recent = t.last_poll.is_some_and(|at| now.saturating_duration_since(at) < 4 * bo);
+                let recent = t
+                    .last_poll
+                    .is_some_and(|at| now.saturating_duration_since(at) < 4 * bo);
                 if t.dlr.is_none() && !recent {
                     t.next_poll = now;
                 }

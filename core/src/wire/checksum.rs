@@ -2,41 +2,124 @@
 //! PGM packet, header included, with no pseudo-header.
 //!
 //! A computed checksum of zero is transmitted as 0xFFFF; a zero in the field means the sender
-//! computed none. The sum is order-independent in the sense of RFC 1071 §2(B): it is computed
-//! here over native-endian 64-bit words with four independent accumulators (so the CPU can
-//! overlap the additions) and byte-swapped once at the end.
+//! computed none.
+//!
+//! # How the sum is computed
+//!
+//! The sum is independent of byte order (RFC 1071 §2(B)): it is computed over native-endian
+//! words and byte-swapped once at the end. It is also the same modulo 0xFFFF whatever the word
+//! width, since 2^16 ≡ 1: a 32-bit word `w` contributes `(w & 0xFFFF) + (w >> 16)`.
+//!
+//! `sum` reads the packet as 32-bit words and keeps two 32-bit sums: `all`, the words added
+//! with wrap-around, and `hi`, their high halves. The sum of the low halves is then
+//! `all - (hi << 16)` (mod 2^32), exact as long as it stays below 2^32, which holds for up to
+//! 65537 words; the data is therefore taken in blocks of 65536 words (256 KiB, more than any
+//! packet). The loop body is a wrapping add, a shift and an add, with no carry to track, so
+//! LLVM vectorizes it with the baseline SSE2 of x86-64: 16 bytes cost a shift and two adds.
+//! The words are spread over `LANES` lanes (64 bytes per step) so that the CPU has four
+//! independent vector chains, and the lanes are added together once per block. Inputs shorter
+//! than one step (control packets, fields updated in place) take RFC 1071's plain loop
+//! instead, which has no setup cost.
+//!
+//! On MTU-sized packets this is about 1.6x faster than summing 64-bit words with explicit
+//! carries, and within 2x of `memcpy` of the same buffer (see `BENCHMARKS.md`,
+//! `cargo bench -p pgm-core --bench wire`).
+
+/// 32-bit lanes summed side by side: 64 bytes per step, four SSE2 registers per sum.
+const LANES: usize = 16;
+
+/// Bytes per step of the main loop.
+const CHUNK: usize = 4 * LANES;
+
+/// Bytes per block: 4096 steps of `LANES` words, 65536 words in all, so that the low halves'
+/// sum over all the lanes of a block fits in 32 bits (at most 65536 × 0xFFFF).
+const BLOCK: usize = CHUNK << 12;
+
+/// One's complement addition in 64 bits (end-around carry).
+fn add64(a: u64, b: u64) -> u64 {
+    let (s, c) = a.overflowing_add(b);
+    s + u64::from(c)
+}
+
+/// Reads a 32-bit native-endian word from exactly 4 bytes.
+fn word(bytes: &[u8]) -> u32 {
+    // Callers pass `chunks_exact(4)` items, so the conversion cannot fail.
+    u32::from_ne_bytes(bytes.try_into().unwrap_or([0; 4]))
+}
+
+/// The exact sum of the 16-bit halves of at most 65537 words, from `all`, their wrapping sum,
+/// and `hi`, their high halves' sum: the low halves' sum is recovered as `all - (hi << 16)`.
+fn lane_total(all: u32, hi: u32) -> u64 {
+    u64::from(all.wrapping_sub(hi << 16)) + u64::from(hi)
+}
+
+/// The sum of the 16-bit halves of a block's native-endian 32-bit words, as an exact integer.
+/// `block` holds at most [`BLOCK`] bytes; a trailing 1–3 bytes are ignored.
+fn block_sum(block: &[u8]) -> u64 {
+    debug_assert!(block.len() <= BLOCK);
+    let (body, rest) = block.split_at(block.len() - block.len() % CHUNK);
+    // The last 0–15 whole words, summed on their own.
+    let (mut all, mut hi) = (0u32, 0u32);
+    for bytes in rest.chunks_exact(4) {
+        let w = word(bytes);
+        all = all.wrapping_add(w);
+        hi += w >> 16;
+    }
+    let rest_total = lane_total(all, hi);
+    let mut all = [0u32; LANES];
+    let mut hi = [0u32; LANES];
+    for chunk in body.chunks_exact(CHUNK) {
+        for ((a, h), bytes) in all.iter_mut().zip(&mut hi).zip(chunk.chunks_exact(4)) {
+            let w = word(bytes);
+            *a = a.wrapping_add(w);
+            *h += w >> 16;
+        }
+    }
+    // The lanes together hold at most 65536 words: their sums can be added as those of one
+    // lane, wrapping for `all` and exactly for `hi`.
+    let all = all.iter().fold(0u32, |s, &a| s.wrapping_add(a));
+    let hi: u32 = hi.iter().sum();
+    lane_total(all, hi) + rest_total
+}
+
+/// [`sum`] of fewer than [`CHUNK`] bytes (a control packet, a field rewritten in place):
+/// RFC 1071's plain loop over big-endian 16-bit words, which has none of the lanes' setup and
+/// reduction.
+fn short_sum(data: &[u8]) -> u16 {
+    debug_assert!(data.len() < CHUNK);
+    let mut pairs = data.chunks_exact(2);
+    // At most 32 words: no overflow in 32 bits.
+    let mut s = 0u32;
+    for p in &mut pairs {
+        s += u32::from(u16::from_be_bytes([p[0], p[1]]));
+    }
+    // An odd final byte is the high byte of a word whose low byte is zero.
+    if let [last] = pairs.remainder() {
+        s += u32::from(*last) << 8;
+    }
+    s = (s & 0xFFFF) + (s >> 16);
+    s = (s & 0xFFFF) + (s >> 16);
+    s as u16
+}
 
 /// Adds `data` to a one's complement sum of 16-bit big-endian words, returning the sum folded
 /// to 16 bits (not complemented). `data` is taken to start at an even offset of the packet.
 pub(crate) fn sum(data: &[u8]) -> u16 {
-    let mut acc = [0u64; 4];
-    let mut carry = [0u64; 4];
-    let mut chunks = data.chunks_exact(32);
-    for chunk in &mut chunks {
-        for (i, word) in chunk.chunks_exact(8).enumerate() {
-            // `chunks_exact(8)` yields exactly 8 bytes, so the conversion cannot fail.
-            let w = u64::from_ne_bytes(word.try_into().unwrap_or([0; 8]));
-            let (s, c) = acc[i].overflowing_add(w);
-            acc[i] = s;
-            carry[i] += u64::from(c);
-        }
+    if data.len() < CHUNK {
+        return short_sum(data);
     }
-    let rest = chunks.remainder();
-    let mut tail = [0u8; 32];
-    tail[..rest.len()].copy_from_slice(rest);
-    for (i, word) in tail.chunks_exact(8).enumerate() {
-        let w = u64::from_ne_bytes(word.try_into().unwrap_or([0; 8]));
-        let (s, c) = acc[i].overflowing_add(w);
-        acc[i] = s;
-        carry[i] += u64::from(c);
+    let mut total = 0u64;
+    for block in data.chunks(BLOCK) {
+        total = add64(total, block_sum(block));
     }
-    // Fold the four accumulators and their carries into one 128-bit total, then to 16 bits
-    // with end-around carry.
-    let total: u128 = acc.iter().map(|&a| u128::from(a)).sum::<u128>()
-        + carry.iter().map(|&c| u128::from(c) << 64).sum::<u128>();
-    let mut s = (total as u64 as u128) + (total >> 64);
-    s = (s & 0xFFFF_FFFF_FFFF_FFFF) + (s >> 64);
-    let mut s = s as u64;
+    // The last 0–3 bytes, zero-padded on the right into one more word (an odd final byte is
+    // the high byte of a big-endian 16-bit word whose low byte is zero).
+    let tail = data.chunks_exact(4).remainder();
+    let byte = |i: usize| tail.get(i).copied().unwrap_or(0);
+    let last = u32::from_ne_bytes([byte(0), byte(1), byte(2), 0]);
+    total = add64(total, u64::from(last));
+    // Fold to 16 bits with end-around carry: 2^32 and 2^16 are both 1 modulo 0xFFFF.
+    let mut s = total;
     s = (s & 0xFFFF_FFFF) + (s >> 32);
     s = (s & 0xFFFF_FFFF) + (s >> 32);
     s = (s & 0xFFFF) + (s >> 16);
@@ -137,6 +220,21 @@ mod tests {
         // paths many times.
         let ff = vec![0xFFu8; 9001];
         assert_eq!(sum(&ff), reference_sum(&ff));
+    }
+
+    #[test]
+    fn matches_reference_across_blocks() {
+        // All 0xFF bytes fill the sums to their bound; lengths around the 256 KiB block boundary
+        // also exercise the lane remainder and the tail.
+        for len in [BLOCK, BLOCK + 3, 2 * BLOCK + 1] {
+            let ff = vec![0xFFu8; len];
+            assert_eq!(sum(&ff), reference_sum(&ff), "len {len}");
+        }
+        let len = BLOCK + 62;
+        let mixed: Vec<u8> = (0..len)
+            .map(|i| (i as u32).wrapping_mul(2_654_435_761) as u8 ^ (i >> 8) as u8)
+            .collect();
+        assert_eq!(sum(&mixed), reference_sum(&mixed));
     }
 
     #[test]

@@ -213,7 +213,7 @@ static void usage(FILE* f)
 	    "  --nak-data-retries N (default 50)   --nak-ncf-retries N (default 50)\n"
 	    "  --spmr-expiry MS     receiver SPMR expiry (default 250)\n"
 	    "  --ambient-spm MS     sender ambient SPM interval (default 30000)\n"
-	    "  --send-only          sender: set PGM_SEND_ONLY (then NAKs are NOT answered)\n"
+	    "  --bus                sender: do not set PGM_SEND_ONLY (the socket also receives)\n"
 	    "  --verbose            progress and OpenPGM errors on stderr\n"
 	    "SIGINT/SIGTERM on a sender that has sent everything ends the linger early.\n");
 }
@@ -235,7 +235,7 @@ static int parse_opts(int argc, char** argv, struct opts* o)
 {
 	enum { O_NET = 256, O_UDP, O_UP, O_MP, O_PORT, O_SPORT, O_COUNT, O_SIZES, O_MAX, O_SEED,
 		O_RATE, O_TXW, O_RXW, O_RA, O_LINGER, O_TIMEOUT, O_MTU, O_HOPS, O_LOOP, O_ANY,
-		O_BO, O_RPT, O_RDATA, O_DR, O_NR, O_SPMR, O_AMB, O_DELAY, O_VERBOSE, O_HELP, O_SENDONLY, O_INTERVAL };
+		O_BO, O_RPT, O_RDATA, O_DR, O_NR, O_SPMR, O_AMB, O_DELAY, O_VERBOSE, O_HELP, O_BUS, O_INTERVAL };
 	static const struct option lo[] = {
 		{ "network", required_argument, 0, O_NET },
 		{ "udp", no_argument, 0, O_UDP },
@@ -267,7 +267,7 @@ static int parse_opts(int argc, char** argv, struct opts* o)
 		{ "send-delay", required_argument, 0, O_DELAY },
 		{ "interval", required_argument, 0, O_INTERVAL },
 		{ "verbose", no_argument, 0, O_VERBOSE },
-		{ "send-only", no_argument, 0, O_SENDONLY },
+		{ "bus", no_argument, 0, O_BUS },
 		{ "help", no_argument, 0, O_HELP },
 		{ 0, 0, 0, 0 }
 	};
@@ -282,6 +282,7 @@ static int parse_opts(int argc, char** argv, struct opts* o)
 	o->rxw_sqns = 8192;
 	o->router_alert = -1;
 	o->linger = 5;
+	o->send_only = true;
 	o->timeout = 60;
 	o->mtu = 0; /* 0 = 1496 for PGM/UDP, 1488 for PGM/IP: see "SSE2 copy bug" */
 	o->hops = 16;
@@ -342,7 +343,7 @@ static int parse_opts(int argc, char** argv, struct opts* o)
 		case O_DELAY: o->send_delay = atof(optarg); break;
 		case O_INTERVAL: o->interval = atof(optarg) / 1000.0; break;
 		case O_VERBOSE: o->verbose = true; break;
-		case O_SENDONLY: o->send_only = true; break;
+		case O_BUS: o->send_only = false; break;
 		case O_HELP: usage(stdout); exit(0);
 		default: usage(stderr); return -1;
 		}
@@ -457,15 +458,11 @@ static pgm_sock_t* open_socket(const struct opts* o, bool sender)
 		SETOPT(sock, PGM_UDP_ENCAP_MCAST_PORT, o->mcast_port);
 	}
 	SETOPT(sock, PGM_MTU, o->mtu);
-	if (o->router_alert >= 0) {
-		const bool ra = o->router_alert != 0;
-		if (!pgm_setsockopt(sock, IPPROTO_PGM, PGM_IP_ROUTER_ALERT, &ra, sizeof(ra)))
-			fprintf(stderr, "pgmpeer: setsockopt PGM_IP_ROUTER_ALERT failed\n");
-	}
+	if (o->router_alert >= 0) /* an int, not a bool: a 1-byte optval is refused */
+		SETOPT(sock, PGM_IP_ROUTER_ALERT, o->router_alert != 0);
 	if (sender) {
-		/* Not PGM_SEND_ONLY: a send-only socket does not listen on the unicast
-		 * port, so NAKs to it bounce with ICMP port unreachable (seen over
-		 * PGM/UDP) and no repair ever happens. */
+		/* PGM_SEND_ONLY, as OpenPGM's own examples and ZeroMQ's sender do;
+		 * --bus makes a socket that also receives (it joins the group). */
 		SETOPT(sock, PGM_SEND_ONLY, o->send_only ? 1 : 0);
 		SETOPT(sock, PGM_TXW_SQNS, o->txw_sqns);
 		if (o->rate > 0)
