@@ -748,3 +748,22 @@ fn off_tree_dlr_serves_only_sqns_not_naked_on_its_interface() {
             .any(|(t, _)| t.packet_type == PacketType::Nnak && t.destination == UPSTREAM)
     );
 }
+
+#[test]
+fn reconfigure_keeps_state_and_applies_lower_limits() {
+    let now = t0();
+    let mut ne = with_state(now);
+    for sqn in 0..50 {
+        ne.handle_packet(now, nak_on(IF_A), &nak(&[sqn]));
+    }
+    drain(&mut ne, now);
+    let mut cfg = ne.config().clone();
+    cfg.max_repair_states = 10;
+    cfg.nak_elim_ivl = Duration::from_millis(5);
+    ne.reconfigure(cfg);
+    assert_eq!(ne.tsi_count(), 1, "path state kept");
+    assert_eq!(ne.repair_state_count(), 10);
+    assert_eq!(ne.stats().repair_states_evicted, 40);
+    assert_eq!(ne.config().nak_elim_ivl, Duration::from_millis(5));
+    assert_eq!(ne.config().interfaces.len(), 3, "interfaces kept");
+}

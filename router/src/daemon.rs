@@ -649,25 +649,8 @@ impl Daemon {
             tracing::warn!("reload: interface or mode changes take effect after a restart");
         }
         let new_cfg = ne_config(r, &self.ifaces);
-        {
-            let s = self.lock();
-            let c = s.engine.config();
-            if c.nak_rpt_ivl != new_cfg.nak_rpt_ivl
-                || c.nak_rpt_rte_ivl != new_cfg.nak_rpt_rte_ivl
-                || c.nak_rdata_ivl != new_cfg.nak_rdata_ivl
-                || c.nak_elim_ivl != new_cfg.nak_elim_ivl
-                || c.ncf_holdoff != new_cfg.ncf_holdoff
-                || c.tsi_expiry != new_cfg.tsi_expiry
-                || c.max_tsis != new_cfg.max_tsis
-                || c.max_repair_states != new_cfg.max_repair_states
-                || c.poll_ivl != new_cfg.poll_ivl
-            {
-                tracing::warn!(
-                    "reload: timer, limit and poll changes need a restart (the engine has no \
-                     reconfiguration API yet); state kept"
-                );
-            }
-        }
+        // Timers, limits and poll settings apply at once; repair and path state are kept.
+        self.lock().engine.reconfigure(new_cfg);
         self.table.statics = static_routes(r, &self.ifaces);
         self.recompute();
         if self.mode == RouterMode::Full {

@@ -158,6 +158,8 @@ pub struct NeStats {
     pub spms_forwarded: u64,
     /// SPMs dropped as out of sequence.
     pub spms_out_of_sequence: u64,
+    /// SPMs not forwarded because no route was known for their (source, group).
+    pub spms_no_route: u64,
     /// NAKs received.
     pub naks_received: u64,
     /// NAKs forwarded upstream (first transmissions).
@@ -352,6 +354,19 @@ impl NetworkElement {
     /// The configuration.
     pub fn config(&self) -> &NeConfig {
         &self.config
+    }
+
+    /// Applies a new configuration's timers, limits and poll settings without losing state
+    /// (a daemon's SIGHUP). Interfaces are kept: changing them needs a new engine. Existing
+    /// deadlines run out as they were set; new ones use the new values. Lower limits take
+    /// effect at once, evicting (and counting) what no longer fits.
+    pub fn reconfigure(&mut self, mut config: NeConfig) {
+        config.interfaces = core::mem::take(&mut self.config.interfaces);
+        self.config = config;
+        while self.tsis.len() > self.config.max_tsis {
+            self.evict_tsi();
+        }
+        self.enforce_repair_bound();
     }
 
     /// Sets the outgoing interfaces of the distribution tree for (source, group), as the
@@ -571,11 +586,10 @@ impl NetworkElement {
         let Some(copy) = self.apply_opx(bytes) else {
             return;
         };
-        let oifs = self
-            .routes
-            .get(&(source, group))
-            .cloned()
-            .unwrap_or_default();
+        let Some(oifs) = self.routes.get(&(source, group)).cloned() else {
+            self.stats.spms_no_route += 1;
+            return;
+        };
         for oif in oifs {
             if oif == meta.ifindex {
                 continue;
