@@ -8,7 +8,7 @@
  * Subcommands
  *   pgmpeer send    --network "10.0.0.2;239.192.0.1" [options]
  *   pgmpeer recv    --network "10.0.0.3;239.192.0.1" [options]
- *   pgmpeer pattern [--count N] [--seed S] [--size N|--max-size M]   (dump test vectors)
+ *   pgmpeer pattern [--count N] [--seed S] [--sizes N|--max-size M]   (dump test vectors)
  *   Run `pgmpeer --help` for every option.
  *
  * ---------------------------------------------------------------------------
@@ -416,6 +416,21 @@ static bool pgm_wait_active(pgm_sock_t* sock, short events, int timeout_ms)
 	return poll(fds, (nfds_t)n, timeout_ms) > 0;
 }
 
+/* PGM_RATE_REMAIN / PGM_TIME_REMAIN in microseconds, 50 us .. 100 ms. */
+static long remain_us(pgm_sock_t* sock, int optname)
+{
+	struct timeval tv;
+	socklen_t len = sizeof(tv);
+	if (!pgm_getsockopt(sock, IPPROTO_PGM, optname, &tv, &len))
+		return 1000;
+	long us = tv.tv_sec * 1000000L + tv.tv_usec;
+	if (us < 50)
+		us = 50;
+	if (us > 100000)
+		us = 100000;
+	return us;
+}
+
 static int remain_ms(pgm_sock_t* sock, int optname)
 {
 	struct timeval tv;
@@ -675,14 +690,17 @@ static int do_send(const struct opts* o)
 			if (status == PGM_IO_STATUS_RATE_LIMITED) {
 				/* A non-blocking send of a whole APDU needs its full TPDU bytes
 				 * in the rate bucket at once; a bucket smaller than the APDU
-				 * (a low --rate) never fills: see PATTERN.md. */
+				 * (a low --rate) never fills: see README.md. */
 				if (now_s() - t_msg > 5.0) {
 					fprintf(stderr, "pgmpeer: message %" PRIu64 " (%zu bytes) rate limited for 5 s: "
 							"--rate %d is too low for this message size\n", i, len, o->rate);
 					rc = 1;
 					goto done;
 				}
-				pgm_wait(sock, POLLOUT, remain_ms(sock, PGM_RATE_REMAIN));
+				/* Sleep, do not poll: the send socket is always writable,
+				 * so a POLLOUT wait would spin and starve the receiver
+				 * on a 2-core machine. */
+				usleep((useconds_t)remain_us(sock, PGM_RATE_REMAIN));
 				continue;
 			}
 			if (status == PGM_IO_STATUS_WOULD_BLOCK || status == PGM_IO_STATUS_CONGESTION) {
@@ -708,9 +726,11 @@ done:;
 	printf("SENT count=%" PRIu64 " bytes=%" PRIu64 " seconds=%.3f rate_msgs=%.0f\n", sent, bytes_total,
 	    t1 - t0, t1 > t0 ? (double)sent / (t1 - t0) : 0.0);
 	fflush(stdout);
-	/* Linger so late NAKs are repaired; a signal ends it early. */
+	/* Linger so late NAKs are repaired; a signal ends it early (one that
+	 * interrupted the sending ends it at once). */
 	const double until = now_s() + o->linger;
-	g_signal = 0;
+	if (sent == o->count)
+		g_signal = 0;
 	while (now_s() < until && !g_signal)
 		usleep(20000);
 	ctx.stop = 1;
@@ -728,7 +748,11 @@ static int do_recv(const struct opts* o)
 	pgm_sock_t* sock = open_socket(o, false);
 	if (!sock)
 		return 2;
-	enum { NMSGV = 64 };
+	/* One APDU per call: with an array of msgv, OpenPGM 5.3's pgm_recvmsgv
+	 * stopped delivering after the first PGM_IO_STATUS_RESET (only RESET and
+	 * TIMER_PENDING afterwards, seen with 64); with one it keeps delivering
+	 * the data that follows a loss. */
+	enum { NMSGV = 1 };
 	struct pgm_msgv_t* msgv = calloc(NMSGV, sizeof(*msgv));
 	uint8_t* expect = malloc(PGM_MAX_APDU + 8);
 	uint8_t* apdu = malloc(PGM_MAX_APDU + 8);
