@@ -310,3 +310,12 @@ fn cache_is_bounded_by_bytes_and_age() {
     d.handle_timeout(now + Duration::from_secs(2));
     assert_eq!(d.stats().cache_entries, 0);
 }
+
+#[test]
+fn cache_limits_change_at_runtime() {
+    let (mut d, now) = dlr();
+    assert_eq!(d.stats().cache_entries, 10);
+    d.set_cache_limits(now, 350, Duration::from_secs(60));
+    assert!(d.stats().cache_bytes <= 350);
+    assert_eq!(d.stats().cache_evictions, 10 - d.stats().cache_entries);
+}

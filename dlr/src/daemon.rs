@@ -407,17 +407,22 @@ impl Daemon {
         }
         self.settings.cache_bytes = usize::try_from(d.cache_bytes).unwrap_or(usize::MAX);
         self.settings.cache_age = d.cache_age;
+        let (bytes, age) = (self.settings.cache_bytes, self.settings.cache_age);
+        let now = now();
         let running = {
             let mut s = self.lock();
             s.cache_limit = d.cache_bytes;
             s.cache_age_secs = d.cache_age.as_secs_f64();
+            for e in s.engines.values_mut() {
+                e.repairer.set_cache_limits(now, bytes, age);
+            }
             s.engines.len()
         };
         tracing::info!(
             cache_bytes = d.cache_bytes,
             cache_age = ?d.cache_age,
             running_engines = running,
-            "configuration reloaded: the cache bounds apply to groups served from now on"
+            "configuration reloaded: cache bounds applied to every engine"
         );
     }
 

@@ -185,6 +185,15 @@ impl Repairer {
         }
     }
 
+    /// Changes the cache bounds of a running DLR (a daemon's SIGHUP). A lower bound takes
+    /// effect at `now`, evicting (and counting) what no longer fits; the cache is kept
+    /// otherwise.
+    pub fn set_cache_limits(&mut self, now: Instant, bytes: usize, age: Duration) {
+        self.config.cache_bytes = bytes;
+        self.config.cache_age = age;
+        self.evict(now);
+    }
+
     /// Counters.
     pub fn stats(&self) -> &DlrStats {
         &self.stats
