@@ -78,6 +78,10 @@ fn run(name: &str, sender: Peer, receiver: Peer, encap: Encap, loss: u8) -> Resu
             COUNT.into(),
             "--timeout".into(),
             "150".into(),
+            // A window of several seconds at the test rate, so repairs under a loaded CI
+            // machine still find their data.
+            "--rxw-sqns".into(),
+            "32768".into(),
         ],
     };
     let mut tx_args: Vec<String> = match sender {
@@ -104,6 +108,8 @@ fn run(name: &str, sender: Peer, receiver: Peer, encap: Encap, loss: u8) -> Resu
             rate.into(),
             "--linger".into(),
             "10".into(),
+            "--txw-sqns".into(),
+            "32768".into(),
         ],
     };
     // OpenPGM receives PGM/UDP only on its multicast encapsulation port, so an OpenPGM
