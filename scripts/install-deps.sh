@@ -13,9 +13,14 @@
 #   iptables     the same, for the rules that use it
 #   smcroute     kernel multicast routing baseline beside the router daemon
 #   tcpdump      packet captures in the namespace tests
+#   prometheus   promtool (checks deploy/prometheus and the daemons' /metrics) and the server the
+#                ops tests scrape the router with
+#   systemd      systemd-analyze and systemd-sysusers, to check deploy/systemd (deploy/check.sh)
+#   jq           JSON checks of the Grafana dashboard (deploy/check.sh)
 set -euo pipefail
 
-packages=(tshark libpgm-dev pkg-config gcc iproute2 nftables iptables smcroute tcpdump)
+packages=(tshark libpgm-dev pkg-config gcc iproute2 nftables iptables smcroute tcpdump prometheus
+    systemd jq)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,200 @@
+//! `pgm-routerd`'s `/metrics` as Prometheus sees it: the exposition passes `promtool check
+//! metrics` (naming lint), carries every metric the alert rules use, and a real Prometheus
+//! server in the same namespace scrapes it, loads `deploy/prometheus/alerts.yml` and answers
+//! queries about it.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use pgm_netns_tests::bins;
+use pgm_netns_tests::lab::{self, Lab, Ns};
+
+const ADMIN: &str = "127.0.0.1:9470";
+const PROMETHEUS: &str = "127.0.0.1:9090";
+
+/// A plain HTTP/1.0 GET to `addr` inside `ns`: (status line, body), or `None` if nothing
+/// listens yet.
+fn get(ns: &Ns, addr: &str, path: &str) -> Option<(String, String)> {
+    let (addr, path) = (addr.to_owned(), path.to_owned());
+    ns.run(move || {
+        let mut s = TcpStream::connect(&addr).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: lab\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let (head, body) = out.split_once("\r\n\r\n")?;
+        Some((head.lines().next()?.to_owned(), body.to_owned()))
+    })
+    .expect("enter namespace")
+}
+
+fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..secs * 10 {
+        if let Some(v) = f() {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {secs} s waiting for {what}");
+}
+
+fn tool(name: &str) -> String {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{name} is not installed: run scripts/install-deps.sh (package prometheus)"
+    );
+    name.to_owned()
+}
+
+#[test]
+fn router_metrics_pass_promtool_and_prometheus_scrapes_them() {
+    if lab::skip_without_root("router_metrics_pass_promtool_and_prometheus_scrapes_them") {
+        return;
+    }
+    let promtool = tool("promtool");
+    let prometheus = tool("prometheus");
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+
+    // One namespace, one veth pair inside it: two interfaces for the router.
+    let lab = Lab::new("opsprom").expect("lab");
+    let ns = lab.add_ns("r").expect("namespace");
+    lab.add_veth(&ns, "eth0", &ns, "eth1").expect("veth");
+    let b = lab.block();
+    lab.add_addr(&ns, "eth0", b.addr(1, 1), 24).unwrap();
+    lab.add_addr(&ns, "eth1", b.addr(2, 1), 24).unwrap();
+    let config = lab.file("router", "toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[admin]\nlisten = \"{ADMIN}\"\n\n[router]\nmode = \"full\"\nintercept = \"router-alert\"\n\n\
+             [[router.interface]]\nname = \"eth0\"\n\n[[router.interface]]\nname = \"eth1\"\n\n\
+             [router.limits]\nmax_repair_states = 4321\n"
+        ),
+    )
+    .unwrap();
+    let routerd = bins::workspace_bin("pgm-routerd").expect("pgm-routerd");
+    let daemon = lab
+        .spawn(
+            &ns,
+            &[routerd.as_os_str(), "--config".as_ref(), config.as_os_str()],
+        )
+        .expect("spawn pgm-routerd");
+    daemon
+        .wait_for_output("pgm-routerd started", Duration::from_secs(10))
+        .expect("pgm-routerd started");
+
+    // promtool's lint of the exposition format and the metric names.
+    let (status, metrics) = wait_for("/metrics", 10, || get(&ns, ADMIN, "/metrics"));
+    assert!(status.contains(" 200"), "{status}");
+    let mut check = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}\n{}{}\n{metrics}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Every pgm_router_* metric the alert expressions use is exported.
+    let alerts = std::fs::read_to_string(deploy.join("prometheus/alerts.yml")).unwrap();
+    for name in alerts
+        .lines()
+        .filter(|l| l.trim_start().starts_with("expr:"))
+        .flat_map(|l| l.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
+        .filter(|w| w.starts_with("pgm_router_"))
+    {
+        assert!(
+            metrics.contains(&format!("\n{name} ")) || metrics.contains(&format!("\n{name}{{")),
+            "alerts.yml uses {name}, which /metrics does not export:\n{metrics}"
+        );
+    }
+
+    // A real Prometheus in the namespace, scraping every second, with our alert rules.
+    let prom_cfg = lab.file("prometheus", "yml");
+    std::fs::write(
+        &prom_cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             rule_files:\n  - {}\n\
+             scrape_configs:\n  - job_name: pgm-routerd\n    static_configs:\n      - targets: [\"{ADMIN}\"]\n",
+            deploy.join("prometheus/alerts.yml").display()
+        ),
+    )
+    .unwrap();
+    let tsdb = lab.dir().join("tsdb");
+    let server = lab
+        .spawn(
+            &ns,
+            &[
+                prometheus.as_str(),
+                &format!("--config.file={}", prom_cfg.display()),
+                &format!("--storage.tsdb.path={}", tsdb.display()),
+                &format!("--web.listen-address={PROMETHEUS}"),
+            ],
+        )
+        .expect("spawn prometheus");
+    let query = |q: &str| {
+        get(&ns, PROMETHEUS, &format!("/api/v1/query?query={q}"))
+            .filter(|(s, _)| s.contains(" 200"))
+            .map(|(_, body)| body)
+    };
+    // up{job="pgm-routerd"} == 1 once a scrape has succeeded.
+    let up = wait_for("a successful scrape (up == 1)", 60, || {
+        assert!(
+            server.is_running(),
+            "prometheus exited:\n{}",
+            server.stderr().unwrap_or_default()
+        );
+        query("up%7Bjob%3D%22pgm-routerd%22%7D").filter(|b| b.contains("\"1\"]"))
+    });
+    assert!(up.contains("\"status\":\"success\""), "{up}");
+    // A value of the daemon's own, as configured.
+    let limit = wait_for("pgm_router_repair_states_limit", 30, || {
+        query("pgm_router_repair_states_limit").filter(|b| b.contains("\"4321\"]"))
+    });
+    assert!(limit.contains("\"job\":\"pgm-routerd\""), "{limit}");
+    // pgm_router_tsis is there (no session: 0).
+    let tsis = wait_for("pgm_router_tsis", 30, || {
+        query("pgm_router_tsis").filter(|b| b.contains("\"0\"]"))
+    });
+    assert!(tsis.contains("pgm_router_tsis"), "{tsis}");
+    // The alert rules loaded and evaluate without errors.
+    let rules = wait_for("the alert rules", 30, || {
+        get(&ns, PROMETHEUS, "/api/v1/rules")
+            .map(|(_, b)| b)
+            .filter(|b| b.contains("PgmNakStorm") && b.contains("\"health\":\"ok\""))
+    });
+    assert!(!rules.contains("\"health\":\"err\""), "{rules}");
+    for alert in [
+        "PgmNakStorm",
+        "PgmRepairStateNearLimit",
+        "PgmRdataDroppedNoState",
+        "PgmNoSpmFromSource",
+    ] {
+        assert!(rules.contains(alert), "{alert} not loaded: {rules}");
+    }
+    // Nothing fires on an idle, healthy router.
+    let firing = get(&ns, PROMETHEUS, "/api/v1/alerts").expect("alerts").1;
+    assert!(!firing.contains("\"state\":\"firing\""), "{firing}");
+}
