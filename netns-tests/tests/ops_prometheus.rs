@@ -1,7 +1,7 @@
-//! `pgm-routerd`'s `/metrics` as Prometheus sees it: the exposition passes `promtool check
-//! metrics` (naming lint), carries every metric the alert rules use, and a real Prometheus
-//! server in the same namespace scrapes it, loads `deploy/prometheus/alerts.yml` and answers
-//! queries about it.
+//! `pgm-routerd`'s and `pgm-dlrd`'s `/metrics` as Prometheus sees them: both expositions pass
+//! `promtool check metrics` (naming lint), the router's carries every metric the alert rules
+//! use, and a real Prometheus server in the same namespace scrapes both daemons, loads
+//! `deploy/prometheus/alerts.yml` and answers queries about them.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -13,6 +13,7 @@ use pgm_netns_tests::bins;
 use pgm_netns_tests::lab::{self, Lab, Ns};
 
 const ADMIN: &str = "127.0.0.1:9470";
+const DLR_ADMIN: &str = "127.0.0.1:9471";
 const PROMETHEUS: &str = "127.0.0.1:9090";
 
 /// A plain HTTP/1.0 GET to `addr` inside `ns`: (status line, body), or `None` if nothing
@@ -54,6 +55,31 @@ fn tool(name: &str) -> String {
     name.to_owned()
 }
 
+/// `promtool check metrics` on an exposition: no output, exit 0.
+fn promtool_check(promtool: &str, metrics: &str) {
+    let mut check = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    check
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(metrics.as_bytes())
+        .expect("write metrics");
+    let out = check.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}\n{}{}\n{metrics}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn router_metrics_pass_promtool_and_prometheus_scrapes_them() {
     if lab::skip_without_root("router_metrics_pass_promtool_and_prometheus_scrapes_them") {
@@ -91,30 +117,38 @@ fn router_metrics_pass_promtool_and_prometheus_scrapes_them() {
         .wait_for_output("pgm-routerd started", Duration::from_secs(10))
         .expect("pgm-routerd started");
 
+    // The DLR beside it, with a cache limit of its own to read back.
+    let dlr_config = lab.file("dlr", "toml");
+    std::fs::write(
+        &dlr_config,
+        format!(
+            "[admin]\nlisten = \"{DLR_ADMIN}\"\n\n[dlr]\ninterfaces = [\"eth1\"]\nserve = \"listed\"\n\
+             cache_bytes = \"5MiB\"\n\n[[dlr.session]]\ngroup = \"239.192.0.1\"\nport = 7500\n"
+        ),
+    )
+    .unwrap();
+    let dlrd = bins::workspace_bin("pgm-dlrd").expect("pgm-dlrd");
+    let dlr = lab
+        .spawn(
+            &ns,
+            &[
+                dlrd.as_os_str(),
+                "--config".as_ref(),
+                dlr_config.as_os_str(),
+            ],
+        )
+        .expect("spawn pgm-dlrd");
+    dlr.wait_for_output("pgm-dlrd started", Duration::from_secs(10))
+        .expect("pgm-dlrd started");
+    let (status, dlr_metrics) =
+        wait_for("the DLR's /metrics", 10, || get(&ns, DLR_ADMIN, "/metrics"));
+    assert!(status.contains(" 200"), "{status}");
+    promtool_check(&promtool, &dlr_metrics);
+
     // promtool's lint of the exposition format and the metric names.
     let (status, metrics) = wait_for("/metrics", 10, || get(&ns, ADMIN, "/metrics"));
     assert!(status.contains(" 200"), "{status}");
-    let mut check = Command::new(&promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = check.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {}\n{}{}\n{metrics}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_check(&promtool, &metrics);
 
     // Every pgm_router_* metric the alert expressions use is exported.
     let alerts = std::fs::read_to_string(deploy.join("prometheus/alerts.yml")).unwrap();
@@ -137,7 +171,8 @@ fn router_metrics_pass_promtool_and_prometheus_scrapes_them() {
         format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              rule_files:\n  - {}\n\
-             scrape_configs:\n  - job_name: pgm-routerd\n    static_configs:\n      - targets: [\"{ADMIN}\"]\n",
+             scrape_configs:\n  - job_name: pgm-routerd\n    static_configs:\n      - targets: [\"{ADMIN}\"]\n\
+             \x20 - job_name: pgm-dlrd\n    static_configs:\n      - targets: [\"{DLR_ADMIN}\"]\n",
             deploy.join("prometheus/alerts.yml").display()
         ),
     )
@@ -174,6 +209,11 @@ fn router_metrics_pass_promtool_and_prometheus_scrapes_them() {
         query("pgm_router_repair_states_limit").filter(|b| b.contains("\"4321\"]"))
     });
     assert!(limit.contains("\"job\":\"pgm-routerd\""), "{limit}");
+    // The DLR is scraped too, and its configured cache limit reads back (5 MiB).
+    let dlr_limit = wait_for("pgm_dlr_cache_limit_bytes", 30, || {
+        query("pgm_dlr_cache_limit_bytes").filter(|b| b.contains("\"5242880\"]"))
+    });
+    assert!(dlr_limit.contains("\"job\":\"pgm-dlrd\""), "{dlr_limit}");
     // pgm_router_tsis is there (no session: 0).
     let tsis = wait_for("pgm_router_tsis", 30, || {
         query("pgm_router_tsis").filter(|b| b.contains("\"0\"]"))
