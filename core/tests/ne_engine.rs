@@ -767,3 +767,30 @@ fn reconfigure_keeps_state_and_applies_lower_limits() {
     assert_eq!(ne.config().nak_elim_ivl, Duration::from_millis(5));
     assert_eq!(ne.config().interfaces.len(), 3, "interfaces kept");
 }
+
+#[test]
+fn nak_src_is_put_right_when_forwarded() {
+    let now = t0();
+    let mut ne = with_state(now);
+    // An OpenPGM receiver names its SPM_PATH (our LAN A address) as NAK_SRC.
+    let wrong = emit(
+        7500,
+        4000,
+        Body::Nak(NakRepr {
+            sqn: Sqn(5),
+            source: Nla(ADDR_A),
+            group: Nla(GROUP),
+        }),
+        &[],
+    );
+    ne.handle_packet(now, nak_on(IF_A), &wrong);
+    let out = drain(&mut ne, now);
+    let (_, fwd) = out
+        .iter()
+        .find(|(t, _)| t.packet_type == PacketType::Nak)
+        .expect("forwarded");
+    let p = pgm_core::wire::NakPacket::new_checked(&fwd[..]).expect("nak");
+    p.verify_checksum().expect("checksum updated");
+    assert_eq!(p.source_nla(), Nla(SRC));
+    assert_eq!(ne.stats().nak_sources_rewritten, 1);
+}

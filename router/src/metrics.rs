@@ -55,6 +55,11 @@ const ENGINE_COUNTERS: &[(&str, &str, StatFn)] = &[
         "NAK forwarding cancelled: no NCF within NAK_RPT_IVL",
         |s| s.naks_unconfirmed,
     ),
+    (
+        "nak_sources_rewritten_total",
+        "Forwarded NAKs whose NAK_SRC was not the session's source (OpenPGM receivers) and was rewritten",
+        |s| s.nak_sources_rewritten,
+    ),
     ("nnaks_received_total", "NNAKs received", |s| {
         s.nnaks_received
     }),

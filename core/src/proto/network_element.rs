@@ -172,6 +172,8 @@ pub struct NeStats {
     pub naks_no_state: u64,
     /// NAK forwarding cancelled: no NCF within NAK_RPT_IVL.
     pub naks_unconfirmed: u64,
+    /// Forwarded NAKs whose NAK_SRC was not the session's source and was rewritten to it.
+    pub nak_sources_rewritten: u64,
     /// NNAKs received.
     pub nnaks_received: u64,
     /// NNAKs forwarded upstream.
@@ -916,9 +918,18 @@ impl NetworkElement {
             packet_type: ty,
             len: bytes.len(),
         };
-        if let Some(out) = self.apply_opx(bytes) {
-            self.tx.push_back(Tx::Raw(tx, out));
+        let Some(mut out) = self.apply_opx(bytes) else {
+            return;
+        };
+        // NAK_SRC must be the ODATA source (§8.3): OpenPGM 5.3 receivers put the SPM_PATH
+        // they NAK there instead, and an OpenPGM source drops such NAKs. Put it right.
+        if let Some(t) = self.tsis.get(&tsi) {
+            let mut nak = NakPacket::new_unchecked(&mut out[..]);
+            if nak.source_nla() != Nla(t.source) && nak.rewrite_source(Nla(t.source)) {
+                self.stats.nak_sources_rewritten += 1;
+            }
         }
+        self.tx.push_back(Tx::Raw(tx, out));
     }
 
     fn on_ncf(&mut self, now: Instant, meta: NeRecvMeta, bytes: &[u8]) {

@@ -44,6 +44,29 @@ impl<T: AsRef<[u8]>> NakPacket<T> {
     }
 }
 
+impl<T: AsRef<[u8]> + AsMut<[u8]>> NakPacket<T> {
+    /// Rewrites NAK_SRC in place, updating the checksum incrementally (RFC 1624). The new NLA
+    /// must be of the family carried; otherwise nothing changes and `false` is returned.
+    ///
+    /// A network element uses this to repair NAKs whose NAK_SRC is not the session's source:
+    /// OpenPGM 5.3 receivers put their SPM_PATH there, and an OpenPGM source rejects such NAKs.
+    pub fn rewrite_source(&mut self, nla: Nla) -> bool {
+        if self.source_nla().afi() != nla.afi() {
+            return false;
+        }
+        let at = field::SRC + 4;
+        let len = nla.afi().addr_len();
+        let mut old = [0u8; 16];
+        old[..len].copy_from_slice(&self.as_bytes()[at..at + len]);
+        let mut new = [0u8; 16];
+        nla.emit_addr(&mut new);
+        let csum = super::checksum_update(self.checksum(), &old[..len], &new[..len]);
+        self.bytes_mut()[at..at + len].copy_from_slice(&new[..len]);
+        self.set_checksum(csum);
+        true
+    }
+}
+
 /// The type-specific fields of a NAK, NNAK or NCF.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NakRepr {
