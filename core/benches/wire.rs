@@ -12,7 +12,7 @@
 //!   ([`SpmPacket::rewrite_path`]) against rewriting the NLA and re-summing the whole packet.
 
 use std::hint::black_box;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pgm_core::wire::{
@@ -230,8 +230,8 @@ fn bench_spm_path(c: &mut Criterion) {
         let addrs: Vec<Vec<u8>> = hops
             .iter()
             .map(|h| match h.0 {
-                std::net::IpAddr::V4(a) => a.octets().to_vec(),
-                std::net::IpAddr::V6(a) => a.octets().to_vec(),
+                IpAddr::V4(a) => a.octets().to_vec(),
+                IpAddr::V6(a) => a.octets().to_vec(),
             })
             .collect();
         let mut i = 0usize;
@@ -246,6 +246,7 @@ fn bench_spm_path(c: &mut Criterion) {
                 black_box(p.checksum())
             });
         });
+        assert!(Packet::new_unchecked(&buf[..]).verify_checksum().is_ok());
     }
     g.finish();
 }
