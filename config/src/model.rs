@@ -350,10 +350,10 @@ pub struct HostSection {
     /// `"500ms"`. Not zero.
     pub nak_rdata_ivl: Duration,
     /// `nak_ncf_retries`: NAK_NCF_RETRIES, NAKs sent without an NCF before the data is
-    /// given up. Default 10. 1 to 1000.
+    /// given up. Default 50. 1 to 1000.
     pub nak_ncf_retries: u32,
     /// `nak_data_retries`: NAK_DATA_RETRIES, NCF-confirmed waits that time out before the
-    /// data is given up. Default 20. 1 to 1000.
+    /// data is given up. Default 50. 1 to 1000.
     pub nak_data_retries: u32,
     /// `rxw_sqns`: receive window bound per source in sequence numbers. Default 32768. 1
     /// to 2^31 - 1.
@@ -375,8 +375,8 @@ impl Default for HostSection {
             nak_bo_ivl: Duration::from_millis(50),
             nak_rpt_ivl: Duration::from_millis(200),
             nak_rdata_ivl: Duration::from_millis(500),
-            nak_ncf_retries: 10,
-            nak_data_retries: 20,
+            nak_ncf_retries: 50,
+            nak_data_retries: 50,
             rxw_sqns: 32_768,
         }
     }

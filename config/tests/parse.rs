@@ -61,7 +61,7 @@ fn engine_defaults() {
     assert_eq!(host.nak_bo_ivl, ms(50));
     assert_eq!(host.nak_rpt_ivl, ms(200));
     assert_eq!(host.nak_rdata_ivl, ms(500));
-    assert_eq!((host.nak_ncf_retries, host.nak_data_retries), (10, 20));
+    assert_eq!((host.nak_ncf_retries, host.nak_data_retries), (50, 50));
     assert_eq!((host.txw_sqns, host.rxw_sqns), (32_768, 32_768));
     assert_eq!(host.txw_secs, ms(30_000));
     assert_eq!(

@@ -112,6 +112,12 @@ fn run(name: &str, sender: Peer, receiver: Peer, encap: Encap, loss: u8) -> Resu
             "32768".into(),
         ],
     };
+    if sender == Peer::OpenPgm && encap == Encap::Ip {
+        // Over PGM/IP an OpenPGM send-only socket (the peer's default) takes no NAKs, so
+        // nothing would be repaired: give it a socket that also receives. (Over PGM/UDP the
+        // send-only socket does take them, and a receiving one loses repairs.)
+        tx_args.push("--bus".into());
+    }
     // OpenPGM receives PGM/UDP only on its multicast encapsulation port, so an OpenPGM
     // source never sees NAKs sent to a separate unicast port: both peers use 3056 for both.
     for (args, who) in [(&mut rx_args, receiver), (&mut tx_args, sender)] {

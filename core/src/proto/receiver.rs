@@ -40,10 +40,12 @@ pub struct ReceiverConfig {
     /// NAK_RDATA_IVL: how long to wait for the repair after an NCF. Default 500 ms: the
     /// source may queue repairs behind rate-limited data.
     pub nak_rdata_ivl: Duration,
-    /// NAK_NCF_RETRIES: NAKs sent without an NCF before giving the data up. Default 10.
+    /// NAK_NCF_RETRIES: NAKs sent without an NCF before giving the data up. Default 50, as
+    /// OpenPGM: a source starved of CPU (OpenPGM answers NAKs only inside its application's
+    /// receive calls) may take seconds to confirm, and giving up is unrecoverable loss.
     pub nak_ncf_retries: u32,
     /// NAK_DATA_RETRIES: NCF-confirmed waits that time out before giving the data up.
-    /// Default 20.
+    /// Default 50, as OpenPGM, for the same reason.
     pub nak_data_retries: u32,
     /// Receive window bound per source, in sequence numbers. Default 32768, as the source's
     /// default transmit window.
@@ -76,8 +78,8 @@ impl ReceiverConfig {
             nak_bo_ivl: Duration::from_millis(50),
             nak_rpt_ivl: Duration::from_millis(200),
             nak_rdata_ivl: Duration::from_millis(500),
-            nak_ncf_retries: 10,
-            nak_data_retries: 20,
+            nak_ncf_retries: 50,
+            nak_data_retries: 50,
             rxw_sqns: 32_768,
             max_sources: 1024,
             peer_expiry: Duration::from_secs(30),
