@@ -652,14 +652,7 @@ impl NetworkElement {
             return;
         };
         let upstream_if = t.upstream_if;
-        let list = nak.options().iter().find_map(|o| match o.value {
-            OptionValue::NakList(l) => Some(l),
-            _ => None,
-        });
-        let sqns: Vec<Sqn> = core::iter::once(nak.sqn())
-            .chain(list.into_iter().flat_map(|l| l.iter()))
-            .take(1 + MAX_NAK_LIST)
-            .collect();
+        let sqns: Vec<Sqn> = nak.sqns().collect();
         if nnak {
             return self.on_nnak(now, meta, tsi, &sqns, bytes);
         }
@@ -950,13 +943,9 @@ impl NetworkElement {
             self.stats.ignored += 1;
             return;
         }
-        let list = ncf.options().iter().find_map(|o| match o.value {
-            OptionValue::NakList(l) => Some(l),
-            _ => None,
-        });
-        let sqns = core::iter::once(ncf.sqn()).chain(list.into_iter().flat_map(|l| l.iter()));
+
         let mut created = Vec::new();
-        for sqn in sqns.take(1 + MAX_NAK_LIST) {
+        for sqn in ncf.sqns() {
             match t.repairs.get_mut(&sqn.0) {
                 Some(st) => {
                     //= https://www.rfc-editor.org/rfc/rfc3208#section-7.4

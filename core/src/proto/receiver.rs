@@ -587,17 +587,12 @@ impl Receiver {
         }
         let tsi = pkt.tsi();
         let input = if is_ncf { NakInput::Ncf } else { NakInput::Nak };
-        let list = pkt.options().iter().find_map(|o| match o.value {
-            OptionValue::NakList(l) => Some(l),
-            _ => None,
-        });
         let (rpt, rdata) = (self.config.nak_rpt_ivl, self.config.nak_rdata_ivl);
         let Some(peer) = self.peers.get_mut(&tsi) else {
             return;
         };
         let mut suppressed = 0;
-        let sqns = core::iter::once(pkt.sqn()).chain(list.into_iter().flat_map(|l| l.iter()));
-        for sqn in sqns.take(1 + MAX_NAK_LIST) {
+        for sqn in pkt.sqns() {
             //= https://www.rfc-editor.org/rfc/rfc3208#section-6.3
             //# A receiver MUST discard any NCFs or NAKs it hears for data packets
             //# outside the transmit window or for data packets it has received.

@@ -31,8 +31,8 @@ use super::receiver::{Event, Receiver, ReceiverConfig};
 use super::source::MalformedCounts;
 use super::{Destination, EngineRng, RecvMeta, rng_from_seed};
 use crate::wire::{
-    Body, DataPacket, MAX_NAK_LIST, NakPacket, NakRepr, Nla, OptionList, OptionValue, Packet,
-    PacketType, PgmOption, PollPacket, PollSubtype, PolrRepr, Repr, Sqn, SqnList, Tsi,
+    Body, DataPacket, NakPacket, NakRepr, Nla, OptionList, OptionValue, Packet, PacketType,
+    PgmOption, PollPacket, PollSubtype, PolrRepr, Repr, Sqn, SqnList, Tsi,
 };
 
 /// Configuration of a DLR. Defaults ([`DlrConfig::new`]) are documented per field.
@@ -477,14 +477,7 @@ impl Repairer {
             return;
         };
         let tsi = nak.tsi();
-        let list = nak.options().iter().find_map(|o| match o.value {
-            OptionValue::NakList(l) => Some(l),
-            _ => None,
-        });
-        let sqns: Vec<Sqn> = core::iter::once(nak.sqn())
-            .chain(list.into_iter().flat_map(|l| l.iter()))
-            .take(1 + MAX_NAK_LIST)
-            .collect();
+        let sqns: Vec<Sqn> = nak.sqns().collect();
         let parent = self.parent(&tsi);
         //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.2.3
         //# Note that a DLR differentiates between NAKs from an NE downstream or
@@ -618,13 +611,8 @@ impl Repairer {
             if t.packet_type == PacketType::Nak {
                 if let Ok(n) = NakPacket::new_checked(&bytes[..]) {
                     let tsi = n.tsi();
-                    let list = n.options().iter().find_map(|o| match o.value {
-                        OptionValue::NakList(l) => Some(l),
-                        _ => None,
-                    });
                     let s = self.sessions.entry(tsi).or_default();
-                    s.own_naks.insert(n.sqn().0, now);
-                    for q in list.into_iter().flat_map(|l| l.iter()) {
+                    for q in n.sqns() {
                         s.own_naks.insert(q.0, now);
                     }
                 }

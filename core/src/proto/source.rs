@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use super::{Destination, RecvMeta, Transmit};
 use crate::wire::{
-    Body, DataRepr, Gsi, MAX_NAK_LIST, NakPacket, NakRepr, Nla, OptionList, OptionValue, Packet,
-    PacketType, PgmOption, Repr, SpmRepr, Sqn, SqnList, Tsi, WireError,
+    Body, DataRepr, Gsi, NakPacket, NakRepr, Nla, OptionList, OptionValue, Packet, PacketType,
+    PgmOption, Repr, SpmRepr, Sqn, SqnList, Tsi, WireError,
 };
 
 /// Configuration of a source. Every field has a default ([`SourceConfig::new`]); the
@@ -434,13 +434,8 @@ impl Source {
             return;
         }
         let mut confirmed: Vec<Sqn> = Vec::new();
-        let list = nak.options().iter().find_map(|o| match o.value {
-            OptionValue::NakList(l) => Some(l),
-            _ => None,
-        });
-        let sqns = core::iter::once(nak.sqn()).chain(list.into_iter().flat_map(|l| l.iter()));
         let trail = self.trail();
-        for sqn in sqns.take(1 + MAX_NAK_LIST) {
+        for sqn in nak.sqns() {
             self.stats.nak_sqns_received += 1;
             // Only data already sent and still in the window can be repaired (§5.3). An NCF
             // for data we cannot repair would only hold receivers in WAIT_DATA, so none is

@@ -31,6 +31,18 @@ impl<T: AsRef<[u8]>> NakPacket<T> {
             .unwrap_or((Nla(std::net::Ipv4Addr::UNSPECIFIED.into()), 8))
     }
 
+    /// Every sequence number the packet concerns, in order: NAK_SQN, then the entries of its
+    /// OPT_NAK_LIST if any (§9.3), at most 63 in all.
+    pub fn sqns(&self) -> impl Iterator<Item = Sqn> + '_ {
+        let list = self.options().iter().find_map(|o| match o.value {
+            super::OptionValue::NakList(l) => Some(l),
+            _ => None,
+        });
+        core::iter::once(self.sqn())
+            .chain(list.into_iter().flat_map(|l| l.iter()))
+            .take(1 + super::MAX_NAK_LIST)
+    }
+
     /// NAK_SRC: the unicast NLA of the original source of the data.
     pub fn source_nla(&self) -> Nla {
         self.source().0
