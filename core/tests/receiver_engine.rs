@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use pgm_core::proto::receiver::{Event, Receiver, ReceiverConfig};
 use pgm_core::proto::{Destination, RecvMeta, Transmit};
 use pgm_core::wire::{
-    Body, DataRepr, Gsi, NakRepr, Nla, OptionList, PacketType, PollRepr, PollSubtype, Repr,
-    SpmRepr, Sqn, Tsi,
+    Body, DataRepr, Gsi, NakRepr, Nla, OptionList, OptionValue, PacketType, PgmOption, PollRepr,
+    PollSubtype, Repr, SpmRepr, Sqn, Tsi,
 };
 
 const GROUP: IpAddr = IpAddr::V4(Ipv4Addr::new(239, 192, 0, 1));
@@ -260,4 +260,149 @@ fn sources_beyond_the_limit_are_refused_and_counted() {
     r.handle_packet(now, meta(), &other);
     assert_eq!(r.sources(), 1);
     assert_eq!(r.stats().sources_refused, 1);
+}
+
+fn odata_with(sqn: u32, trail: u32, syn: bool, payload: &[u8]) -> Vec<u8> {
+    let opts = [PgmOption::from(OptionValue::Syn)];
+    let repr = Repr {
+        sport: 4000,
+        dport: 7500,
+        gsi: GSI,
+        parity: false,
+        var_pktlen: false,
+        body: Body::Odata(DataRepr {
+            sqn: Sqn(sqn),
+            trail: Sqn(trail),
+            payload,
+        }),
+        options: if syn {
+            OptionList::Slice(&opts)
+        } else {
+            OptionList::EMPTY
+        },
+    };
+    let mut b = vec![0; repr.buffer_len()];
+    repr.emit(&mut b).expect("emit");
+    b
+}
+
+fn data_of(evs: &[Event]) -> Vec<Vec<u8>> {
+    evs.iter()
+        .filter_map(|e| match e {
+            Event::Data { data, .. } => Some(data.to_vec()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn naks_in(out: &[(Transmit, Vec<u8>)]) -> Vec<u32> {
+    let mut sqns = Vec::new();
+    for (t, b) in out {
+        if t.packet_type != PacketType::Nak {
+            continue;
+        }
+        let p = pgm_core::wire::NakPacket::new_checked(&b[..]).expect("nak");
+        sqns.extend(p.sqns().map(|s| s.0));
+    }
+    sqns.sort_unstable();
+    sqns
+}
+
+/// A session's first packets reordered on the way (a router flushing the packets it queued
+/// while resolving its route beside newer ones): the receiver that hears #4 first still
+/// delivers #0 to #4, in order, once OPT_SYN's #0 arrives; nothing before it.
+#[test]
+fn a_reordered_session_start_is_delivered_whole() {
+    let now = t0();
+    let mut r = receiver();
+    r.handle_packet(now, meta(), &odata_with(4, 0, false, b"4"));
+    assert!(
+        data_of(&events(&mut r)).is_empty(),
+        "delivery waits in the join hold"
+    );
+    for s in [1u32, 2, 3] {
+        r.handle_packet(now, meta(), &odata_with(s, 0, false, &[b'0' + s as u8]));
+    }
+    assert!(data_of(&events(&mut r)).is_empty(), "no OPT_SYN yet");
+    r.handle_packet(now, meta(), &odata_with(0, 0, true, b"0"));
+    // OPT_SYN ends the hold at once.
+    assert_eq!(
+        data_of(&events(&mut r)),
+        [b"0", b"1", b"2", b"3", b"4"].map(|d| d.to_vec())
+    );
+    let out = run_until(&mut r, now + Duration::from_secs(2));
+    assert!(naks_in(&out).is_empty(), "nothing was missing: {out:?}");
+    assert_eq!(r.stats().duplicates, 0);
+}
+
+/// Without OPT_SYN the hold ends by its timer; the window starts at the oldest ODATA heard
+/// in it and the gaps this opened are NAKed like any other.
+#[test]
+fn the_join_hold_ends_by_timer_and_its_gaps_are_naked() {
+    let now = t0();
+    let mut r = receiver();
+    r.handle_packet(now, meta(), &spm(1, 0, 9, ROUTER));
+    // The SPM says #0..#9 were sent before this receiver's first packet: it starts at #10
+    // and holds.
+    r.handle_packet(now, meta(), &odata_with(10, 0, false, b"10"));
+    r.handle_packet(now, meta(), &odata_with(8, 0, false, b"8"));
+    let held = ReceiverConfig::new(7500, GROUP).join_hold;
+    assert!(data_of(&events(&mut r)).is_empty());
+    let out = run_until(&mut r, now + held + Duration::from_millis(60));
+    assert_eq!(
+        naks_in(&out),
+        [9],
+        "the gap the rewind opened, and no older one"
+    );
+    assert_eq!(data_of(&events(&mut r)), [b"8".to_vec()], "#9 is missing");
+    let repair = bytes(Body::Rdata(DataRepr {
+        sqn: Sqn(9),
+        trail: Sqn(0),
+        payload: b"9",
+    }));
+    r.handle_packet(now + held, meta(), &repair);
+    assert_eq!(
+        data_of(&events(&mut r)),
+        [&b"9"[..], b"10"].map(|d| d.to_vec())
+    );
+    // After the hold, older ODATA is data from before the join: a duplicate.
+    r.handle_packet(now + held * 2, meta(), &odata_with(7, 0, false, b"7"));
+    assert!(data_of(&events(&mut r)).is_empty());
+    assert_eq!(r.stats().duplicates, 1);
+}
+
+/// RDATA never moves a held window back (it answers someone else's NAK, possibly for data
+/// long before this receiver joined), and a first packet at the source's trailing edge or
+/// with OPT_SYN starts delivery at once.
+#[test]
+fn rdata_does_not_rewind_and_syn_or_trail_start_at_once() {
+    let now = t0();
+    let mut r = receiver();
+    r.handle_packet(now, meta(), &odata_with(50, 0, false, b"50"));
+    let old = bytes(Body::Rdata(DataRepr {
+        sqn: Sqn(3),
+        trail: Sqn(0),
+        payload: b"3",
+    }));
+    r.handle_packet(now, meta(), &old);
+    let held = ReceiverConfig::new(7500, GROUP).join_hold;
+    let out = run_until(&mut r, now + held);
+    assert!(naks_in(&out).is_empty());
+    assert_eq!(data_of(&events(&mut r)), [b"50".to_vec()]);
+
+    let mut r = receiver();
+    r.handle_packet(now, meta(), &odata_with(7, 7, false, b"7"));
+    assert_eq!(data_of(&events(&mut r)), [b"7".to_vec()], "at the trail");
+    let mut r = receiver();
+    r.handle_packet(now, meta(), &odata_with(7, 0, true, b"7"));
+    assert_eq!(data_of(&events(&mut r)), [b"7".to_vec()], "OPT_SYN");
+    let mut config = ReceiverConfig::new(7500, GROUP);
+    config.join_hold = Duration::ZERO;
+    let mut r = Receiver::new(config);
+    r.handle_packet(now, meta(), &odata_with(7, 0, false, b"7"));
+    assert_eq!(
+        data_of(&events(&mut r)),
+        [b"7".to_vec()],
+        "no hold configured"
+    );
 }

@@ -65,6 +65,19 @@ pub struct ReceiverConfig {
     pub max_apdu: usize,
     /// Answer general POLLs (Appendix D). Default true.
     pub answer_polls: bool,
+    /// How long a new session's delivery waits for data sent before the first packet heard
+    /// to arrive out of order. A session's first packets can be reordered on the way (a
+    /// router forwarding the packets it queued while its multicast route was being
+    /// resolved beside newer ones, on another CPU): without the wait, a receiver that hears
+    /// sequence number 4 first starts its window there and takes 0 to 3, arriving
+    /// microseconds later, for data sent before it joined. During the wait, ODATA older
+    /// than the window's start (and not behind the source's trail) moves the start back;
+    /// the gaps this opens are NAKed as usual. There is no wait when the first packet
+    /// carries OPT_SYN (§9.4: it is the session's first) or is at the source's trailing
+    /// edge (nothing older can be repaired), and the wait ends early when OPT_SYN arrives.
+    /// Default 20 ms: far above the reordering of a path, far below what an application
+    /// notices at a session's start. Zero disables it.
+    pub join_hold: Duration,
     /// Seed of the back-off generator.
     pub rng_seed: u64,
 }
@@ -87,6 +100,7 @@ impl ReceiverConfig {
             spmr_spm_ivl: Duration::from_secs(1),
             max_apdu: 128 * 1024,
             answer_polls: true,
+            join_hold: Duration::from_millis(20),
             rng_seed: 0,
         }
     }
@@ -296,6 +310,9 @@ struct Peer {
     /// The next sequence number to deliver; `slots[i]` is `next + i`.
     next: Sqn,
     started: bool,
+    /// While set, the session is new and delivery waits until then for older ODATA that
+    /// arrives out of order (see [`ReceiverConfig::join_hold`]).
+    hold_until: Option<Instant>,
     slots: VecDeque<Slot>,
     timers: BinaryHeap<Reverse<(Instant, u32)>>,
     /// A message being reassembled: its first sqn, length, and bytes so far.
@@ -429,6 +446,7 @@ impl Receiver {
         let (sqn, trail, tsi) = (pkt.sqn(), pkt.trail(), pkt.tsi());
         let mut fragment = None;
         let mut fin = false;
+        let mut syn = false;
         let mut join = None;
         for o in pkt.options() {
             match o.value {
@@ -438,12 +456,14 @@ impl Receiver {
                     length,
                 } => fragment = Some((first_sqn, offset, length)),
                 OptionValue::Fin => fin = true,
+                OptionValue::Syn => syn = true,
                 OptionValue::Join { min_sqn } => join = Some(min_sqn),
                 _ => {}
             }
         }
         let cfg = &self.config;
         let (nak_bo, rxw, spmr_bo) = (cfg.nak_bo_ivl, cfg.rxw_sqns, cfg.spmr_bo_ivl);
+        let join_hold = cfg.join_hold;
         let rng = &mut self.rng;
         let Some(peer) = peer_entry(
             &mut self.peers,
@@ -462,12 +482,21 @@ impl Receiver {
         if !peer.started {
             peer.started = true;
             peer.next = join_point(sqn, trail, join, rxw);
-            if let Some((first, _, _)) = fragment {
-                if first != sqn && peer.next == sqn {
-                    // Joined in the middle of a message: its start is not ours to get.
-                    peer.skip_apdu = Some(first);
-                }
+            peer.skip_mid_message(sqn, fragment);
+            if !syn && peer.next != trail {
+                peer.hold(now, join_hold);
             }
+        } else if peer.hold_until.is_some()
+            && !rdata
+            && peer.rewind_to(sqn, trail, now, nak_bo, rxw, rng)
+        {
+            // Older ODATA of a session still in its join hold: it was sent before the
+            // packet that started the window, and reordered behind it.
+            peer.skip_mid_message(sqn, fragment);
+        }
+        if syn && peer.next == sqn {
+            // The session's first packet (§9.4): nothing older will come.
+            peer.hold_until = None;
         }
         if peer.nak_target.is_none() && peer.spmr == SpmrState::Idle {
             //= https://www.rfc-editor.org/rfc/rfc3208#section-13.5
@@ -528,7 +557,7 @@ impl Receiver {
         }
         let has_window = spm.has_window();
         let cfg = &self.config;
-        let (nak_bo, rxw) = (cfg.nak_bo_ivl, cfg.rxw_sqns);
+        let (nak_bo, rxw, join_hold) = (cfg.nak_bo_ivl, cfg.rxw_sqns, cfg.join_hold);
         let rng = &mut self.rng;
         let Some(peer) = peer_entry(
             &mut self.peers,
@@ -558,6 +587,9 @@ impl Receiver {
                 // ours to recover (§9.4's default).
                 peer.started = true;
                 peer.next = join_point(lead.next(), trail, join, rxw);
+                if peer.next != trail {
+                    peer.hold(now, join_hold);
+                }
             }
             peer.advance_trail(trail, rxw);
             // Data up to SPM_LEAD was sent: what we lack of it is missing (§6.3).
@@ -688,6 +720,11 @@ impl Receiver {
         let Some(peer) = self.peers.get_mut(&tsi) else {
             return;
         };
+        if peer.hold_until.is_some() {
+            self.count_events(&events);
+            self.events.extend(events);
+            return;
+        }
         peer.drain(max_apdu, &mut events, &mut self.stats);
         let fin_done = peer.fin_lead.is_some_and(|f| peer.next == f.next());
         if !peer.ended && peer.slots.is_empty() && fin_done {
@@ -748,6 +785,9 @@ impl Receiver {
             }
             self.events.extend(events);
             return;
+        }
+        if peer.hold_until.is_some_and(|at| at <= now) {
+            peer.hold_until = None;
         }
         // NAK timers.
         let mut to_nak: Vec<Sqn> = Vec::new();
@@ -850,6 +890,9 @@ impl Receiver {
         let mut take = |x: Instant| t = Some(t.map_or(x, |t| t.min(x)));
         for p in self.peers.values() {
             take(p.last_heard + self.config.peer_expiry);
+            if let Some(at) = p.hold_until {
+                take(at);
+            }
             if let Some(Reverse((at, _))) = p.timers.peek() {
                 take(*at);
             }
@@ -979,6 +1022,7 @@ fn peer_entry<'a>(
                 last_heard: now,
                 next: Sqn(0),
                 started: false,
+                hold_until: None,
                 slots: VecDeque::new(),
                 timers: BinaryHeap::new(),
                 apdu: None,
@@ -1020,6 +1064,55 @@ fn random_upto(rng: &mut EngineRng, ivl: Duration) -> Duration {
 }
 
 impl Peer {
+    /// Starts the join hold (see [`ReceiverConfig::join_hold`]).
+    fn hold(&mut self, now: Instant, hold: Duration) {
+        if !hold.is_zero() {
+            self.hold_until = Some(now + hold);
+        }
+    }
+
+    /// When the window starts at `sqn` in the middle of a message, the message's start is
+    /// not ours to get: its fragments are skipped.
+    fn skip_mid_message(&mut self, sqn: Sqn, fragment: Option<(Sqn, u32, u32)>) {
+        self.skip_apdu = match fragment {
+            Some((first, _, _)) if first != sqn && self.next == sqn => Some(first),
+            _ => None,
+        };
+    }
+
+    /// Moves the start of a held window back to `sqn`, older than it, when the source still
+    /// holds `sqn` (not behind `trail`) and the window stays within `rxw`. Everything from
+    /// `sqn` to the old start becomes Missing (in BACK-OFF); the caller fills `sqn` itself.
+    fn rewind_to(
+        &mut self,
+        sqn: Sqn,
+        trail: Sqn,
+        now: Instant,
+        nak_bo: Duration,
+        rxw: u32,
+        rng: &mut EngineRng,
+    ) -> bool {
+        let Some(back) = self.next.since(sqn) else {
+            return false;
+        };
+        if back == 0 || sqn.lt(trail) || self.slots.len() as u64 + u64::from(back) > u64::from(rxw)
+        {
+            return false;
+        }
+        for i in (0..back).rev() {
+            let deadline = now + random_upto(rng, nak_bo);
+            self.timers.push(Reverse((deadline, (sqn + i).0)));
+            self.slots.push_front(Slot::Missing {
+                state: NakState::BackOff,
+                deadline,
+                ncf_retries: 0,
+                data_retries: 0,
+            });
+        }
+        self.next = sqn;
+        true
+    }
+
     /// Creates Missing slots (in BACK-OFF, §6.3) for every sequence number from the end of the
     /// window up to, not including, `end`. If that would make the window longer than `rxw`,
     /// what falls out of it is lost at once.
