@@ -32,6 +32,10 @@ fn meta() -> RecvMeta {
 }
 
 fn bytes(body: Body<'_>) -> Vec<u8> {
+    bytes_with(body, OptionList::EMPTY)
+}
+
+fn bytes_with(body: Body<'_>, options: OptionList<'_>) -> Vec<u8> {
     let repr = Repr {
         sport: 4000,
         dport: 7500,
@@ -39,7 +43,7 @@ fn bytes(body: Body<'_>) -> Vec<u8> {
         parity: false,
         var_pktlen: false,
         body,
-        options: OptionList::EMPTY,
+        options,
     };
     let mut b = vec![0; repr.buffer_len()];
     repr.emit(&mut b).expect("emit");
@@ -264,26 +268,17 @@ fn sources_beyond_the_limit_are_refused_and_counted() {
 
 fn odata_with(sqn: u32, trail: u32, syn: bool, payload: &[u8]) -> Vec<u8> {
     let opts = [PgmOption::from(OptionValue::Syn)];
-    let repr = Repr {
-        sport: 4000,
-        dport: 7500,
-        gsi: GSI,
-        parity: false,
-        var_pktlen: false,
-        body: Body::Odata(DataRepr {
-            sqn: Sqn(sqn),
-            trail: Sqn(trail),
-            payload,
-        }),
-        options: if syn {
-            OptionList::Slice(&opts)
-        } else {
-            OptionList::EMPTY
-        },
+    let body = Body::Odata(DataRepr {
+        sqn: Sqn(sqn),
+        trail: Sqn(trail),
+        payload,
+    });
+    let options = if syn {
+        OptionList::Slice(&opts)
+    } else {
+        OptionList::EMPTY
     };
-    let mut b = vec![0; repr.buffer_len()];
-    repr.emit(&mut b).expect("emit");
-    b
+    bytes_with(body, options)
 }
 
 fn data_of(evs: &[Event]) -> Vec<Vec<u8>> {
