@@ -91,6 +91,11 @@ struct SendArgs {
     /// Let receivers that join late recover the whole transmit window (OPT_JOIN).
     #[arg(long)]
     late_join: bool,
+    /// Largest PGM packet in bytes, IP and UDP headers excluded. Default: what the
+    /// interface's MTU (up to 9000) leaves after the IPv4 header and the UDP header (PGM/UDP)
+    /// or the Router Alert option (PGM/IP), so that a packet fills a frame.
+    #[arg(long)]
+    max_tpdu: Option<usize>,
 }
 
 #[derive(Args)]
@@ -204,6 +209,23 @@ async fn send(args: SendArgs) -> Result<()> {
     engine.txw_max_rte = args.rate;
     engine.txw_sqns = args.txw_sqns;
     engine.late_join = args.late_join;
+    engine.max_tpdu = match args.max_tpdu {
+        Some(n) => n,
+        None => {
+            let mtu = if interface.addr.is_unspecified() {
+                1500
+            } else {
+                iface::mtu(&interface.name)
+                    .with_context(|| format!("reading the MTU of {}", interface.name))?
+            };
+            // IPv4 header, then UDP (PGM/UDP) or the Router Alert option (PGM/IP).
+            let below = 20 + if args.net.ip { 4 } else { 8 };
+            (mtu.min(9000) as usize).saturating_sub(below)
+        }
+    };
+    if engine.max_tpdu < 128 {
+        bail!("--max-tpdu {} is too small (at least 128)", engine.max_tpdu);
+    }
     let mut cfg = SenderConfig::new(engine, transport);
     cfg.linger = Duration::from_secs_f64(args.linger.max(0.0));
     let sender = Sender::bind(cfg).context("opening the sender")?;

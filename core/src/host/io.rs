@@ -14,8 +14,8 @@ use std::task::{Context, Poll};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use crate::net::Transport;
-use crate::proto::{RecvMeta, Transmit};
+use crate::net::{RecvBatch, Transport};
+use crate::proto::Transmit;
 
 /// Async send and receive over a non-blocking [`Transport`].
 #[derive(Debug)]
@@ -45,29 +45,44 @@ impl<T: Transport> AsyncTransport<T> {
         })
     }
 
-    /// Sends one transmit, waiting while the socket's send buffer is full.
-    pub(crate) async fn send(&self, transmit: &Transmit, packet: &[u8]) -> io::Result<()> {
-        match self.transport.send(transmit, packet) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            r => return r,
+    /// Sends the transmits of `batch` in order, as few system calls as the transport
+    /// allows, waiting while a socket's send buffer is full. Stops at the first transmit
+    /// the kernel refuses otherwise: returns how many were sent before it, and its error.
+    pub(crate) async fn send_batch(&self, batch: &[(Transmit, &[u8])]) -> (usize, io::Result<()>) {
+        let mut done = 0;
+        while done < batch.len() {
+            let rest = &batch[done..];
+            let r = match self.transport.send_batch(rest) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let socket = self.transport.send_socket(&rest[0].0);
+                    let Some((fd, _)) = self.fds.get(socket) else {
+                        return (done, Err(e));
+                    };
+                    fd.async_io(Interest::WRITABLE, || self.transport.send_batch(rest))
+                        .await
+                }
+                r => r,
+            };
+            match r {
+                Ok(0) => return (done, Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => done += n,
+                Err(e) => return (done, Err(e)),
+            }
         }
-        let Some((fd, _)) = self.fds.get(self.transport.send_socket(transmit)) else {
-            return Err(io::ErrorKind::WouldBlock.into());
-        };
-        fd.async_io(Interest::WRITABLE, || self.transport.send(transmit, packet))
-            .await
+        (done, Ok(()))
     }
 
-    /// Receives the next packet from any receiving socket.
-    pub(crate) async fn recv(&self, buf: &mut [u8]) -> io::Result<(RecvMeta, usize)> {
-        poll_fn(|cx| self.poll_recv(cx, buf)).await
+    /// Receives the packets queued on the next ready receiving socket into `batch`,
+    /// waiting until one is.
+    pub(crate) async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        poll_fn(|cx| self.poll_recv_batch(cx, batch)).await
     }
 
-    fn poll_recv(
+    fn poll_recv_batch(
         &self,
         cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<(RecvMeta, usize)>> {
+        batch: &mut RecvBatch,
+    ) -> Poll<io::Result<usize>> {
         let n = self.fds.len();
         let start = self.start.fetch_add(1, Ordering::Relaxed);
         for k in 0..n {
@@ -81,7 +96,8 @@ impl<T: Transport> AsyncTransport<T> {
                     Poll::Pending => break,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Ready(Ok(())) => {
-                        match fd.try_io(Interest::READABLE, || self.transport.recv(i, buf)) {
+                        match fd.try_io(Interest::READABLE, || self.transport.recv_batch(i, batch))
+                        {
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                             r => return Poll::Ready(r),
                         }
@@ -92,14 +108,14 @@ impl<T: Transport> AsyncTransport<T> {
         Poll::Pending
     }
 
-    /// Receives a packet already queued on any receiving socket, without waiting: `None`
-    /// when none is. For draining a batch after [`AsyncTransport::recv`] returned.
-    pub(crate) fn try_recv(&self, buf: &mut [u8]) -> Option<io::Result<(RecvMeta, usize)>> {
+    /// Receives the packets already queued on the first receiving socket that has any,
+    /// without waiting: `None` when none has.
+    pub(crate) fn try_recv_batch(&self, batch: &mut RecvBatch) -> Option<io::Result<usize>> {
         for (i, (_, receives)) in self.fds.iter().enumerate() {
             if !receives {
                 continue;
             }
-            match self.transport.recv(i, buf) {
+            match self.transport.recv_batch(i, batch) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 r => return Some(r),
             }

@@ -100,9 +100,3 @@ fn is_transient(e: &std::io::Error) -> bool {
         )
     })
 }
-
-/// How many packets a driver takes from the sockets before it drains the engine's output.
-const RECV_BATCH: usize = 64;
-
-/// Largest datagram read from a socket (the largest IPv4 packet).
-const RECV_BUF: usize = 65_536;

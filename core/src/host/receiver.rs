@@ -1,16 +1,18 @@
 //! The receiving half: a [`proto::receiver::Receiver`](crate::proto::receiver::Receiver)
 //! engine on a transport, driven by a tokio task.
 
+use std::collections::VecDeque;
 use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::io::AsyncTransport;
-use super::{Error, Event, RECV_BATCH, RECV_BUF, is_transient, now, sleep_until};
-use crate::net::{Transport, TransportConfig};
-use crate::proto::RecvMeta;
+use super::{Error, Event, is_transient, now, sleep_until};
+use crate::net::{RecvBatch, Transport, TransportConfig};
+use crate::proto::Transmit;
 use crate::proto::receiver::{self, ReceiverConfig as EngineConfig};
 
 /// What a [`Receiver`] is bound with.
@@ -22,8 +24,9 @@ pub struct ReceiverConfig {
     /// `listen_unicast` off when a sender on the same host owns the unicast port (PGM/UDP),
     /// as the receiver engine needs no unicast today.
     pub transport: TransportConfig,
-    /// Events buffered for the application; when full, the driver stops reading the sockets
-    /// until the application catches up (the kernel then drops, and PGM repairs). Default
+    /// Events buffered for the application; when this many wait, the driver stops reading
+    /// the sockets until the application takes them (the kernel then drops, and PGM
+    /// repairs). The application's side holds up to as many again, taken in one go. Default
     /// 4096.
     pub event_queue: usize,
 }
@@ -85,9 +88,46 @@ pub struct ReceiverStats {
 /// ```
 #[derive(Debug)]
 pub struct Receiver {
-    events: mpsc::Receiver<Event>,
+    shared: Arc<Shared>,
+    /// Events taken from the driver in one go, handed out one by one.
+    local: VecDeque<Event>,
     stats: mpsc::Sender<oneshot::Sender<ReceiverStats>>,
     driver: JoinHandle<io::Result<()>>,
+}
+
+/// Events from the driver to the application, under one lock held only to push or take.
+#[derive(Debug, Default)]
+struct Queue {
+    events: VecDeque<Event>,
+    driver_done: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Wakes the application: events arrived, or the driver ended.
+    ready: Notify,
+    /// Wakes the driver: the application took the events of a full queue.
+    room: Notify,
+    limit: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Each critical section is a push or a take: a panic cannot leave it half done.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Marks the driver done when it ends, however it ends, so that the application stops
+/// waiting for events.
+struct DoneOnDrop(Arc<Shared>);
+
+impl Drop for DoneOnDrop {
+    fn drop(&mut self) {
+        self.0.lock().driver_done = true;
+        self.0.ready.notify_one();
+    }
 }
 
 impl Receiver {
@@ -121,18 +161,24 @@ impl Receiver {
         event_queue: usize,
     ) -> io::Result<Self> {
         let io = AsyncTransport::new(transport)?;
-        let (events_tx, events) = mpsc::channel(event_queue.max(1));
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            ready: Notify::new(),
+            room: Notify::new(),
+            limit: event_queue.max(1),
+        });
         let (stats, stats_rx) = mpsc::channel(4);
         let driver = Driver {
             engine: receiver::Receiver::new(engine),
             io,
-            events: events_tx,
+            shared: shared.clone(),
             stats_requests: stats_rx,
             stats: ReceiverStats::default(),
         };
         let driver = tokio::spawn(driver.run());
         Ok(Self {
-            events,
+            shared,
+            local: VecDeque::new(),
             stats,
             driver,
         })
@@ -141,7 +187,31 @@ impl Receiver {
     /// The next event: data (in order per source), loss, session start and end. `None` once
     /// the driver has stopped (see [`Receiver::stop`] for why).
     pub async fn next_event(&mut self) -> Option<Event> {
-        self.events.recv().await
+        loop {
+            if let Some(e) = self.local.pop_front() {
+                return Some(e);
+            }
+            let ready = self.shared.ready.notified();
+            tokio::pin!(ready);
+            {
+                let mut q = self.shared.lock();
+                if !q.events.is_empty() {
+                    std::mem::swap(&mut self.local, &mut q.events);
+                    let was_full = self.local.len() >= self.shared.limit;
+                    drop(q);
+                    if was_full {
+                        self.shared.room.notify_one();
+                    }
+                    continue;
+                }
+                if q.driver_done {
+                    return None;
+                }
+                // Registered before the lock is released: the driver's next push wakes us.
+                ready.as_mut().enable();
+            }
+            ready.await;
+        }
     }
 
     /// The current counters.
@@ -154,12 +224,7 @@ impl Receiver {
     /// Stops the driver and returns why it had stopped on its own, if it had: a socket
     /// error that was not per-packet.
     pub async fn stop(self) -> io::Result<()> {
-        let Self {
-            events,
-            stats,
-            driver,
-        } = self;
-        drop(events);
+        let Self { stats, driver, .. } = self;
         drop(stats);
         match driver.await {
             Ok(r) => r,
@@ -172,43 +237,48 @@ impl Receiver {
 struct Driver<T> {
     engine: receiver::Receiver,
     io: AsyncTransport<T>,
-    events: mpsc::Sender<Event>,
+    shared: Arc<Shared>,
     stats_requests: mpsc::Receiver<oneshot::Sender<ReceiverStats>>,
     stats: ReceiverStats,
 }
 
 impl<T: Transport> Driver<T> {
     async fn run(mut self) -> io::Result<()> {
+        let _done = DoneOnDrop(self.shared.clone());
         let mut buf = Vec::with_capacity(512);
-        let mut rbuf = vec![0u8; RECV_BUF];
+        let mut out: Vec<(Transmit, Vec<u8>)> = Vec::new();
+        let mut rbatch = RecvBatch::new();
         loop {
             let now = now();
             while let Some(t) = self.engine.poll_transmit(now, &mut buf) {
-                if t.len == 0 {
-                    continue;
+                if t.len > 0 {
+                    out.push((t, buf[..t.len].to_vec()));
                 }
-                if let Err(e) = self.io.send(&t, &buf[..t.len]).await {
-                    self.stats.send_errors += 1;
-                    if !is_transient(&e) {
-                        return Err(e);
+            }
+            if !out.is_empty() {
+                let batch: Vec<(Transmit, &[u8])> = out.iter().map(|(t, p)| (*t, &p[..])).collect();
+                let mut done = 0;
+                while done < batch.len() {
+                    let (n, r) = self.io.send_batch(&batch[done..]).await;
+                    done += n;
+                    if let Err(e) = r {
+                        self.stats.send_errors += 1;
+                        if !is_transient(&e) {
+                            return Err(e);
+                        }
+                        done += 1;
                     }
                 }
+                drop(batch);
+                out.clear();
             }
-            while let Some(ev) = self.engine.poll_event() {
-                if self.events.send(ev).await.is_err() {
-                    return Ok(()); // the application dropped the receiver
-                }
-            }
+            let full = self.publish();
             let deadline = self.engine.poll_timeout();
             tokio::select! {
-                r = self.io.recv(&mut rbuf) => {
-                    let now = super::now();
-                    self.on_recv(now, r, &rbuf)?;
-                    for _ in 1..RECV_BATCH {
-                        let Some(r) = self.io.try_recv(&mut rbuf) else { break };
-                        self.on_recv(now, r, &rbuf)?;
-                    }
+                r = self.io.recv_batch(&mut rbatch), if !full => {
+                    self.on_recv(super::now(), r, &rbatch)?;
                 }
+                () = self.shared.room.notified(), if full => {}
                 () = sleep_until(deadline) => self.engine.handle_timeout(super::now()),
                 req = self.stats_requests.recv() => match req {
                     Some(reply) => {
@@ -216,21 +286,39 @@ impl<T: Transport> Driver<T> {
                         s.engine = self.engine.stats().clone();
                         let _ = reply.send(s);
                     }
+                    // The application dropped the receiver.
                     None => return Ok(()),
                 },
-                () = self.events.closed() => return Ok(()),
             }
         }
     }
 
-    fn on_recv(
-        &mut self,
-        now: Instant,
-        r: io::Result<(RecvMeta, usize)>,
-        buf: &[u8],
-    ) -> io::Result<()> {
+    /// Moves the engine's events to the application's queue, waking it if it may be
+    /// waiting. Returns whether the queue is full.
+    fn publish(&mut self) -> bool {
+        let mut q = self.shared.lock();
+        let was_empty = q.events.is_empty();
+        while let Some(ev) = self.engine.poll_event() {
+            q.events.push_back(ev);
+        }
+        let (len, limit) = (q.events.len(), self.shared.limit);
+        drop(q);
+        if was_empty && len > 0 {
+            self.shared.ready.notify_one();
+        }
+        len >= limit
+    }
+
+    fn on_recv(&mut self, now: Instant, r: io::Result<usize>, batch: &RecvBatch) -> io::Result<()> {
         match r {
-            Ok((meta, n)) => self.engine.handle_packet(now, meta, &buf[..n]),
+            Ok(n) => {
+                for i in 0..n {
+                    match batch.get(i) {
+                        Ok((meta, bytes)) => self.engine.handle_packet(now, meta, bytes),
+                        Err(_) => self.stats.recv_errors += 1,
+                    }
+                }
+            }
             Err(e) => {
                 self.stats.recv_errors += 1;
                 if !is_transient(&e) {

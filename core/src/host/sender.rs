@@ -5,11 +5,14 @@ use std::io;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{Notify, oneshot};
 
 use super::io::AsyncTransport;
-use super::{Error, RECV_BATCH, RECV_BUF, is_transient, now, sleep_until};
-use crate::net::{Transport, TransportConfig};
+use super::{Error, is_transient, now, sleep_until};
+use crate::net::{RecvBatch, Transport, TransportConfig};
+use crate::proto::Transmit;
 use crate::proto::source::{SendError, Source, SourceConfig, SourceStats};
 use crate::wire::Tsi;
 
@@ -26,6 +29,10 @@ pub struct SenderConfig {
     /// receivers can still repair the end of the session (§9.7). Default 2 s: ten times the
     /// receivers' default NAK_RPT_IVL.
     pub linger: Duration,
+    /// Messages [`Sender::send`] queues for the driver before it waits (also bounded by 8
+    /// MiB of messages). Default 1024: enough to keep the driver busy between two of the
+    /// application's time slices, small beside the transmit window.
+    pub send_queue: usize,
 }
 
 impl SenderConfig {
@@ -35,6 +42,7 @@ impl SenderConfig {
             engine,
             transport,
             linger: Duration::from_secs(2),
+            send_queue: 1024,
         }
     }
 }
@@ -49,16 +57,67 @@ pub struct SenderStats {
     pub send_errors: u64,
     /// Receive errors (skipped packets).
     pub recv_errors: u64,
+    /// Messages the engine refused after [`Sender::send`] had queued them (too many
+    /// fragments for the transmit window).
+    pub refused: u64,
 }
 
-/// Where the outcome of one `send` goes.
-type SendReply = oneshot::Sender<Result<(), SendError>>;
+/// Messages accepted by [`Sender::send`] and not yet taken by the driver, with the requests
+/// that ride along with them. Shared by the handles and the driver under one lock, held only
+/// to push or take.
+#[derive(Default)]
+struct Queue {
+    msgs: VecDeque<Vec<u8>>,
+    bytes: usize,
+    close_requested: bool,
+    driver_gone: bool,
+    flushes: Vec<oneshot::Sender<()>>,
+    closes: Vec<oneshot::Sender<SenderStats>>,
+    stats: Vec<oneshot::Sender<SenderStats>>,
+}
 
-enum Command {
-    Send(Vec<u8>, SendReply),
-    Flush(oneshot::Sender<()>),
-    Close(oneshot::Sender<SenderStats>),
-    Stats(oneshot::Sender<SenderStats>),
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Wakes the driver: the queue went from empty to not, or a request arrived.
+    wake_driver: Notify,
+    /// Wakes handles waiting for room in the queue (or for the driver's end).
+    room: Notify,
+    /// Most messages queued; `send` waits beyond.
+    max_msgs: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A panic while the lock was held cannot leave the queue inconsistent: each
+        // critical section is a push or a take.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn request(&self, f: impl FnOnce(&mut Queue)) -> Result<(), Error> {
+        let mut q = self.lock();
+        if q.driver_gone {
+            return Err(Error::DriverGone);
+        }
+        f(&mut q);
+        drop(q);
+        self.wake_driver.notify_one();
+        Ok(())
+    }
+}
+
+/// Most bytes of messages queued (beyond one message); `send` waits beyond.
+const QUEUE_BYTES: usize = 8 << 20;
+
+/// What every clone of a [`Sender`] shares; dropping the last closes the session.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // Every handle is gone: close as `close` would, in the background.
+        let _ = self.shared.request(|q| q.close_requested = true);
+    }
 }
 
 /// A PGM source: one transport session sending to one group.
@@ -93,20 +152,16 @@ enum Command {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Sender {
-    commands: mpsc::Sender<Command>,
+    handle: Arc<Handle>,
     tsi: Tsi,
+    max_apdu: usize,
 }
 
-impl std::fmt::Debug for Command {
+impl std::fmt::Debug for Sender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Send(..) => "Send",
-            Self::Flush(_) => "Flush",
-            Self::Close(_) => "Close",
-            Self::Stats(_) => "Stats",
-        })
+        f.debug_struct("Sender").field("tsi", &self.tsi).finish()
     }
 }
 
@@ -135,7 +190,7 @@ impl Sender {
         t.listen_unicast = true;
         t.listen_multicast = false;
         let transport = t.open()?;
-        Self::with_transport(config.engine, transport, config.linger)
+        Self::start(config.engine, transport, config.linger, config.send_queue)
     }
 
     /// Starts a session on a transport opened by the caller.
@@ -148,15 +203,29 @@ impl Sender {
         transport: T,
         linger: Duration,
     ) -> io::Result<Self> {
+        Self::start(engine, transport, linger, 1024)
+    }
+
+    fn start<T: Transport + 'static>(
+        engine: SourceConfig,
+        transport: T,
+        linger: Duration,
+        send_queue: usize,
+    ) -> io::Result<Self> {
         let io = AsyncTransport::new(transport)?;
+        let max_apdu = engine.max_apdu;
         let source = Source::new(engine, now());
         let tsi = source.tsi();
-        let (commands, rx) = mpsc::channel(64);
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            wake_driver: Notify::new(),
+            room: Notify::new(),
+            max_msgs: send_queue.max(1),
+        });
         let driver = Driver {
             source,
             io,
-            commands: rx,
-            commands_open: true,
+            shared: shared.clone(),
             pending: VecDeque::new(),
             flushes: Vec::new(),
             closes: Vec::new(),
@@ -168,7 +237,11 @@ impl Sender {
             recv_broken: false,
         };
         tokio::spawn(driver.run());
-        Ok(Self { commands, tsi })
+        Ok(Self {
+            handle: Arc::new(Handle { shared }),
+            tsi,
+            max_apdu,
+        })
     }
 
     /// The session's TSI.
@@ -176,21 +249,50 @@ impl Sender {
         self.tsi
     }
 
-    /// Queues one message (fragmented if larger than a packet), waiting while the transmit
+    /// Queues one message (fragmented if larger than a packet) for the driver, waiting while
+    /// its queue ([`SenderConfig::send_queue`]) is full, which it stays while the transmit
     /// window is full of unsent data. Messages are sent in the order their `send` calls
-    /// complete.
+    /// complete. A message larger than the engine's `max_apdu` is refused at once.
     pub async fn send(&self, data: &[u8]) -> Result<(), Error> {
-        let (tx, rx) = oneshot::channel();
-        self.command(Command::Send(data.to_vec(), tx)).await?;
-        rx.await
-            .map_err(|_| Error::DriverGone)?
-            .map_err(Error::Send)
+        if data.len() > self.max_apdu {
+            return Err(Error::Send(SendError::TooLarge));
+        }
+        let shared = &self.handle.shared;
+        let mut msg = Some(data.to_vec());
+        loop {
+            let room = shared.room.notified();
+            tokio::pin!(room);
+            {
+                let mut q = shared.lock();
+                if q.driver_gone {
+                    return Err(Error::DriverGone);
+                }
+                if q.close_requested {
+                    return Err(Error::Send(SendError::Closed));
+                }
+                let fits = q.msgs.len() < shared.max_msgs && q.bytes + data.len() <= QUEUE_BYTES;
+                if q.msgs.is_empty() || fits {
+                    let was_empty = q.msgs.is_empty();
+                    q.bytes += data.len();
+                    q.msgs.extend(msg.take());
+                    drop(q);
+                    if was_empty {
+                        shared.wake_driver.notify_one();
+                    }
+                    return Ok(());
+                }
+                // Registered before the lock is released, so the driver's wakeup after it
+                // takes the queue cannot be missed.
+                room.as_mut().enable();
+            }
+            room.await;
+        }
     }
 
     /// Waits until every message accepted so far has been sent as ODATA.
     pub async fn flush(&self) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
-        self.command(Command::Flush(tx)).await?;
+        self.handle.shared.request(|q| q.flushes.push(tx))?;
         rx.await.map_err(|_| Error::DriverGone)
     }
 
@@ -200,29 +302,91 @@ impl Sender {
     /// [`SendError::Closed`] from then on.
     pub async fn close(self) -> Result<SenderStats, Error> {
         let (tx, rx) = oneshot::channel();
-        self.command(Command::Close(tx)).await?;
+        self.handle.shared.request(|q| {
+            q.close_requested = true;
+            q.closes.push(tx);
+        })?;
         rx.await.map_err(|_| Error::DriverGone)
     }
 
     /// The current counters.
     pub async fn stats(&self) -> Result<SenderStats, Error> {
         let (tx, rx) = oneshot::channel();
-        self.command(Command::Stats(tx)).await?;
+        self.handle.shared.request(|q| q.stats.push(tx))?;
         rx.await.map_err(|_| Error::DriverGone)
     }
+}
 
-    async fn command(&self, c: Command) -> Result<(), Error> {
-        self.commands.send(c).await.map_err(|_| Error::DriverGone)
+/// Marks the driver gone when it ends, however it ends, so that handles stop waiting.
+struct GoneOnDrop(Arc<Shared>);
+
+impl Drop for GoneOnDrop {
+    fn drop(&mut self) {
+        self.0.lock().driver_gone = true;
+        self.0.room.notify_waiters();
     }
 }
+
+/// Packets a driver hands to the transport per call, and the bytes kept for them.
+struct TxBatch {
+    arena: Vec<u8>,
+    transmits: Vec<(Transmit, usize, usize)>,
+}
+
+impl TxBatch {
+    fn new() -> Self {
+        Self {
+            arena: Vec::with_capacity(crate::net::mmsg::SEND_BATCH * 1500),
+            transmits: Vec::with_capacity(crate::net::mmsg::SEND_BATCH),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.arena.clear();
+        self.transmits.clear();
+    }
+
+    fn push(&mut self, t: Transmit, packet: &[u8]) {
+        let start = self.arena.len();
+        self.arena.extend_from_slice(packet);
+        self.transmits.push((t, start, self.arena.len()));
+    }
+
+    fn is_full(&self) -> bool {
+        self.transmits.len() >= crate::net::mmsg::SEND_BATCH
+    }
+
+    /// Sends the batch; a transmit the kernel refuses is dropped and counted in `errors`
+    /// (receivers NAK lost data, and the timers resend SPMs).
+    async fn send<T: Transport>(&mut self, io: &AsyncTransport<T>, errors: &mut u64) {
+        let slices: Vec<(Transmit, &[u8])> = self
+            .transmits
+            .iter()
+            .map(|&(t, a, b)| (t, &self.arena[a..b]))
+            .collect();
+        let mut done = 0;
+        while done < slices.len() {
+            let (n, r) = io.send_batch(&slices[done..]).await;
+            done += n;
+            if r.is_err() {
+                *errors += 1;
+                done += 1;
+            }
+        }
+        drop(slices);
+        self.clear();
+    }
+}
+
+/// Packets the sender's driver sends before it looks at its sockets and timers again.
+const DRAIN_BUDGET: usize = 1024;
 
 struct Driver<T> {
     source: Source,
     io: AsyncTransport<T>,
-    commands: mpsc::Receiver<Command>,
-    commands_open: bool,
-    /// Messages refused with WouldBlock, retried in order as the window drains.
-    pending: VecDeque<(Vec<u8>, SendReply)>,
+    shared: Arc<Shared>,
+    /// Messages taken from the queue, admitted in order as the window has room.
+    pending: VecDeque<Vec<u8>>,
     flushes: Vec<oneshot::Sender<()>>,
     closes: Vec<oneshot::Sender<SenderStats>>,
     close_requested: bool,
@@ -236,34 +400,31 @@ struct Driver<T> {
 
 impl<T: Transport> Driver<T> {
     async fn run(mut self) {
+        let _gone = GoneOnDrop(self.shared.clone());
         let mut buf = Vec::with_capacity(2048);
-        let mut rbuf = vec![0u8; RECV_BUF];
+        let mut batch = TxBatch::new();
+        let mut rbatch = RecvBatch::new();
         loop {
             let now = now();
-            self.drain(now, &mut buf).await;
+            self.take_queue();
+            let more = self.drain(now, &mut buf, &mut batch).await;
             if self.linger_until.is_some_and(|t| now >= t) {
                 break;
+            }
+            if more {
+                // Still data to send: take NAKs and timers without waiting, then go on.
+                self.poll_input(&mut rbatch);
+                tokio::task::yield_now().await;
+                continue;
             }
             let deadline = match (self.source.poll_timeout(), self.linger_until) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
             tokio::select! {
-                cmd = self.commands.recv(), if self.commands_open => match cmd {
-                    Some(cmd) => self.on_command(cmd),
-                    // Every handle is gone: close as `close` would.
-                    None => {
-                        self.commands_open = false;
-                        self.close_requested = true;
-                    }
-                },
-                r = self.io.recv(&mut rbuf), if !self.recv_broken => {
-                    let now = super::now();
-                    self.on_recv(now, r, &rbuf);
-                    for _ in 1..RECV_BATCH {
-                        let Some(r) = self.io.try_recv(&mut rbuf) else { break };
-                        self.on_recv(now, r, &rbuf);
-                    }
+                () = self.shared.wake_driver.notified() => {}
+                r = self.io.recv_batch(&mut rbatch), if !self.recv_broken => {
+                    self.on_recv(super::now(), r, &rbatch);
                 }
                 () = sleep_until(deadline) => self.source.handle_timeout(super::now()),
             }
@@ -274,14 +435,33 @@ impl<T: Transport> Driver<T> {
         }
     }
 
-    fn on_recv(
-        &mut self,
-        now: Instant,
-        r: io::Result<(crate::proto::RecvMeta, usize)>,
-        buf: &[u8],
-    ) {
+    /// Takes NAKs and SPMRs already queued on the sockets and runs due timers, without
+    /// waiting.
+    fn poll_input(&mut self, rbatch: &mut RecvBatch) {
+        let now = now();
+        if !self.recv_broken {
+            for _ in 0..4 {
+                let Some(r) = self.io.try_recv_batch(rbatch) else {
+                    break;
+                };
+                self.on_recv(now, r, rbatch);
+            }
+        }
+        if self.source.poll_timeout().is_some_and(|t| t <= now) {
+            self.source.handle_timeout(now);
+        }
+    }
+
+    fn on_recv(&mut self, now: Instant, r: io::Result<usize>, batch: &RecvBatch) {
         match r {
-            Ok((meta, n)) => self.source.handle_packet(now, meta, &buf[..n]),
+            Ok(n) => {
+                for i in 0..n {
+                    match batch.get(i) {
+                        Ok((meta, bytes)) => self.source.handle_packet(now, meta, bytes),
+                        Err(_) => self.stats.recv_errors += 1,
+                    }
+                }
+            }
             Err(e) => {
                 self.stats.recv_errors += 1;
                 if !is_transient(&e) {
@@ -292,22 +472,30 @@ impl<T: Transport> Driver<T> {
         }
     }
 
-    fn on_command(&mut self, cmd: Command) {
-        match cmd {
-            Command::Send(data, reply) => {
-                if self.close_requested {
-                    let _ = reply.send(Err(SendError::Closed));
-                } else {
-                    self.pending.push_back((data, reply));
-                }
-            }
-            Command::Flush(reply) => self.flushes.push(reply),
-            Command::Close(reply) => {
-                self.close_requested = true;
-                self.closes.push(reply);
-            }
-            Command::Stats(reply) => {
-                let _ = reply.send(self.snapshot());
+    /// Takes the requests, and the queued messages once the previous ones are admitted.
+    fn take_queue(&mut self) {
+        let mut q = self.shared.lock();
+        let stats = std::mem::take(&mut q.stats);
+        self.flushes.append(&mut q.flushes);
+        self.closes.append(&mut q.closes);
+        let mut took = false;
+        if self.pending.is_empty() && !q.msgs.is_empty() {
+            std::mem::swap(&mut self.pending, &mut q.msgs);
+            q.bytes = 0;
+            took = true;
+        }
+        // Close once every message queued before it is taken.
+        if q.close_requested && q.msgs.is_empty() {
+            self.close_requested = true;
+        }
+        drop(q);
+        if took {
+            self.shared.room.notify_waiters();
+        }
+        if !stats.is_empty() {
+            let snapshot = self.snapshot();
+            for s in stats {
+                let _ = s.send(snapshot.clone());
             }
         }
     }
@@ -319,27 +507,41 @@ impl<T: Transport> Driver<T> {
         }
     }
 
-    /// Admits pending messages and sends what the engine has, until neither makes progress.
-    async fn drain(&mut self, now: Instant, buf: &mut Vec<u8>) {
+    /// Admits pending messages and sends what the engine has in batches, until neither
+    /// makes progress or [`DRAIN_BUDGET`] packets went out. Returns whether work remains.
+    async fn drain(&mut self, now: Instant, buf: &mut Vec<u8>, batch: &mut TxBatch) -> bool {
+        let mut sent = 0;
         loop {
             self.admit();
+            if self.pending.is_empty() {
+                self.take_queue();
+                self.admit();
+            }
             if self.pending.is_empty() && self.close_requested && !self.close_started {
                 self.source.close(now);
                 self.close_started = true;
             }
-            let mut sent = false;
+            let mut progress = false;
             while let Some(t) = self.source.poll_transmit(now, buf) {
-                sent = true;
+                progress = true;
                 if t.len == 0 {
                     continue;
                 }
-                // A refused transmit is dropped and counted: receivers NAK lost data, and the
-                // timers resend SPMs.
-                if self.io.send(&t, &buf[..t.len]).await.is_err() {
-                    self.stats.send_errors += 1;
+                batch.push(t, &buf[..t.len]);
+                if batch.is_full() {
+                    sent += batch.transmits.len();
+                    batch.send(&self.io, &mut self.stats.send_errors).await;
+                    if sent >= DRAIN_BUDGET {
+                        break;
+                    }
                 }
             }
-            if !sent || self.pending.is_empty() {
+            sent += batch.transmits.len();
+            batch.send(&self.io, &mut self.stats.send_errors).await;
+            if sent >= DRAIN_BUDGET {
+                return true;
+            }
+            if !progress || self.pending.is_empty() {
                 break;
             }
         }
@@ -351,20 +553,19 @@ impl<T: Transport> Driver<T> {
                 self.linger_until = Some(now + self.linger);
             }
         }
+        false
     }
 
     /// Hands pending messages to the engine, in order, until it refuses one for lack of
-    /// room; other refusals are answered at once.
+    /// room; other refusals (the engine's own limits) drop the message, counted.
     fn admit(&mut self) {
-        while let Some((data, _)) = self.pending.front() {
+        while let Some(data) = self.pending.front() {
             match self.source.send(data) {
                 Err(SendError::WouldBlock) => return,
-                r => {
-                    if let Some((_, reply)) = self.pending.pop_front() {
-                        let _ = reply.send(r);
-                    }
-                }
+                Ok(()) => {}
+                Err(_) => self.stats.refused += 1,
             }
+            self.pending.pop_front();
         }
     }
 }

@@ -27,6 +27,40 @@ pub struct Interface {
     pub multicast: bool,
 }
 
+/// The MTU of interface `name` (`SIOCGIFMTU`), in bytes.
+#[allow(unsafe_code)]
+pub fn mtu(name: &str) -> io::Result<u32> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name:?} is not an interface name"),
+        ));
+    }
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+    // SAFETY: `ifreq` is a plain C struct (a name and a union of integers and addresses)
+    // for which all-zero bytes are valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, &b) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFMTU reads the NUL-terminated name (the array is zeroed past it) and
+    // writes an int into the union of `req`, which lives across the call.
+    let r = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SIOCGIFMTU as _,
+            &mut req,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: after a successful SIOCGIFMTU the union holds `ifru_mtu`.
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    u32::try_from(mtu).map_err(|_| io::Error::other(format!("negative MTU on {name}")))
+}
+
 /// Every IPv4 address of every interface, in the kernel's order.
 pub fn interfaces() -> io::Result<Vec<Interface>> {
     let mut out = Vec::new();
@@ -117,6 +151,14 @@ fn for_each_ifaddr(mut f: impl FnMut(&CStr, Ipv4Addr, u32)) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mtu_of_loopback_and_of_no_interface() {
+        assert!(mtu("lo").unwrap() >= 1280);
+        assert!(mtu("no-such-if0").is_err());
+        assert!(mtu("").is_err());
+        assert!(mtu("a-name-longer-than-ifnamsiz").is_err());
+    }
+
     use super::*;
 
     #[test]

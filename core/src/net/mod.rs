@@ -23,6 +23,7 @@
 //!   packet; [`Transmit::router_alert`] selects the Router Alert socket on PGM/IP.
 
 pub mod iface;
+pub mod mmsg;
 pub mod raw;
 pub mod router;
 pub mod udp;
@@ -61,6 +62,108 @@ pub trait Transport: Send + Sync {
 
     /// The sockets to wait on, each with whether packets are received on it.
     fn sockets(&self) -> Vec<(BorrowedFd<'_>, bool)>;
+
+    /// Sends the transmits of `batch` in order, as many as one system call takes where the
+    /// transport can batch (at least one). Returns how many were sent, or the error of the
+    /// first (`WouldBlock` as for [`Transport::send`]); the caller retries the rest. The
+    /// default sends one.
+    fn send_batch(&self, batch: &[(Transmit, &[u8])]) -> io::Result<usize> {
+        match batch.first() {
+            Some((t, p)) => self.send(t, p).map(|()| 1),
+            None => Ok(0),
+        }
+    }
+
+    /// Receives the packets queued on socket `socket` into `batch`, as many as one system
+    /// call gives where the transport can batch (at least one): `WouldBlock` when none is
+    /// queued. Returns how many; see [`RecvBatch::get`]. The default receives one.
+    fn recv_batch(&self, socket: usize, batch: &mut RecvBatch) -> io::Result<usize> {
+        batch.clear();
+        let (meta, n) = self.recv(socket, batch.bufs.slot_mut(0))?;
+        batch.bufs.set_one(None, n);
+        batch.items.push(Ok((meta, 0, 0, n)));
+        Ok(1)
+    }
+}
+
+/// Packets received by one [`Transport::recv_batch`].
+#[derive(Debug)]
+pub struct RecvBatch {
+    bufs: mmsg::RecvBuffers,
+    /// Per packet: its metadata, slot, and the PGM bytes' range in the slot; or why it was
+    /// unusable.
+    items: Vec<Result<(RecvMeta, usize, usize, usize), io::ErrorKind>>,
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RecvBatch {
+    /// Buffers for [`mmsg::RECV_BATCH`] packets of up to 65,536 bytes (the largest IPv4
+    /// datagram), about 2 MiB.
+    pub fn new() -> Self {
+        Self {
+            bufs: mmsg::RecvBuffers::new(65_536),
+            items: Vec::with_capacity(mmsg::RECV_BATCH),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.items.clear();
+    }
+
+    /// How many packets the last receive gave.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the last receive gave none.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Packet `i` of the last receive: its metadata and PGM bytes, or why it is unusable
+    /// (`InvalidData`: truncated, or too short to be PGM), as [`Transport::recv`] reports.
+    pub fn get(&self, i: usize) -> io::Result<(RecvMeta, &[u8])> {
+        match self.items.get(i) {
+            None => Err(io::ErrorKind::NotFound.into()),
+            Some(Err(kind)) => Err((*kind).into()),
+            Some(&Ok((meta, slot, start, end))) => {
+                let (_, bytes) = self
+                    .bufs
+                    .get(slot)
+                    .ok_or(io::Error::from(io::ErrorKind::InvalidData))?;
+                Ok((meta, bytes.get(start..end).unwrap_or_default()))
+            }
+        }
+    }
+}
+
+/// How many transmits at the front of `batch` can go out by one system call on a socket
+/// whose multicast TTL is one setting: those with the first's Router Alert choice whose
+/// group destinations ask for the same TTL (`None`: the socket's default `default_ttl`).
+fn uniform_prefix(batch: &[(Transmit, &[u8])], default_ttl: u8) -> usize {
+    let Some((first, _)) = batch.first() else {
+        return 0;
+    };
+    let mut ttl: Option<u8> = None;
+    let mut n = 0;
+    for (t, _) in batch {
+        if t.router_alert != first.router_alert {
+            break;
+        }
+        if matches!(t.destination, crate::proto::Destination::Group(_)) {
+            let want = t.ttl.unwrap_or(default_ttl);
+            if *ttl.get_or_insert(want) != want {
+                break;
+            }
+        }
+        n += 1;
+    }
+    n
 }
 
 /// Which encapsulation a [`TransportConfig`] opens.
@@ -174,6 +277,20 @@ impl Transport for AnyTransport {
         match self {
             Self::Ip(t) => t.sockets(),
             Self::Udp(t) => t.sockets(),
+        }
+    }
+
+    fn send_batch(&self, batch: &[(Transmit, &[u8])]) -> io::Result<usize> {
+        match self {
+            Self::Ip(t) => t.send_batch(batch),
+            Self::Udp(t) => t.send_batch(batch),
+        }
+    }
+
+    fn recv_batch(&self, socket: usize, batch: &mut RecvBatch) -> io::Result<usize> {
+        match self {
+            Self::Ip(t) => t.recv_batch(socket, batch),
+            Self::Udp(t) => t.recv_batch(socket, batch),
         }
     }
 }

@@ -20,8 +20,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use socket2::{Domain, Protocol, SockAddr, SockFilter, Socket, Type};
 
 use super::{
-    Encapsulation, IPPROTO_PGM, Transport, TransportConfig, TtlCache, privilege_error,
-    v4_destination,
+    Encapsulation, IPPROTO_PGM, RecvBatch, Transport, TransportConfig, TtlCache, mmsg,
+    privilege_error, uniform_prefix, v4_destination,
 };
 use crate::proto::{RecvMeta, Transmit};
 
@@ -173,6 +173,47 @@ impl Transport for RawTransport {
         let (meta, ihl) = parse_ipv4_header(&buf[..n])?;
         buf.copy_within(ihl..n, 0);
         Ok((meta, n - ihl))
+    }
+
+    fn send_batch(&self, batch: &[(Transmit, &[u8])]) -> io::Result<usize> {
+        let Some((first, _)) = batch.first() else {
+            return Ok(0);
+        };
+        let (sock, ttl) = if first.router_alert {
+            (&self.router_alert, &self.ttl_ra)
+        } else {
+            (&self.plain, &self.ttl_plain)
+        };
+        let n = uniform_prefix(batch, ttl.default).min(mmsg::SEND_BATCH);
+        let mut msgs = [(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), &[][..]); mmsg::SEND_BATCH];
+        for (i, (t, p)) in batch[..n].iter().enumerate() {
+            msgs[i] = (SocketAddrV4::new(v4_destination(t)?, 0), p);
+        }
+        let group_ttl = batch[..n]
+            .iter()
+            .find(|(t, _)| matches!(t.destination, crate::proto::Destination::Group(_)));
+        ttl.apply(group_ttl.map_or(first, |(t, _)| t), |t| {
+            sock.set_multicast_ttl_v4(t)
+        })?;
+        mmsg::send_batch(sock.as_fd(), &msgs[..n])
+    }
+
+    fn recv_batch(&self, socket: usize, batch: &mut RecvBatch) -> io::Result<usize> {
+        if socket != 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        batch.clear();
+        let n = mmsg::recv_batch(self.plain.as_fd(), &mut batch.bufs)?;
+        for i in 0..n {
+            let item = match batch.bufs.get(i) {
+                Some((_, packet)) => parse_ipv4_header(packet)
+                    .map(|(meta, ihl)| (meta, i, ihl, packet.len()))
+                    .map_err(|e| e.kind()),
+                None => Err(io::ErrorKind::InvalidData),
+            };
+            batch.items.push(item);
+        }
+        Ok(n)
     }
 
     fn sockets(&self) -> Vec<(BorrowedFd<'_>, bool)> {

@@ -19,7 +19,10 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{Encapsulation, Transport, TransportConfig, TtlCache, v4_destination};
+use super::{
+    Encapsulation, RecvBatch, Transport, TransportConfig, TtlCache, mmsg, uniform_prefix,
+    v4_destination,
+};
 use crate::proto::{Destination, RecvMeta, Transmit};
 
 /// A PGM/UDP transport. See the [module documentation](self).
@@ -138,6 +141,53 @@ impl Transport for UdpTransport {
             destination: destination.into(),
         };
         Ok((meta, n))
+    }
+
+    fn send_batch(&self, batch: &[(Transmit, &[u8])]) -> io::Result<usize> {
+        let n = uniform_prefix(batch, self.ttl.default).min(mmsg::SEND_BATCH);
+        let Some((first, _)) = batch.first() else {
+            return Ok(0);
+        };
+        let mut msgs = [(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), &[][..]); mmsg::SEND_BATCH];
+        for (i, (t, p)) in batch[..n].iter().enumerate() {
+            let port = match t.destination {
+                Destination::Group(_) => self.multicast_port,
+                _ => self.unicast_port,
+            };
+            msgs[i] = (SocketAddrV4::new(v4_destination(t)?, port), p);
+        }
+        let group_ttl = batch[..n]
+            .iter()
+            .find(|(t, _)| matches!(t.destination, Destination::Group(_)));
+        self.ttl.apply(group_ttl.map_or(first, |(t, _)| t), |ttl| {
+            self.unicast.set_multicast_ttl_v4(ttl)
+        })?;
+        mmsg::send_batch(self.unicast.as_fd(), &msgs[..n])
+    }
+
+    fn recv_batch(&self, socket: usize, batch: &mut RecvBatch) -> io::Result<usize> {
+        let (sock, destination) = match (socket, &self.multicast) {
+            (0, _) => (&self.unicast, self.interface),
+            (_, Some(m)) => (m, self.group),
+            (_, None) => return Err(io::ErrorKind::WouldBlock.into()),
+        };
+        batch.clear();
+        let n = mmsg::recv_batch(sock.as_fd(), &mut batch.bufs)?;
+        for i in 0..n {
+            batch.items.push(match batch.bufs.get(i) {
+                Some((Some(from), data)) => Ok((
+                    RecvMeta {
+                        source: (*from.ip()).into(),
+                        destination: destination.into(),
+                    },
+                    i,
+                    0,
+                    data.len(),
+                )),
+                _ => Err(io::ErrorKind::InvalidData),
+            });
+        }
+        Ok(n)
     }
 
     fn sockets(&self) -> Vec<(BorrowedFd<'_>, bool)> {
