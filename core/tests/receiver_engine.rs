@@ -401,3 +401,115 @@ fn rdata_does_not_rewind_and_syn_or_trail_start_at_once() {
         "no hold configured"
     );
 }
+
+fn rdata(sqn: u32, payload: &[u8]) -> Vec<u8> {
+    bytes(Body::Rdata(DataRepr {
+        sqn: Sqn(sqn),
+        trail: Sqn(0),
+        payload,
+    }))
+}
+
+/// The NAKed sequence numbers with the time each NAK left, running timers up to `until`.
+fn timed_naks(r: &mut Receiver, until: Instant) -> Vec<(Instant, u32)> {
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    while let Some(t) = r.poll_timeout().filter(|t| *t <= until) {
+        r.handle_timeout(t);
+        while let Some(tx) = r.poll_transmit(t, &mut buf) {
+            if tx.packet_type == PacketType::Nak {
+                let p = pgm_core::wire::NakPacket::new_checked(&buf[..tx.len]).expect("nak");
+                out.extend(p.sqns().map(|s| (t, s.0)));
+            }
+        }
+    }
+    out
+}
+
+/// A source that confirms and repairs within milliseconds: once that is measured, a lost
+/// repair is NAKed again within tens of milliseconds, not after NAK_RDATA_IVL (500 ms); with
+/// adaptation off it waits the whole interval.
+#[test]
+fn waits_adapt_to_the_measured_repair_time() {
+    for adaptive in [true, false] {
+        let now = t0();
+        let mut config = ReceiverConfig::new(7500, GROUP);
+        config.adaptive_nak_timers = adaptive;
+        let mut r = Receiver::new(config);
+        r.handle_packet(now, meta(), &spm(1, 0, u32::MAX, ROUTER));
+        r.handle_packet(now, meta(), &odata_with(0, 0, false, b"0"));
+        // A first loss, confirmed in 1 ms and repaired 2 ms later: measured.
+        r.handle_packet(now, meta(), &odata_with(2, 0, false, b"2"));
+        let naks = timed_naks(&mut r, now + Duration::from_millis(60));
+        let &[(t1, 1)] = &naks[..] else {
+            panic!("one NAK for #1: {naks:?}")
+        };
+        let ms = Duration::from_millis;
+        r.handle_packet(t1 + ms(1), meta(), &ncf(1));
+        r.handle_packet(t1 + ms(3), meta(), &rdata(1, b"1"));
+        // A second loss whose RDATA is lost after the NCF.
+        let t2 = t1 + ms(10);
+        r.handle_packet(t2, meta(), &odata_with(4, 0, false, b"4"));
+        let naks = timed_naks(&mut r, t2 + ms(60));
+        let &[(t3, 3)] = &naks[..] else {
+            panic!("one NAK for #3: {naks:?}")
+        };
+        r.handle_packet(t3 + ms(1), meta(), &ncf(3));
+        let again = timed_naks(&mut r, t3 + ms(400));
+        if adaptive {
+            let &[(t4, 3), ..] = &again[..] else {
+                panic!("#3 NAKed again within 400 ms: {again:?}")
+            };
+            // The floor (10 ms) plus at most NAK_BO_IVL (50 ms).
+            assert!(t4 - t3 <= ms(1 + 10 + 50), "{:?}", t4 - t3);
+        } else {
+            assert!(again.is_empty(), "NAK_RDATA_IVL not yet over: {again:?}");
+        }
+        r.handle_packet(t3 + ms(450), meta(), &rdata(3, b"3"));
+        assert_eq!(
+            data_of(&events(&mut r)),
+            [&b"0"[..], b"1", b"2", b"3", b"4"].map(|d| d.to_vec())
+        );
+    }
+}
+
+/// With adapted waits a receiver retries sooner, but it does not give up sooner: loss is
+/// declared only after both the retry count and NAK_NCF_RETRIES × NAK_RPT_IVL have passed.
+#[test]
+fn adapted_waits_keep_the_time_budget_before_loss() {
+    let now = t0();
+    let ms = Duration::from_millis;
+    let mut config = ReceiverConfig::new(7500, GROUP);
+    config.nak_ncf_retries = 3;
+    let budget = config.nak_rpt_ivl * 3;
+    let mut r = Receiver::new(config);
+    r.handle_packet(now, meta(), &spm(1, 0, u32::MAX, ROUTER));
+    r.handle_packet(now, meta(), &odata_with(0, 0, false, b"0"));
+    r.handle_packet(now, meta(), &odata_with(2, 0, false, b"2"));
+    let naks = timed_naks(&mut r, now + ms(60));
+    let &[(t1, 1)] = &naks[..] else {
+        panic!("{naks:?}")
+    };
+    r.handle_packet(t1 + ms(1), meta(), &ncf(1));
+    r.handle_packet(t1 + ms(2), meta(), &rdata(1, b"1"));
+    // The source goes silent: #3 is never confirmed.
+    let lost_at = t1 + ms(5);
+    r.handle_packet(lost_at, meta(), &odata_with(4, 0, false, b"4"));
+    let naks = timed_naks(&mut r, lost_at + budget - ms(1));
+    assert!(
+        naks.len() > 3,
+        "retries come faster than NAK_RPT_IVL: {naks:?}"
+    );
+    let evs = events(&mut r);
+    assert!(
+        !evs.iter().any(|e| matches!(e, Event::Loss { .. })),
+        "no loss before the time budget: {evs:?}"
+    );
+    timed_naks(&mut r, lost_at + budget * 4);
+    let evs = events(&mut r);
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, Event::Loss { first, count: 1, .. } if *first == Sqn(3))),
+        "{evs:?}"
+    );
+}

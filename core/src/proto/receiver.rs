@@ -63,6 +63,19 @@ pub struct ReceiverConfig {
     /// Largest message reassembled; larger ones are dropped and reported lost. Default
     /// 128 KiB.
     pub max_apdu: usize,
+    /// Adapt the waits for an NCF and for the repair to each source's measured times.
+    /// NAK_RPT_IVL and NAK_RDATA_IVL above are then ceilings: after a NAK, a receiver waits
+    /// the smoothed NAK-to-NCF time plus four times its deviation (TCP's retransmission
+    /// timer, RFC 6298, with Karn's rule: only first attempts are measured), and after an
+    /// NCF the smoothed NCF-to-RDATA time likewise, never less than `nak_ivl_floor`. A lost
+    /// NCF or RDATA on a LAN is then retried in milliseconds instead of half a second, which
+    /// keeps repairs inside a fast source's transmit window. Loss is still declared only
+    /// once both the retry count and the time the configured intervals allow for it are
+    /// exhausted, so a slow source is given as long as without adaptation. Default true.
+    pub adaptive_nak_timers: bool,
+    /// The shortest adapted wait. Default 10 ms: above timer granularity and scheduling
+    /// jitter of a busy host.
+    pub nak_ivl_floor: Duration,
     /// Answer general POLLs (Appendix D). Default true.
     pub answer_polls: bool,
     /// How long a new session's delivery waits for data sent before the first packet heard
@@ -99,6 +112,8 @@ impl ReceiverConfig {
             spmr_bo_ivl: Duration::from_millis(250),
             spmr_spm_ivl: Duration::from_secs(1),
             max_apdu: 128 * 1024,
+            adaptive_nak_timers: true,
+            nak_ivl_floor: Duration::from_millis(10),
             answer_polls: true,
             join_hold: Duration::from_millis(20),
             rng_seed: 0,
@@ -269,6 +284,10 @@ enum Slot {
     Missing {
         state: NakState,
         deadline: Instant,
+        /// When the current state was entered (the NAK sent, the NCF heard).
+        since: Instant,
+        /// When the loss was detected: the retry budget in time runs from here.
+        detected: Instant,
         ncf_retries: u32,
         data_retries: u32,
     },
@@ -287,6 +306,36 @@ enum SpmrState {
     BackOff(Instant),
     /// An SPMR went out or was heard; wait until then before another.
     Wait(Instant),
+}
+
+/// A smoothed round-trip estimate (RFC 6298's SRTT and RTTVAR), in nanoseconds.
+#[derive(Debug, Clone, Copy, Default)]
+struct RttEstimate {
+    srtt: Option<(u64, u64)>,
+}
+
+impl RttEstimate {
+    fn sample(&mut self, d: Duration) {
+        let r = d.as_nanos().min(u128::from(u64::MAX)) as u64;
+        self.srtt = Some(match self.srtt {
+            None => (r, r / 2),
+            Some((srtt, var)) => {
+                let var = (3 * (var / 4)).saturating_add(srtt.abs_diff(r) / 4);
+                let srtt = (7 * (srtt / 8)).saturating_add(r / 8);
+                (srtt, var)
+            }
+        });
+    }
+
+    /// The wait: SRTT + 4·RTTVAR within `[floor, ceiling]`, or `ceiling` before any sample.
+    fn wait(&self, floor: Duration, ceiling: Duration) -> Duration {
+        match self.srtt {
+            None => ceiling,
+            Some((srtt, var)) => Duration::from_nanos(srtt.saturating_add(var.saturating_mul(4)))
+                .max(floor)
+                .min(ceiling),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -328,6 +377,9 @@ struct Peer {
     polr: Option<PendingPolr>,
     /// POLL_SQN of the last POLL seen with POLL_ROUND 0 (App. D).
     poll_round0: Option<Sqn>,
+    /// NAK to NCF, and NCF to RDATA, as measured (see `adaptive_nak_timers`).
+    ncf_rtt: RttEstimate,
+    rdata_rtt: RttEstimate,
 }
 
 #[derive(Debug, Clone)]
@@ -520,6 +572,18 @@ impl Receiver {
                 };
                 match peer.slots.get_mut(off) {
                     Some(slot @ Slot::Missing { .. }) => {
+                        if let Slot::Missing {
+                            state: NakState::WaitData,
+                            since,
+                            data_retries: 0,
+                            ..
+                        } = slot
+                        {
+                            if rdata {
+                                // The repair after a first NCF (Karn: no retried waits).
+                                peer.rdata_rtt.sample(now.saturating_duration_since(*since));
+                            }
+                        }
                         *slot = have;
                         false
                     }
@@ -619,7 +683,6 @@ impl Receiver {
         }
         let tsi = pkt.tsi();
         let input = if is_ncf { NakInput::Ncf } else { NakInput::Nak };
-        let (rpt, rdata) = (self.config.nak_rpt_ivl, self.config.nak_rdata_ivl);
         let Some(peer) = self.peers.get_mut(&tsi) else {
             return;
         };
@@ -632,7 +695,11 @@ impl Receiver {
                 continue;
             };
             let Some(Slot::Missing {
-                state, deadline, ..
+                state,
+                deadline,
+                since,
+                ncf_retries,
+                ..
             }) = peer.slots.get_mut(off as usize)
             else {
                 continue;
@@ -640,8 +707,14 @@ impl Receiver {
             if *state == NakState::BackOff {
                 suppressed += 1;
             }
+            if is_ncf && *state == NakState::WaitNcf && *ncf_retries == 0 {
+                // Our first NAK's confirmation (Karn: retried NAKs are not measured).
+                peer.ncf_rtt.sample(now.saturating_duration_since(*since));
+            }
             if let NakAction::Enter(next) = state.on(input, true, true) {
+                let (rpt, rdata) = nak_waits(&self.config, &peer.ncf_rtt, &peer.rdata_rtt);
                 *state = next;
+                *since = now;
                 *deadline = now
                     + match next {
                         NakState::WaitNcf => rpt,
@@ -800,9 +873,12 @@ impl Receiver {
             let Some(off) = sqn.since(peer.next) else {
                 continue;
             };
+            let (rpt, rdata) = nak_waits(cfg, &peer.ncf_rtt, &peer.rdata_rtt);
             let Some(Slot::Missing {
                 state,
                 deadline,
+                since,
+                detected,
                 ncf_retries,
                 data_retries,
             }) = peer.slots.get_mut(off as usize)
@@ -817,25 +893,35 @@ impl Receiver {
                 NakState::WaitData => *data_retries += 1,
                 NakState::BackOff => {}
             }
-            let action = state.on(
-                NakInput::Timeout,
-                *ncf_retries <= cfg.nak_ncf_retries,
-                *data_retries <= cfg.nak_data_retries,
-            );
+            // Retries are left while under the count, or, with adapted (shorter) waits,
+            // while the time the configured intervals allow has not run out.
+            let waited = now.saturating_duration_since(*detected);
+            let ncf_left = *ncf_retries <= cfg.nak_ncf_retries
+                || waited < cfg.nak_rpt_ivl.saturating_mul(cfg.nak_ncf_retries);
+            let data_left = *data_retries <= cfg.nak_data_retries
+                || waited < cfg.nak_rdata_ivl.saturating_mul(cfg.nak_data_retries);
+            let action = state.on(NakInput::Timeout, ncf_left, data_left);
+            // Each retry doubles the adapted wait, up to the configured one (RFC 6298's
+            // back-off): a source that stopped answering is not NAKed every few
+            // milliseconds.
+            let rpt = backed_off(rpt, *ncf_retries, cfg.nak_rpt_ivl);
+            let rdata = backed_off(rdata, *data_retries, cfg.nak_rdata_ivl);
             match action {
                 NakAction::SendNak => {
                     *state = NakState::WaitNcf;
-                    *deadline = now + cfg.nak_rpt_ivl;
+                    *since = now;
+                    *deadline = now + rpt;
                     peer.timers.push(Reverse((*deadline, raw)));
                     to_nak.push(sqn);
                 }
                 NakAction::Enter(next) => {
                     *state = next;
+                    *since = now;
                     *deadline = now
                         + match next {
                             NakState::BackOff => random_upto(rng, cfg.nak_bo_ivl),
-                            NakState::WaitNcf => cfg.nak_rpt_ivl,
-                            NakState::WaitData => cfg.nak_rdata_ivl,
+                            NakState::WaitNcf => rpt,
+                            NakState::WaitData => rdata,
                         };
                     peer.timers.push(Reverse((*deadline, raw)));
                 }
@@ -1033,6 +1119,8 @@ fn peer_entry<'a>(
                 spmr: SpmrState::Idle,
                 polr: None,
                 poll_round0: None,
+                ncf_rtt: RttEstimate::default(),
+                rdata_rtt: RttEstimate::default(),
             },
         );
         events.push_back(Event::SessionStart { tsi });
@@ -1040,6 +1128,27 @@ fn peer_entry<'a>(
     let p = peers.get_mut(&tsi)?;
     p.last_heard = now;
     Some(p)
+}
+
+/// The wait after a NAK (for the NCF) and after an NCF (for the repair), for `peer`.
+fn nak_waits(
+    cfg: &ReceiverConfig,
+    ncf_rtt: &RttEstimate,
+    rdata_rtt: &RttEstimate,
+) -> (Duration, Duration) {
+    if !cfg.adaptive_nak_timers {
+        return (cfg.nak_rpt_ivl, cfg.nak_rdata_ivl);
+    }
+    (
+        ncf_rtt.wait(cfg.nak_ivl_floor, cfg.nak_rpt_ivl),
+        rdata_rtt.wait(cfg.nak_ivl_floor, cfg.nak_rdata_ivl),
+    )
+}
+
+/// `wait` doubled `retries` times, at most `ceiling` (and `wait` itself if larger).
+fn backed_off(wait: Duration, retries: u32, ceiling: Duration) -> Duration {
+    wait.saturating_mul(1 << retries.min(16))
+        .min(ceiling.max(wait))
 }
 
 /// Where a new session's window starts, given the first sequence number a receiver can take
@@ -1105,6 +1214,8 @@ impl Peer {
             self.slots.push_front(Slot::Missing {
                 state: NakState::BackOff,
                 deadline,
+                since: now,
+                detected: now,
                 ncf_retries: 0,
                 data_retries: 0,
             });
@@ -1139,6 +1250,8 @@ impl Peer {
             self.slots.push_back(Slot::Missing {
                 state: NakState::BackOff,
                 deadline,
+                since: now,
+                detected: now,
                 ncf_retries: 0,
                 data_retries: 0,
             });
