@@ -513,3 +513,26 @@ fn adapted_waits_keep_the_time_budget_before_loss() {
         "{evs:?}"
     );
 }
+
+/// A session's very first repair lost after its NCF: no repair time is measured yet, so the
+/// wait derives from the NAK-to-NCF time just measured, not NAK_RDATA_IVL.
+#[test]
+fn the_first_lost_repair_is_retried_from_the_ncf_time() {
+    let now = t0();
+    let ms = Duration::from_millis;
+    let mut r = receiver();
+    r.handle_packet(now, meta(), &spm(1, 0, u32::MAX, ROUTER));
+    r.handle_packet(now, meta(), &odata_with(0, 0, false, b"0"));
+    r.handle_packet(now, meta(), &odata_with(2, 0, false, b"2"));
+    let naks = timed_naks(&mut r, now + ms(60));
+    let &[(t1, 1)] = &naks[..] else {
+        panic!("{naks:?}")
+    };
+    r.handle_packet(t1 + ms(1), meta(), &ncf(1));
+    let again = timed_naks(&mut r, t1 + ms(200));
+    let &[(t2, 1), ..] = &again[..] else {
+        panic!("#1 NAKed again within 200 ms: {again:?}")
+    };
+    // Twice the floor-bounded NCF wait (2 × 10 ms), then at most NAK_BO_IVL (50 ms).
+    assert!(t2 - t1 <= ms(1 + 20 + 50), "{:?}", t2 - t1);
+}

@@ -1139,10 +1139,16 @@ fn nak_waits(
     if !cfg.adaptive_nak_timers {
         return (cfg.nak_rpt_ivl, cfg.nak_rdata_ivl);
     }
-    (
-        ncf_rtt.wait(cfg.nak_ivl_floor, cfg.nak_rpt_ivl),
-        rdata_rtt.wait(cfg.nak_ivl_floor, cfg.nak_rdata_ivl),
-    )
+    let rpt = ncf_rtt.wait(cfg.nak_ivl_floor, cfg.nak_rpt_ivl);
+    let rdata = if rdata_rtt.srtt.is_none() && ncf_rtt.srtt.is_some() {
+        // No repair measured yet (a session's first losses, whose repair may itself be
+        // lost): the repair follows the NCF over at most the same path again, so twice the
+        // NCF wait until the first repair is measured.
+        rpt.saturating_mul(2).min(cfg.nak_rdata_ivl)
+    } else {
+        rdata_rtt.wait(cfg.nak_ivl_floor, cfg.nak_rdata_ivl)
+    };
+    (rpt, rdata)
 }
 
 /// `wait` doubled `retries` times, at most `ceiling` (and `wait` itself if larger).
