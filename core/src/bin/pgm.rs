@@ -3,15 +3,20 @@
 //! ```text
 //! pgm send --network "eth0;239.192.0.1" --file big.iso
 //! pgm recv --network "eth0;239.192.0.1" --out big.iso
+//! pgm --config /etc/pgm/host.toml recv --out big.iso
 //! ```
+//!
+//! Settings come from the command line, else from the `[host]` section of `--config` (the
+//! schema of `pgm-config`, example in `deploy/examples/host.toml`), else from the defaults.
 
 use std::io::{IsTerminal, Read, Write};
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use pgm_config::{Config, HostEncapsulation, HostSection};
 use pgm_core::host::{Receiver, ReceiverConfig, Sender, SenderConfig};
 use pgm_core::net::{Encapsulation, TransportConfig, iface};
 use pgm_core::proto::receiver::{self, Event};
@@ -25,6 +30,10 @@ use pgm_core::wire::Gsi;
     about = "Send and receive PGM (RFC 3208) sessions"
 )]
 struct Cli {
+    /// A TOML file whose `[host]` section gives defaults for the options below (see
+    /// `deploy/examples/host.toml`); options given on the command line win.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,24 +48,27 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct NetArgs {
-    /// "INTERFACE;GROUP": the interface by name or address, then the multicast group.
+    /// "INTERFACE;GROUP": the interface by name or address, then the multicast group
+    /// (default: `host.network` of --config).
     #[arg(long, short = 'n')]
-    network: String,
-    /// The data-destination port (the session's well-known port).
-    #[arg(long, default_value_t = 7500)]
-    port: u16,
-    /// Use PGM/IP (raw IP protocol 113, needs CAP_NET_RAW) instead of PGM/UDP.
+    network: Option<String>,
+    /// The data-destination port (the session's well-known port) [default: `host.port` of
+    /// --config, else 7500].
+    #[arg(long)]
+    port: Option<u16>,
+    /// Use PGM/IP (raw IP protocol 113, needs CAP_NET_RAW) instead of PGM/UDP (default:
+    /// `host.encapsulation` of --config, else PGM/UDP).
     #[arg(long)]
     ip: bool,
-    /// PGM/UDP port of unicast packets (NAKs, SPMRs).
-    #[arg(long, default_value_t = pgm_core::net::DEFAULT_UNICAST_PORT)]
-    unicast_port: u16,
-    /// PGM/UDP port of multicast packets.
-    #[arg(long, default_value_t = pgm_core::net::DEFAULT_MULTICAST_PORT)]
-    multicast_port: u16,
-    /// Multicast TTL.
-    #[arg(long, default_value_t = pgm_core::net::DEFAULT_TTL)]
-    ttl: u8,
+    /// PGM/UDP port of unicast packets (NAKs, SPMRs) [default: 3055].
+    #[arg(long)]
+    unicast_port: Option<u16>,
+    /// PGM/UDP port of multicast packets [default: 3056].
+    #[arg(long)]
+    multicast_port: Option<u16>,
+    /// Multicast TTL [default: 16].
+    #[arg(long)]
+    ttl: Option<u8>,
 }
 
 #[derive(Args)]
@@ -76,12 +88,12 @@ struct SendArgs {
     size: Option<usize>,
     #[command(flatten)]
     pattern: PatternArgs,
-    /// Rate limit in bytes per second (TXW_MAX_RTE); 0 for none.
-    #[arg(long, default_value_t = 0)]
-    rate: u64,
-    /// Transmit window in sequence numbers (TXW_SQNS).
-    #[arg(long, default_value_t = 32_768)]
-    txw_sqns: u32,
+    /// Rate limit in bytes per second (TXW_MAX_RTE); 0 for none [default: 0].
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Transmit window in sequence numbers (TXW_SQNS) [default: 32768].
+    #[arg(long)]
+    txw_sqns: Option<u32>,
     /// Seconds to keep answering NAKs after the last message.
     #[arg(long, default_value_t = 2.0)]
     linger: f64,
@@ -120,9 +132,9 @@ struct RecvArgs {
     /// Stop after this many seconds without any event.
     #[arg(long, default_value_t = 30.0)]
     idle_timeout: f64,
-    /// Receive window in sequence numbers.
-    #[arg(long, default_value_t = 32_768)]
-    rxw_sqns: u32,
+    /// Receive window in sequence numbers [default: 32768].
+    #[arg(long)]
+    rxw_sqns: Option<u32>,
 }
 
 #[derive(Args, Clone, Copy)]
@@ -135,30 +147,57 @@ struct PatternArgs {
     max_size: u64,
 }
 
-fn parse_network(net: &NetArgs) -> Result<(iface::Interface, Ipv4Addr, TransportConfig)> {
-    let (ifspec, group) = net
-        .network
-        .split_once(';')
-        .context("--network must be \"INTERFACE;GROUP\"")?;
+/// The `[host]` section of `--config`, or the defaults without one. Every problem of the
+/// file is reported, each with its file, line, column and key.
+fn host_settings(config: Option<&Path>) -> Result<HostSection> {
+    let Some(path) = config else {
+        return Ok(HostSection::default());
+    };
+    let config = Config::from_file(path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    Ok(config.host.unwrap_or_default())
+}
+
+fn parse_network(
+    net: &NetArgs,
+    host: &HostSection,
+) -> Result<(iface::Interface, Ipv4Addr, TransportConfig)> {
+    let (interface, group) = match (&net.network, &host.network) {
+        (Some(spec), _) => {
+            let (ifspec, group) = spec
+                .split_once(';')
+                .context("--network must be \"INTERFACE;GROUP\"")?;
+            let group: Ipv4Addr = group
+                .trim()
+                .parse()
+                .with_context(|| format!("group {group:?}"))?;
+            (ifspec.to_string(), group)
+        }
+        (None, Some(n)) => (n.interface.clone(), n.group),
+        (None, None) => {
+            bail!("no network: give --network \"INTERFACE;GROUP\" or host.network in --config")
+        }
+    };
+    let ifspec = interface.as_str();
     let interface = iface::resolve(ifspec).with_context(|| format!("interface {ifspec:?}"))?;
-    let group: Ipv4Addr = group
-        .trim()
-        .parse()
-        .with_context(|| format!("group {group:?}"))?;
     if !group.is_multicast() {
         bail!("{group} is not a multicast group");
     }
-    let encap = if net.ip {
+    let encap = if net.ip || host.encapsulation == HostEncapsulation::Ip {
         Encapsulation::Ip
     } else {
         Encapsulation::Udp {
-            unicast_port: net.unicast_port,
-            multicast_port: net.multicast_port,
+            unicast_port: net.unicast_port.unwrap_or(host.udp_unicast_port),
+            multicast_port: net.multicast_port.unwrap_or(host.udp_multicast_port),
         }
     };
     let mut t = TransportConfig::new(encap, group, interface.addr);
-    t.ttl = net.ttl;
+    t.ttl = net.ttl.unwrap_or(host.ttl);
     Ok((interface, group, t))
+}
+
+/// The data-destination port: the command line's, the configuration's, or 7500.
+fn port(net: &NetArgs, host: &HostSection) -> u16 {
+    net.port.or(host.port).unwrap_or(7500)
 }
 
 /// A GSI from the host's interface address and the process id: unique per host and run.
@@ -194,20 +233,21 @@ fn test_message(p: PatternArgs, fixed: u64, i: u64) -> Vec<u8> {
     m
 }
 
-async fn send(args: SendArgs) -> Result<()> {
-    let (interface, group, transport) = parse_network(&args.net)?;
+async fn send(args: SendArgs, host: HostSection) -> Result<()> {
+    let (interface, group, transport) = parse_network(&args.net, &host)?;
     let sport = args
         .sport
         .unwrap_or_else(|| (std::process::id() as u16) | 0x8000);
     let mut engine = SourceConfig::new(
         gsi(interface.addr),
         sport,
-        args.net.port,
+        port(&args.net, &host),
         IpAddr::V4(group),
         IpAddr::V4(interface.addr),
     );
-    engine.txw_max_rte = args.rate;
-    engine.txw_sqns = args.txw_sqns;
+    engine.txw_max_rte = args.rate.unwrap_or(host.rate);
+    engine.txw_sqns = args.txw_sqns.unwrap_or(host.txw_sqns);
+    engine.txw_secs = host.txw_secs;
     engine.late_join = args.late_join;
     engine.max_tpdu = match args.max_tpdu {
         Some(n) => n,
@@ -290,11 +330,16 @@ fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
     Ok(n)
 }
 
-async fn recv(args: RecvArgs) -> Result<()> {
-    let (_, group, mut transport) = parse_network(&args.net)?;
+async fn recv(args: RecvArgs, host: HostSection) -> Result<()> {
+    let (_, group, mut transport) = parse_network(&args.net, &host)?;
     transport.listen_unicast = false;
-    let mut engine = receiver::ReceiverConfig::new(args.net.port, IpAddr::V4(group));
-    engine.rxw_sqns = args.rxw_sqns;
+    let mut engine = receiver::ReceiverConfig::new(port(&args.net, &host), IpAddr::V4(group));
+    engine.rxw_sqns = args.rxw_sqns.unwrap_or(host.rxw_sqns);
+    engine.nak_bo_ivl = host.nak_bo_ivl;
+    engine.nak_rpt_ivl = host.nak_rpt_ivl;
+    engine.nak_rdata_ivl = host.nak_rdata_ivl;
+    engine.nak_ncf_retries = host.nak_ncf_retries;
+    engine.nak_data_retries = host.nak_data_retries;
     engine.rng_seed = u64::from(std::process::id());
     let mut rx =
         Receiver::bind(ReceiverConfig::new(engine, transport)).context("opening the receiver")?;
@@ -407,6 +452,7 @@ async fn recv(args: RecvArgs) -> Result<()> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    let host = host_settings(cli.config.as_deref())?;
     // One thread: the application task and the driver hand work to each other without
     // crossing threads (no futex wakeups per batch), and the other cores stay free for the
     // kernel's packet processing and the peer.
@@ -415,8 +461,8 @@ fn main() -> Result<()> {
         .build()?;
     rt.block_on(async {
         match cli.command {
-            Command::Send(a) => send(a).await,
-            Command::Recv(a) => recv(a).await,
+            Command::Send(a) => send(a, host).await,
+            Command::Recv(a) => recv(a, host).await,
         }
     })
 }
