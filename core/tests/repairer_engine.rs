@@ -319,3 +319,98 @@ fn cache_limits_change_at_runtime() {
     assert!(d.stats().cache_bytes <= 350);
     assert_eq!(d.stats().cache_evictions, 10 - d.stats().cache_entries);
 }
+
+fn odata(tsi_port: u16, sqn: u32) -> Vec<u8> {
+    emit(
+        tsi_port,
+        7500,
+        Body::Odata(DataRepr {
+            sqn: Sqn(sqn),
+            trail: Sqn(0),
+            payload: &[sqn as u8; 100],
+        }),
+        &[],
+    )
+}
+
+#[test]
+fn sessions_are_bounded_and_new_ones_refused_when_full() {
+    let (mut d, now) = dlr_with(|c| c.max_sessions = 1);
+    assert_eq!(d.stats().cache_entries, 10);
+    // A second source of the same group and port: not cached, counted, never served.
+    for sqn in 0..3 {
+        d.handle_packet(now, mcast(), &odata(4001, sqn));
+    }
+    assert_eq!(d.stats().cache_entries, 10);
+    assert_eq!(d.stats().sessions_refused, 3);
+    let mut n = nak(&[1]);
+    // Re-address the NAK to the second TSI (its destination port is the TSI's port).
+    n[2..4].copy_from_slice(&4001u16.to_be_bytes());
+    Packet::new_unchecked(&mut n[..]).fill_checksum();
+    let meta = RecvMeta {
+        source: DOWNSTREAM_NE,
+        destination: ME,
+    };
+    d.handle_packet(now, meta, &n);
+    assert!(
+        !types(&drain(&mut d, now)).contains(&PacketType::Rdata),
+        "served a refused session"
+    );
+    assert_eq!(d.stats().repairs_served, 0);
+}
+
+#[test]
+fn an_empty_untracked_session_makes_room_for_a_new_one() {
+    let (mut d, now) = dlr_with(|c| c.max_sessions = 2);
+    // An NCF for a TSI the DLR never received data of: an empty session.
+    let ncf = emit(
+        4002,
+        7500,
+        Body::Ncf(NakRepr {
+            sqn: Sqn(5),
+            source: Nla(SRC),
+            group: Nla(GROUP),
+        }),
+        &[],
+    );
+    d.handle_packet(now, mcast(), &ncf);
+    drain(&mut d, now);
+    assert_eq!(d.stats().sessions_refused, 0);
+    // A third session: the empty one goes, the new one is cached.
+    d.handle_packet(now, mcast(), &odata(4001, 0));
+    assert_eq!(d.stats().sessions_evicted, 1);
+    assert_eq!(d.stats().sessions_refused, 0);
+    assert_eq!(d.stats().cache_entries, 11);
+    // Now both sessions hold data: a fourth is refused.
+    d.handle_packet(now, mcast(), &odata(4003, 0));
+    assert_eq!(d.stats().sessions_refused, 1);
+    assert_eq!(d.stats().cache_entries, 11);
+}
+
+#[test]
+fn oldest_first_eviction_for_a_driver_bounding_several_engines() {
+    let (mut d, now) = dlr();
+    let later = now + Duration::from_millis(10);
+    d.handle_packet(later, mcast(), &odata(4000, 10));
+    drain(&mut d, later);
+    assert_eq!(d.oldest_cached(), Some(now));
+    let before = d.stats().cache_bytes;
+    let freed = d.evict_oldest();
+    assert!(freed > 100, "{freed}");
+    assert_eq!(d.stats().cache_bytes, before - freed as u64);
+    assert_eq!(d.stats().cache_entries, 10);
+    assert_eq!(d.stats().cache_evictions, 1);
+    // The evicted packet (sqn 0) is no longer served.
+    let meta = RecvMeta {
+        source: DOWNSTREAM_NE,
+        destination: ME,
+    };
+    d.handle_packet(later, meta, &nak(&[0]));
+    assert_eq!(d.stats().cache_misses, 1);
+    drain(&mut d, later);
+    while d.evict_oldest() > 0 {}
+    assert_eq!(d.oldest_cached(), None);
+    assert_eq!(d.stats().cache_entries, 0);
+    assert_eq!(d.stats().cache_bytes, 0);
+    assert_eq!(d.stats().cache_evictions, 11);
+}

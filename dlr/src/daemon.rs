@@ -31,6 +31,14 @@ use crate::state::{Dir, Engine, Extra, Key, Shared};
 const MULTICAST_TTL: u8 = 16;
 /// TTL of unicast transmits.
 const UNICAST_TTL: u8 = 64;
+/// Most engines (interface, group, data port) at once with `serve = "all"`, where any
+/// multicast heard could otherwise create one. When full, an idle engine (no session left in
+/// its receiver, nothing cached) makes room; otherwise the new group and port are not served
+/// (`pgm_dlr_engines_refused_total`). With `serve = "listed"` the configuration fixes them.
+const MAX_ENGINES: usize = 256;
+/// Bound of the (interface, TSI) -> engine map per engine: an engine's receiver tracks at
+/// most this many sources (its `max_sources` default), so entries beyond are stale.
+const TSIS_PER_ENGINE: usize = 1024;
 
 /// The clock (the one place the daemon reads it).
 #[expect(
@@ -155,6 +163,8 @@ impl Daemon {
             cache_limit: d.cache_bytes,
             cache_age_secs: d.cache_age.as_secs_f64(),
             serve: if listed.is_some() { "listed" } else { "all" },
+            retired: crate::state::Totals::default(),
+            engine_limit: if listed.is_some() { 0 } else { MAX_ENGINES },
         }));
         let mut daemon = Self {
             shared,
@@ -219,6 +229,8 @@ impl Daemon {
         c.cache_age = self.settings.cache_age;
         c.upstream = self.settings.upstream;
         c.off_tree = self.settings.off_tree;
+        // Each engine may use the whole bound; `bound_cache` keeps their sum within it.
+        c.max_sessions = TSIS_PER_ENGINE;
         // Only listed TSIs if every entry of this group and port names one.
         c.serve = self.listed.as_ref().and_then(|l| {
             let entries: Vec<&DlrSession> = l
@@ -233,12 +245,17 @@ impl Daemon {
         Some(c)
     }
 
-    fn ensure_engine(&mut self, key: Key) {
+    /// Makes sure the engine `key` runs; `false` if it cannot (the engine limit).
+    fn ensure_engine(&mut self, key: Key) -> bool {
         if self.lock().engines.contains_key(&key) {
-            return;
+            return true;
+        }
+        if self.listed.is_none() && !self.make_room() {
+            self.lock().extra.engines_refused += 1;
+            return false;
         }
         let Some(config) = self.dlr_config(key) else {
-            return;
+            return false;
         };
         let repairer = Repairer::new(config);
         let name = self.lock().name_of(key.0);
@@ -251,6 +268,31 @@ impl Daemon {
                 repairer,
             },
         );
+        true
+    }
+
+    /// With `serve = "all"` at the engine limit: retires the idle engines (no session in
+    /// their receivers, nothing cached). Whether there is room now.
+    fn make_room(&mut self) -> bool {
+        let idle = {
+            let mut s = self.lock();
+            if s.engines.len() < MAX_ENGINES {
+                return true;
+            }
+            s.retire_idle()
+        };
+        for k in &idle {
+            let name = self.lock().name_of(k.0);
+            tracing::info!(interface = %name, group = %k.1, port = k.2, "idle engine retired");
+        }
+        self.tsis.retain(|_, k| !idle.contains(k));
+        self.lock().engines.len() < MAX_ENGINES
+    }
+
+    /// Keeps the cached bytes of all engines together within `cache_bytes`.
+    fn bound_cache(&mut self) {
+        let limit = self.settings.cache_bytes as u64;
+        self.lock().bound_cache(limit);
     }
 
     /// The engine a packet belongs to, creating it (`serve = "all"`) for the multicast of a
@@ -277,14 +319,36 @@ impl Daemon {
         } else if inc.ip.destination.is_multicast() {
             let key = (ifindex, inc.ip.destination, p.dest_port());
             if self.serves(key.1, key.2) {
+                if !self.ensure_engine(key) {
+                    return Ok(None);
+                }
+                if !self.tsis.contains_key(&(ifindex, tsi)) {
+                    self.bound_tsis();
+                }
                 self.tsis.insert((ifindex, tsi), key);
-                self.ensure_engine(key);
             }
             Some(key)
         } else {
             self.tsis.get(&(ifindex, tsi)).copied()
         };
         Ok(key.filter(|k| self.serves(k.1, k.2)))
+    }
+
+    /// Keeps the (interface, TSI) map within what the engines' receivers can track: when it
+    /// reaches its bound, entries of sources no receiver tracks any more go.
+    fn bound_tsis(&mut self) {
+        let limit = TSIS_PER_ENGINE * self.lock().engines.len().max(1);
+        if self.tsis.len() < limit {
+            return;
+        }
+        let s = self.lock();
+        let live: std::collections::HashSet<(u32, Tsi)> = s
+            .engines
+            .iter()
+            .flat_map(|(k, e)| e.repairer.receiver().tsis().into_iter().map(|t| (k.0, t)))
+            .collect();
+        drop(s);
+        self.tsis.retain(|k, _| live.contains(k));
     }
 
     fn handle(&mut self, now: Instant, inc: &Incoming) {
@@ -418,6 +482,7 @@ impl Daemon {
             }
             s.engines.len()
         };
+        self.bound_cache();
         tracing::info!(
             cache_bytes = d.cache_bytes,
             cache_age = ?d.cache_age,
@@ -458,6 +523,7 @@ impl Daemon {
                     while let Ok(inc) = self.rx.try_recv() {
                         self.handle(t, &inc);
                     }
+                    self.bound_cache();
                 }
                 () = tokio::time::sleep_until(sleep_to.into()) => self.timeout(now()),
                 _ = sighup.recv() => self.reload(),

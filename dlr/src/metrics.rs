@@ -58,6 +58,16 @@ const COUNTERS: &[(&str, &str, TotalFn)] = &[
         "NAKs the DLR sent for its own losses",
         |t| t.own_naks_sent,
     ),
+    (
+        "sessions_refused_total",
+        "packets of new sessions not cached: an engine's session limit was reached",
+        |t| t.sessions_refused,
+    ),
+    (
+        "sessions_evicted_total",
+        "idle sessions (nothing cached, expired) forgotten to make room",
+        |t| t.sessions_evicted,
+    ),
 ];
 
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {
@@ -97,6 +107,42 @@ pub(crate) fn render(s: &Shared) -> String {
         .map(|e| e.repairer.receiver().sources())
         .sum();
     let _ = writeln!(out, "pgm_dlr_sessions {sessions}");
+    header(
+        &mut out,
+        "engines",
+        "engines (interface, group, port) running",
+        "gauge",
+    );
+    let _ = writeln!(out, "pgm_dlr_engines {}", s.engines.len());
+    header(
+        &mut out,
+        "engines_limit",
+        "most engines at once with serve = \"all\"",
+        "gauge",
+    );
+    let _ = writeln!(out, "pgm_dlr_engines_limit {}", s.engine_limit);
+    header(
+        &mut out,
+        "engines_refused_total",
+        "multicast of a new group and port not served: the engine limit was reached",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "pgm_dlr_engines_refused_total {}",
+        s.extra.engines_refused
+    );
+    header(
+        &mut out,
+        "engines_retired_total",
+        "idle engines (no session, nothing cached) removed to make room",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "pgm_dlr_engines_retired_total {}",
+        s.extra.engines_retired
+    );
     for (name, help, f) in COUNTERS {
         header(&mut out, name, help, "counter");
         let _ = writeln!(out, "pgm_dlr_{name} {}", f(&t));

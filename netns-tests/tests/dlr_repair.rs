@@ -1,39 +1,46 @@
 //! `pgm-dlrd` with `pgm-routerd` on the real kernel, PGM/IP:
 //!
 //! ```text
-//!  src ---- r1 ---- [transit bridge "br0" in ns "sw": r1, r2, dlr] ---- r2 ---- lan ---- rcv
-//!                                                                        \
-//!                                                                         to-dlr ---- odlr
+//!  src ---- r1 ---- [transit bridge "br0" in ns "sw": r1, r2, dlr, (rcvt)] ---- r2 ---- lan ---- rcv
+//!                                                                                \
+//!                                                                                 to-dlr ---- odlr
 //! ```
 //!
-//! | link      | subnet      | addresses                                 |
-//! |-----------|-------------|-------------------------------------------|
-//! | src - r1  | 10.B.1.0/24 | r1 `to-src` .1, src `eth0` .2             |
-//! | transit   | 10.B.2.0/24 | r1 `tr` .1, r2 `tr` .2, dlr `eth0` .3     |
-//! | lan       | 10.B.3.0/24 | r2 `lan` .1, rcv `eth0` .11               |
-//! | off-tree  | 10.B.5.0/24 | r2 `to-dlr` .1, odlr `eth0` .2            |
+//! | link      | subnet      | addresses                                         |
+//! |-----------|-------------|---------------------------------------------------|
+//! | src - r1  | 10.B.1.0/24 | r1 `to-src` .1, src `eth0` .2                     |
+//! | transit   | 10.B.2.0/24 | r1 `tr` .1, r2 `tr` .2, dlr `eth0` .3, rcvt .11   |
+//! | lan       | 10.B.3.0/24 | r2 `lan` .1, rcv `eth0` .11                       |
+//! | off-tree  | 10.B.5.0/24 | r2 `to-dlr` .1, odlr `eth0` .2                    |
 //!
-//! Random PGM loss on R2's `lan` egress. Three scenarios:
+//! Random PGM loss on R2's `lan` egress. Four scenarios:
 //!
 //! 1. upstream DLR (on the transit LAN): R1's NCFs there draw the DLR's redirecting POLR, R2
 //!    then NAKs the DLR, the DLR repairs (RDATA with the source's address) and NNAKs the
-//!    source, which sends fewer RDATA than the DLR;
-//! 2. off-tree DLR (on its own R2 interface), found by R2's `PGM_POLL_DLR`;
-//! 3. the upstream DLR killed mid-run: repair falls back to the source.
+//!    source, which sends fewer RDATA than the DLR. A second receiver, `rcvt`, sits on the
+//!    transit LAN itself with ODATA loss on its own link: it hears the DLR's redirecting
+//!    POLRs and must ignore them (§9.5.4), so every NAK it sends after them still goes to R1
+//!    (its SPM_PATH), none to the DLR, and it completes;
+//! 2. the same with the DLR serving every session it hears (`serve = "all"`, no session
+//!    listed): it learns the session from the traffic and repairs it;
+//! 3. off-tree DLR (on its own R2 interface), found by R2's `PGM_POLL_DLR`;
+//! 4. the upstream DLR killed mid-run: repair falls back to the source.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use pgm_core::wire::{Packet, PacketType};
+use std::collections::BTreeSet;
+
+use pgm_core::wire::{NakPacket, OptionType, OptionValue, Packet, PacketType};
 use pgm_netns_tests::bins::workspace_bin;
-use pgm_netns_tests::lab::{self, Capture, Lab, LossSpec, Ns, Process, Selector};
+use pgm_netns_tests::lab::{self, Capture, Lab, LossSpec, Ns, PgmFrame, Process, Selector};
 
 const ADMIN: &str = "127.0.0.1:9470";
 const PORT: u16 = 7500;
-
-type Pkt = (Ipv4Addr, Ipv4Addr, Vec<u8>);
+/// ODATA loss (percent) on the transit receiver's own link.
+const TRANSIT_LOSS: u8 = 2;
 
 struct Topo {
     lab: Lab,
@@ -43,11 +50,13 @@ struct Topo {
     dlr: Ns,
     odlr: Ns,
     rcv: Ns,
+    /// The receiver on the transit LAN, if built.
+    rcvt: Option<Ns>,
     b: lab::AddrBlock,
 }
 
 impl Topo {
-    fn build(tag: &str) -> Self {
+    fn build(tag: &str, transit_receiver: bool) -> Self {
         let lab = Lab::new(tag).expect("lab");
         let b = lab.block();
         let ns = |n: &str| lab.add_ns(n).expect("ns");
@@ -68,6 +77,15 @@ impl Topo {
         for p in ["p-r1", "p-r2", "p-dlr"] {
             lab.bridge_attach(&sw, "br0", p).unwrap();
         }
+        let rcvt = transit_receiver.then(|| {
+            let n = ns("rcvt");
+            lab.add_veth(&n, "eth0", &sw, "p-rcvt").unwrap();
+            lab.bridge_attach(&sw, "br0", "p-rcvt").unwrap();
+            lab.add_addr(&n, "eth0", b.addr(2, 11), 24).unwrap();
+            lab.route_via(&n, &b.cidr(), b.addr(2, 1)).unwrap();
+            lab.route_dev(&n, "224.0.0.0/4", "eth0").unwrap();
+            n
+        });
         lab.add_veth(&r2, "lan", &rcv, "eth0").unwrap();
         lab.add_veth(&r2, "to-dlr", &odlr, "eth0").unwrap();
         let addr = |n: &Ns, i: &str, s: u8, h: u8| lab.add_addr(n, i, b.addr(s, h), 24).unwrap();
@@ -105,6 +123,7 @@ impl Topo {
             dlr,
             odlr,
             rcv,
+            rcvt,
             b,
         }
     }
@@ -175,49 +194,49 @@ fn metric(text: &str, name: &str) -> u64 {
         .sum()
 }
 
-fn pcap_pgm(path: &Path) -> Vec<Pkt> {
-    let data = std::fs::read(path).expect("read pcap");
-    let mut out = Vec::new();
-    let mut at = 24;
-    while at + 16 <= data.len() {
-        let caplen = u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()) as usize;
-        let frame = &data[at + 16..(at + 16 + caplen).min(data.len())];
-        at += 16 + caplen;
-        if frame.len() < 34 || frame[12..14] != [0x08, 0x00] {
-            continue;
-        }
-        let ip = &frame[14..];
-        let ihl = usize::from(ip[0] & 0x0f) * 4;
-        if ip[9] != 113 || ip.len() < ihl {
-            continue;
-        }
-        let a = |o: usize| Ipv4Addr::new(ip[o], ip[o + 1], ip[o + 2], ip[o + 3]);
-        out.push((a(12), a(16), ip[ihl..].to_vec()));
-    }
-    out
-}
-
 fn ptype(pgm: &[u8]) -> Option<PacketType> {
     Packet::new_checked(pgm).ok().map(|p| p.packet_type())
 }
 
-fn stop(c: Capture) -> Vec<Pkt> {
-    pcap_pgm(&c.stop().expect("stop capture"))
+fn stop(c: Capture) -> Vec<PgmFrame> {
+    lab::read_pgm(&c.stop().expect("stop capture")).expect("read capture")
 }
 
-fn count(pkts: &[Pkt], f: impl Fn(&Pkt) -> bool) -> usize {
+fn count(pkts: &[PgmFrame], f: impl Fn(&PgmFrame) -> bool) -> usize {
     pkts.iter().filter(|p| f(p)).count()
+}
+
+/// The DLR address a redirecting POLR announces (its OPT_REDIRECT), if it is one.
+fn redirect_of(pgm: &[u8]) -> Option<std::net::IpAddr> {
+    let p = Packet::new_checked(pgm).ok()?;
+    if p.packet_type() != PacketType::Polr {
+        return None;
+    }
+    match p.options().find(OptionType::Redirect)?.value {
+        OptionValue::Redirect(nla) => Some(nla.0),
+        _ => None,
+    }
+}
+
+/// The sequence numbers a NAK asks for.
+fn nak_sqns(pgm: &[u8]) -> Vec<u32> {
+    NakPacket::new_checked(pgm)
+        .map(|n| n.sqns().map(|q| q.0).collect())
+        .unwrap_or_default()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
+    /// Upstream DLR, listed session, plus a receiver on the transit LAN.
     Upstream,
+    /// Upstream DLR serving every session it hears.
+    ServeAll,
     OffTree,
     Killed,
 }
 
 fn scenario(tag: &str, mode: Mode) {
-    let topo = Topo::build(tag);
+    let topo = Topo::build(tag, mode == Mode::Upstream);
     let b = topo.b;
     let group = b.group(1);
     let src = b.addr(1, 2);
@@ -243,10 +262,12 @@ fn scenario(tag: &str, mode: Mode) {
          [[router.route]]\ngroup = \"{group}\"\nsource = \"{src}\"\nupstream = \"tr\"\ndownstream = {r2_down}\n\
          [admin]\nlisten = \"{ADMIN}\"\n"
     );
-    let dlr_cfg = format!(
-        "[dlr]\ninterfaces = [\"eth0\"]\nserve = \"listed\"\n[[dlr.session]]\ngroup = \"{group}\"\nport = {PORT}\n\
-         [admin]\nlisten = \"{ADMIN}\"\n"
-    );
+    let serve = if mode == Mode::ServeAll {
+        "serve = \"all\"\n".to_owned()
+    } else {
+        format!("serve = \"listed\"\n[[dlr.session]]\ngroup = \"{group}\"\nport = {PORT}\n")
+    };
+    let dlr_cfg = format!("[dlr]\ninterfaces = [\"eth0\"]\n{serve}[admin]\nlisten = \"{ADMIN}\"\n");
     let _r1 = daemon(
         &topo,
         &topo.r1,
@@ -285,34 +306,41 @@ fn scenario(tag: &str, mode: Mode) {
         .lab
         .capture(dlr_ns, "eth0", Some("ip proto 113"))
         .unwrap();
+    let cap_rcvt = topo
+        .rcvt
+        .as_ref()
+        .map(|n| topo.lab.capture(n, "eth0", Some("ip proto 113")).unwrap());
 
     let (count_msgs, rate) = if mode == Mode::Killed {
         (8000, "500000")
     } else {
         (5000, "500000")
     };
-    let rcv = topo
-        .lab
-        .spawn(
-            &topo.rcv,
-            &[
-                pgm.to_str().unwrap(),
-                "recv",
-                "--ip",
-                "--network",
-                &format!("{};{group}", b.addr(3, 11)),
-                "--count",
-                &count_msgs.to_string(),
-                "--verify",
-                "--size",
-                "1000",
-                "--idle-timeout",
-                "20",
-                "-o",
-                "/dev/null",
-            ],
-        )
-        .expect("spawn receiver");
+    let receiver = |ns: &Ns, addr: Ipv4Addr| {
+        topo.lab
+            .spawn(
+                ns,
+                &[
+                    pgm.to_str().unwrap(),
+                    "recv",
+                    "--ip",
+                    "--network",
+                    &format!("{addr};{group}"),
+                    "--count",
+                    &count_msgs.to_string(),
+                    "--verify",
+                    "--size",
+                    "1000",
+                    "--idle-timeout",
+                    "20",
+                    "-o",
+                    "/dev/null",
+                ],
+            )
+            .expect("spawn receiver")
+    };
+    let rcv = receiver(&topo.rcv, b.addr(3, 11));
+    let rcvt = topo.rcvt.as_ref().map(|n| receiver(n, b.addr(2, 11)));
     std::thread::sleep(Duration::from_millis(1500));
     let sender = topo
         .lab
@@ -341,6 +369,15 @@ fn scenario(tag: &str, mode: Mode) {
         .lab
         .add_loss(&topo.r2, &LossSpec::egress("lan", 5).only(Selector::Pgm))
         .expect("loss rule");
+    // The transit receiver loses ODATA only, so that every redirecting POLR reaches it.
+    let loss_t = topo.rcvt.as_ref().map(|n| {
+        topo.lab
+            .add_loss(
+                n,
+                &LossSpec::ingress("eth0", TRANSIT_LOSS).only(Selector::PgmType(0x04)),
+            )
+            .expect("transit loss rule")
+    });
     let mut dlr_metrics_before_kill = String::new();
     if mode == Mode::Killed {
         std::thread::sleep(Duration::from_secs(6));
@@ -355,6 +392,14 @@ fn scenario(tag: &str, mode: Mode) {
         rcv.stderr().unwrap_or_default(),
         r2.stderr().unwrap_or_default(),
     );
+    if let Some(r) = &rcvt {
+        let st = r.wait_timeout(Duration::from_secs(90)).unwrap();
+        assert!(
+            matches!(st, Some(s) if s.success()),
+            "transit receiver ({st:?}) did not deliver everything: {}",
+            r.stderr().unwrap_or_default(),
+        );
+    }
     let _ = sender.wait_timeout(Duration::from_secs(30));
     let send_out = sender.stderr().unwrap_or_default();
     let dropped = loss.counters().unwrap().dropped;
@@ -372,6 +417,7 @@ fn scenario(tag: &str, mode: Mode) {
     };
     let src_pkts = stop(cap_src);
     let dlr_pkts = stop(cap_dlr);
+    let rcvt_pkts = cap_rcvt.map(stop);
     eprintln!("R2 metrics:\n{m2}\nDLR metrics:\n{md}\nDLR state: {state}\nsender: {send_out}");
 
     let dlr_addr = if mode == Mode::OffTree {
@@ -381,28 +427,25 @@ fn scenario(tag: &str, mode: Mode) {
     };
     let served = metric(&md, "pgm_dlr_repairs_served_total");
     let nnaks_sent = metric(&md, "pgm_dlr_nnaks_sent_total");
-    let src_rdata = count(&src_pkts, |(s, _, p)| {
-        *s == src && ptype(p) == Some(PacketType::Rdata)
-    });
-    let src_nnaks = count(&src_pkts, |(_, d, p)| {
-        *d == src && ptype(p) == Some(PacketType::Nnak)
-    });
-    let src_naks = count(&src_pkts, |(_, d, p)| {
-        *d == src && ptype(p) == Some(PacketType::Nak)
-    });
-    let naks_to_dlr = count(&dlr_pkts, |(_, d, p)| {
-        *d == dlr_addr && ptype(p) == Some(PacketType::Nak)
-    });
+    let is = |f: &PgmFrame, t: PacketType| ptype(&f.pgm) == Some(t);
+    let src_rdata = count(&src_pkts, |f| f.src == src && is(f, PacketType::Rdata));
+    let src_nnaks = count(&src_pkts, |f| f.dst == src && is(f, PacketType::Nnak));
+    let src_naks = count(&src_pkts, |f| f.dst == src && is(f, PacketType::Nak));
+    let naks_to_dlr = count(&dlr_pkts, |f| f.dst == dlr_addr && is(f, PacketType::Nak));
     eprintln!(
         "{tag}: {dropped} dropped on lan; DLR served {served}, NNAKs {nnaks_sent}; \
          at the source: {src_rdata} RDATA sent, {src_naks} NAKs and {src_nnaks} NNAKs \
          received; {naks_to_dlr} NAKs to the DLR"
     );
     match mode {
-        Mode::Upstream => {
-            // R1's NCFs on the transit LAN drew redirecting POLRs with the source's address.
-            let polrs = count(&dlr_pkts, |(s, d, p)| {
-                *s == src && *d == group && ptype(p) == Some(PacketType::Polr)
+        Mode::Upstream | Mode::ServeAll => {
+            // R1's NCFs on the transit LAN drew redirecting POLRs with the source's address,
+            // announcing the DLR.
+            let polrs = count(&dlr_pkts, |f| {
+                f.src == src
+                    && f.dst == group
+                    && f.router_alert
+                    && redirect_of(&f.pgm) == Some(dlr_addr.into())
             });
             // NCFs bear the source's address; the DLR's own never come back to it, so every
             // NCF it received is R1's.
@@ -419,21 +462,73 @@ fn scenario(tag: &str, mode: Mode) {
             assert!(naks_to_dlr > 0, "R2 never NAKed the DLR");
             assert!(served > 0, "the DLR served no repair");
             assert!(metric(&md, "pgm_dlr_cache_entries") > 0);
-            // RDATA from the DLR bears the source's address: on the transit LAN, RDATA with
-            // the source's address that the source never sent.
+            // RDATA from the DLR as an upstream DLR bears the source's address and Router
+            // Alert: on the transit LAN, more RDATA with the source's address than the source
+            // ever sent. (R1 also learns the DLR from its POLRs and may redirect a NAK of its
+            // own to it: the DLR answers its parent off-tree style, by unicast from its own
+            // address, §9.5.2.3.)
+            let rdata_as_source = count(&dlr_pkts, |f| {
+                f.src == src && f.router_alert && is(f, PacketType::Rdata)
+            });
+            let rdata_to_parent = count(&dlr_pkts, |f| {
+                f.src == dlr_addr && f.dst == b.addr(2, 1) && is(f, PacketType::Rdata)
+            });
+            eprintln!(
+                "{tag}: on the transit LAN {rdata_as_source} RDATA with the source's address, \
+                 {rdata_to_parent} unicast from the DLR to R1"
+            );
+            assert!(
+                rdata_as_source > src_rdata,
+                "{rdata_as_source} RDATA with the source's address on the transit LAN, \
+                 {src_rdata} sent by the source, {served} served by the DLR"
+            );
             assert!(
                 nnaks_sent > 0 && src_nnaks > 0,
                 "no NNAK reached the source"
             );
+            // The transit receiver's own losses are repaired by the source; what the source
+            // repaired for the lan receiver must be less than what the DLR did.
+            let transit_naked: BTreeSet<u32> = rcvt_pkts
+                .iter()
+                .flatten()
+                .filter(|f| f.src == b.addr(2, 11) && is(f, PacketType::Nak))
+                .flat_map(|f| nak_sqns(&f.pgm))
+                .collect();
+            let src_rdata_lan = count(&src_pkts, |f| {
+                f.src == src
+                    && is(f, PacketType::Rdata)
+                    && pgm_core::wire::DataPacket::new_checked(&f.pgm[..])
+                        .is_ok_and(|d| !transit_naked.contains(&d.sqn().0))
+            });
             assert!(
-                (src_rdata as u64) < served,
-                "the source sent {src_rdata} RDATA, the DLR {served}"
+                (src_rdata_lan as u64) < served,
+                "the source sent {src_rdata_lan} RDATA for the lan receiver, the DLR {served}"
             );
             assert!(state.contains("\"sessions\""), "{state}");
             assert!(
                 state.contains(&format!("\"parent\":\"{}\"", b.addr(2, 1))),
                 "{state}"
             );
+            let serve = if mode == Mode::ServeAll {
+                "all"
+            } else {
+                "listed"
+            };
+            assert!(state.contains(&format!("\"serve\":\"{serve}\"")), "{state}");
+            if mode == Mode::ServeAll {
+                // Learnt from the traffic: an engine for the group, with the session in it.
+                assert!(state.contains(&format!("\"group\":\"{group}\"")), "{state}");
+                assert!(metric(&md, "pgm_dlr_sessions") > 0, "{md}");
+            }
+            if let (Some(pkts), Some(loss_t)) = (&rcvt_pkts, &loss_t) {
+                transit_receiver_ignored_redirects(
+                    pkts,
+                    loss_t,
+                    b.addr(2, 11),
+                    b.addr(2, 1),
+                    dlr_addr,
+                );
+            }
             http(dlr_ns, "POST", "/api/v1/clear/counters");
             let m = http(dlr_ns, "GET", "/metrics");
             assert_eq!(metric(&m, "pgm_dlr_repairs_served_total"), 0);
@@ -444,8 +539,8 @@ fn scenario(tag: &str, mode: Mode) {
                 "no PGM_POLL_DLR answered"
             );
             assert!(naks_to_dlr > 0, "R2 never NAKed the off-tree DLR");
-            let rdata_unicast = count(&dlr_pkts, |(s, d, p)| {
-                *s == dlr_addr && *d == b.addr(5, 1) && ptype(p) == Some(PacketType::Rdata)
+            let rdata_unicast = count(&dlr_pkts, |f| {
+                f.src == dlr_addr && f.dst == b.addr(5, 1) && is(f, PacketType::Rdata)
             });
             assert!(rdata_unicast > 0, "no unicast RDATA from the DLR to R2");
             assert!(served > 0, "the DLR served no repair");
@@ -464,12 +559,65 @@ fn scenario(tag: &str, mode: Mode) {
     }
 }
 
+/// §9.5.4: a receiver on the DLR's own subnet ignores its redirecting POLRs. From the
+/// transit receiver's capture: it received redirecting POLRs naming the DLR, then NAKed its
+/// own losses, and every one of those NAKs went to its SPM_PATH neighbour (R1), none to the
+/// DLR.
+fn transit_receiver_ignored_redirects(
+    pkts: &[PgmFrame],
+    loss: &lab::LossRule,
+    me: Ipv4Addr,
+    r1: Ipv4Addr,
+    dlr: Ipv4Addr,
+) {
+    let lost = loss.counters().unwrap().dropped;
+    assert!(lost > 0, "the transit receiver lost nothing");
+    let first_redirect = pkts
+        .iter()
+        .filter(|f| redirect_of(&f.pgm) == Some(dlr.into()))
+        .map(|f| f.at)
+        .min()
+        .expect("no redirecting POLR reached the transit receiver");
+    let naks: Vec<&PgmFrame> = pkts
+        .iter()
+        .filter(|f| f.src == me && ptype(&f.pgm) == Some(PacketType::Nak))
+        .collect();
+    let to_dlr = naks.iter().filter(|f| f.dst == dlr).count();
+    let after = naks.iter().filter(|f| f.at > first_redirect).count();
+    eprintln!(
+        "transit receiver: {lost} ODATA lost, {} NAKs ({after} after the first redirecting \
+         POLR), {to_dlr} to the DLR",
+        naks.len()
+    );
+    assert!(
+        after > 0,
+        "the transit receiver sent no NAK after a redirecting POLR"
+    );
+    assert_eq!(
+        to_dlr, 0,
+        "the transit receiver followed the DLR's redirect (§9.5.4)"
+    );
+    assert!(
+        naks.iter().all(|f| f.dst == r1),
+        "the transit receiver NAKed someone other than R1: {:?}",
+        naks.iter().map(|f| f.dst).collect::<BTreeSet<_>>()
+    );
+}
+
 #[test]
 fn dlr_upstream_repairs_on_transit_lan() {
     if lab::skip_without_root("dlr_upstream_repairs_on_transit_lan") {
         return;
     }
     scenario("dlrup", Mode::Upstream);
+}
+
+#[test]
+fn dlr_serve_all_learns_and_repairs() {
+    if lab::skip_without_root("dlr_serve_all_learns_and_repairs") {
+        return;
+    }
+    scenario("dlrall", Mode::ServeAll);
 }
 
 #[test]

@@ -56,6 +56,11 @@ pub struct DlrConfig {
     pub redirect_holdoff: Duration,
     /// Sessions to serve: `None` serves every session heard; otherwise only these TSIs.
     pub serve: Option<Vec<Tsi>>,
+    /// Most sessions (TSIs) tracked at once. When full, a session with nothing cached that
+    /// the embedded receiver no longer tracks makes room; otherwise packets of a new session
+    /// are neither cached nor served, and counted in [`DlrStats::sessions_refused`]. Default
+    /// 1024, the embedded receiver's default `max_sources`.
+    pub max_sessions: usize,
 }
 
 impl DlrConfig {
@@ -70,6 +75,7 @@ impl DlrConfig {
             off_tree: true,
             redirect_holdoff: Duration::from_secs(1),
             serve: None,
+            max_sessions: 1024,
         }
     }
 }
@@ -120,6 +126,12 @@ pub struct DlrStats {
     pub polls_answered: u64,
     /// NAKs and polls of sessions not served.
     pub ignored: u64,
+    /// Packets of new sessions not tracked because `max_sessions` were (see
+    /// [`DlrConfig::max_sessions`]).
+    pub sessions_refused: u64,
+    /// Sessions forgotten to make room for new ones (nothing cached, no longer tracked by
+    /// the embedded receiver).
+    pub sessions_evicted: u64,
     /// Malformed packets by reason.
     pub malformed: MalformedCounts,
 }
@@ -199,6 +211,66 @@ impl Repairer {
         &self.stats
     }
 
+    /// When the oldest packet in the cache was cached, `None` if the cache is empty. With
+    /// [`Repairer::evict_oldest`], lets a driver that runs several engines bound their caches
+    /// together, oldest first over all of them.
+    pub fn oldest_cached(&self) -> Option<Instant> {
+        self.sessions
+            .values()
+            .filter_map(|s| s.order.front().and_then(|q| s.cache.get(q)))
+            .map(|c| c.at)
+            .min()
+    }
+
+    /// Evicts the oldest packet in the cache (counted in `cache_evictions`) and returns its
+    /// size in bytes; 0 if the cache is empty.
+    pub fn evict_oldest(&mut self) -> usize {
+        let freed = self.evict_oldest_entry();
+        self.update_cache_stats();
+        freed
+    }
+
+    fn evict_oldest_entry(&mut self) -> usize {
+        let victim = self
+            .sessions
+            .iter()
+            .filter_map(|(t, s)| {
+                s.order
+                    .front()
+                    .and_then(|q| s.cache.get(q))
+                    .map(|c| (*t, c.at))
+            })
+            .min_by_key(|(_, at)| *at)
+            .map(|(t, _)| t);
+        let Some(s) = victim.and_then(|t| self.sessions.get_mut(&t)) else {
+            return 0;
+        };
+        let Some(c) = s.order.pop_front().and_then(|sqn| s.cache.remove(&sqn)) else {
+            return 0;
+        };
+        self.total_bytes -= c.bytes.len();
+        self.stats.cache_evictions += 1;
+        c.bytes.len()
+    }
+
+    /// The state of session `tsi`, created if there is room (see
+    /// [`DlrConfig::max_sessions`]); `None`, counted, if there is not.
+    fn session(&mut self, tsi: Tsi) -> Option<&mut Session> {
+        if !self.sessions.contains_key(&tsi) && self.sessions.len() >= self.config.max_sessions {
+            // Forget sessions that hold nothing and that the receiver has let go of.
+            let live: std::collections::HashSet<Tsi> = self.receiver.tsis().into_iter().collect();
+            let before = self.sessions.len();
+            self.sessions
+                .retain(|t, s| !s.cache.is_empty() || live.contains(t));
+            self.stats.sessions_evicted += (before - self.sessions.len()) as u64;
+            if self.sessions.len() >= self.config.max_sessions {
+                self.stats.sessions_refused += 1;
+                return None;
+            }
+        }
+        Some(self.sessions.entry(tsi).or_default())
+    }
+
     /// The embedded receiver (its own delivery and NAK counters).
     pub fn receiver(&self) -> &Receiver {
         &self.receiver
@@ -261,10 +333,11 @@ impl Repairer {
                         // §9.8.3: a reset session's cache is of no more use.
                         self.drop_session(&tsi);
                     }
-                    let sess = self.sessions.entry(tsi).or_default();
-                    sess.source = Some(meta.source);
-                    sess.group = Some(meta.destination);
-                    sess.dport = s.dest_port();
+                    if let Some(sess) = self.session(tsi) {
+                        sess.source = Some(meta.source);
+                        sess.group = Some(meta.destination);
+                        sess.dport = s.dest_port();
+                    }
                 }
                 self.receiver.handle_packet(now, meta, bytes);
             }
@@ -289,12 +362,15 @@ impl Repairer {
             return;
         };
         let tsi = d.tsi();
-        let sess = self.sessions.entry(tsi).or_default();
+        let too_big = bytes.len() > self.config.cache_bytes;
+        let Some(sess) = self.session(tsi) else {
+            return;
+        };
         sess.source.get_or_insert(meta.source);
         sess.group.get_or_insert(meta.destination);
         sess.dport = d.dest_port();
         let sqn = d.sqn().0;
-        if sess.cache.contains_key(&sqn) || bytes.len() > self.config.cache_bytes {
+        if sess.cache.contains_key(&sqn) || too_big {
             return;
         }
         sess.cache.insert(
@@ -328,28 +404,10 @@ impl Repairer {
                 }
             }
         }
+        // Then the oldest entry over all sessions, while over the byte bound.
         while self.total_bytes > self.config.cache_bytes {
-            // The oldest entry over all sessions.
-            let victim = self
-                .sessions
-                .iter()
-                .filter_map(|(t, s)| {
-                    s.order
-                        .front()
-                        .and_then(|q| s.cache.get(q))
-                        .map(|c| (*t, c.at))
-                })
-                .min_by_key(|(_, at)| *at)
-                .map(|(t, _)| t);
-            let Some(t) = victim else { break };
-            let Some(s) = self.sessions.get_mut(&t) else {
+            if self.evict_oldest_entry() == 0 {
                 break;
-            };
-            if let Some(sqn) = s.order.pop_front() {
-                if let Some(c) = s.cache.remove(&sqn) {
-                    self.total_bytes -= c.bytes.len();
-                    self.stats.cache_evictions += 1;
-                }
             }
         }
         self.update_cache_stats();
@@ -378,7 +436,9 @@ impl Repairer {
         }
         let holdoff = self.config.redirect_holdoff;
         let rpt = self.config.receiver.nak_rpt_ivl + self.config.receiver.nak_rdata_ivl;
-        let sess = self.sessions.entry(tsi).or_default();
+        let Some(sess) = self.session(tsi) else {
+            return;
+        };
         //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.2.1
         //# If the NCF completes NAK transmission initiated by the DLR itself,
         //# the DLR MUST NOT send a redirecting POLR.
@@ -610,10 +670,14 @@ impl Repairer {
             let bytes = buf[..t.len].to_vec();
             if t.packet_type == PacketType::Nak {
                 if let Ok(n) = NakPacket::new_checked(&bytes[..]) {
-                    let tsi = n.tsi();
-                    let s = self.sessions.entry(tsi).or_default();
-                    for q in n.sqns() {
-                        s.own_naks.insert(q.0, now);
+                    let rpt = self.config.receiver.nak_rpt_ivl + self.config.receiver.nak_rdata_ivl;
+                    if let Some(s) = self.session(n.tsi()) {
+                        // Bounded by what is still awaiting its NCF.
+                        s.own_naks
+                            .retain(|_, at| now.saturating_duration_since(*at) < rpt);
+                        for q in n.sqns() {
+                            s.own_naks.insert(q.0, now);
+                        }
                     }
                 }
             }

@@ -53,9 +53,11 @@ use anyhow::{Context, Result, ensure};
 
 mod addr;
 pub mod capture;
+pub mod delay;
 pub mod loss;
 pub mod mcast;
 pub mod mroute;
+pub mod pgm_pcap;
 pub mod ping;
 mod process;
 pub mod topology;
@@ -63,8 +65,10 @@ mod util;
 
 pub use addr::AddrBlock;
 pub use capture::{Capture, tshark_count, tshark_fields};
+pub use delay::{Delay, DelayStats};
 pub use loss::{Hook, LossCounters, LossRule, LossSpec, Selector};
 pub use mroute::{McRoute, Smcroute};
+pub use pgm_pcap::{PgmFrame, read_pgm};
 pub use process::{Process, Signal};
 pub use topology::{Host, Iface, RefTopology, RefTopologyBuilder, Router, Switch};
 
