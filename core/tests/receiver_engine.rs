@@ -536,3 +536,49 @@ fn the_first_lost_repair_is_retried_from_the_ncf_time() {
     // Twice the floor-bounded NCF wait (2 × 10 ms), then at most NAK_BO_IVL (50 ms).
     assert!(t2 - t1 <= ms(1 + 20 + 50), "{:?}", t2 - t1);
 }
+
+/// §9.5.4: "A receiver MAY choose to ignore all redirecting POLRs". Ours does: a DLR's
+/// redirecting POLR on the receiver's LAN changes neither where its NAKs go nor anything
+/// else; only SPMs set the NAK target.
+#[test]
+fn redirecting_polrs_are_ignored() {
+    const DLR: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 9, 7));
+    let now = t0();
+    let mut r = receiver();
+    r.handle_packet(now, meta(), &spm(1, 0, u32::MAX, ROUTER));
+    r.handle_packet(now, meta(), &odata_with(0, 0, false, b"0"));
+    let redirect = [PgmOption::from(OptionValue::Redirect(Nla(DLR)))];
+    let polr = bytes_with(
+        Body::Polr(pgm_core::wire::PolrRepr {
+            sqn: Sqn(1),
+            round: 0,
+        }),
+        OptionList::Slice(&redirect),
+    );
+    r.handle_packet(
+        now,
+        RecvMeta {
+            source: SRC,
+            destination: GROUP,
+        },
+        &polr,
+    );
+    assert_eq!(r.nak_target(&TSI), Some(ROUTER));
+    r.handle_packet(now, meta(), &odata_with(2, 0, false, b"2"));
+    let mut buf = Vec::new();
+    let mut dests = Vec::new();
+    while let Some(t) = r
+        .poll_timeout()
+        .filter(|t| *t <= now + Duration::from_millis(60))
+    {
+        r.handle_timeout(t);
+        while let Some(tx) = r.poll_transmit(t, &mut buf) {
+            dests.push((tx.packet_type, tx.destination));
+        }
+    }
+    assert_eq!(
+        dests,
+        [(PacketType::Nak, Destination::Unicast(ROUTER))],
+        "the NAK goes to the SPM's path, not the DLR"
+    );
+}
