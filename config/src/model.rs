@@ -265,6 +265,19 @@ pub struct DlrSection {
     /// unicast redirecting POLR. Default `true`. At least one of `upstream` and `off_tree`
     /// must be `true`.
     pub off_tree: bool,
+    /// `max_engines`: with `serve = "all"`, most engines (one per interface, group and
+    /// data-destination port heard) running at once. When full, an engine with no session
+    /// left and nothing cached makes room; otherwise the new group and port are not served
+    /// (counted in `pgm_dlr_engines_refused_total`). Ignored with `serve = "listed"`, where
+    /// the `[[dlr.session]]` entries fix the engines. Default 256. 1 to 10 000 000.
+    pub max_engines: usize,
+    /// `max_sessions`: most sessions (TSIs) each engine tracks at once, in its cache and in
+    /// its embedded receiver; packets of further sessions are neither cached nor repaired
+    /// (`pgm_dlr_sessions_refused_total`) unless an idle session makes room
+    /// (`pgm_dlr_sessions_evicted_total`). Also bounds the daemon's (interface, TSI) routes at
+    /// `max_sessions` per running engine. Default 1024, the engine's own default. 1 to
+    /// 10 000 000.
+    pub max_sessions: usize,
 }
 
 impl Default for DlrSection {
@@ -277,6 +290,8 @@ impl Default for DlrSection {
             cache_age: Duration::from_secs(30),
             upstream: true,
             off_tree: true,
+            max_engines: 256,
+            max_sessions: 1024,
         }
     }
 }

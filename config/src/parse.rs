@@ -55,6 +55,8 @@ mod keys {
         "cache_age",
         "upstream",
         "off_tree",
+        "max_engines",
+        "max_sessions",
     ];
     pub(super) const DLR_SESSION: &[&str] = &["group", "port", "tsi"];
     pub(super) const HOST: &[&str] = &[
@@ -625,6 +627,8 @@ fn dlr(ctx: &mut Ctx<'_>, mut section: Section<'_, '_>) -> DlrSection {
     section.duration(ctx, "cache_age", &mut dlr.cache_age, true);
     section.boolean(ctx, "upstream", &mut dlr.upstream);
     section.boolean(ctx, "off_tree", &mut dlr.off_tree);
+    section.integer(ctx, "max_engines", &mut dlr.max_engines, LIMIT_RANGE);
+    section.integer(ctx, "max_sessions", &mut dlr.max_sessions, LIMIT_RANGE);
     if !dlr.upstream && !dlr.off_tree {
         section.conflict(
             ctx,

@@ -88,6 +88,33 @@ txw_sqn = 5
 }
 
 #[test]
+fn dlr_limit_typos() {
+    let text = "[dlr]\ninterfaces = [\"eth0\"]\nmax_engine = 8\nmax_sesions = 8\nmax_tsis = 8\n";
+    assert_eq!(
+        errors(text),
+        vec![
+            e(3, 1, "dlr.max_engine", ErrorKind::UnknownKey),
+            e(4, 1, "dlr.max_sesions", ErrorKind::UnknownKey),
+            e(5, 1, "dlr.max_tsis", ErrorKind::UnknownKey),
+        ]
+    );
+    let reasons: Vec<String> = Config::from_str(text, "t")
+        .unwrap_err()
+        .0
+        .into_iter()
+        .map(|e| e.reason)
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "unknown key; did you mean `max_engines`?",
+            "unknown key; did you mean `max_sessions`?",
+            "unknown key; `max_tsis` belongs in [router.limits]",
+        ]
+    );
+}
+
+#[test]
 fn wrong_types() {
     let text = r#"
 [[router.interface]]
@@ -314,6 +341,34 @@ fn limits_out_of_range() {
             e(6, 12, "host.txw_sqns", ErrorKind::OutOfRange),
             e(7, 19, "host.nak_ncf_retries", ErrorKind::OutOfRange),
         ]
+    );
+    assert_eq!(
+        errors("[dlr]\ninterfaces = [\"eth0\"]\nmax_engines = 0\nmax_sessions = 10_000_001\n"),
+        vec![
+            e(3, 15, "dlr.max_engines", ErrorKind::OutOfRange),
+            e(4, 16, "dlr.max_sessions", ErrorKind::OutOfRange),
+        ]
+    );
+    assert_eq!(
+        errors(
+            "[dlr]\ninterfaces = [\"eth0\"]\nmax_sessions = -1\nmax_engines = 99999999999999999999999\n"
+        ),
+        vec![
+            e(3, 16, "dlr.max_sessions", ErrorKind::OutOfRange),
+            e(4, 15, "dlr.max_engines", ErrorKind::OutOfRange),
+        ]
+    );
+    assert_eq!(
+        errors("[dlr]\ninterfaces = [\"eth0\"]\nmax_engines = \"256\"\nmax_sessions = 1.5\n"),
+        vec![
+            e(3, 15, "dlr.max_engines", ErrorKind::WrongType),
+            e(4, 16, "dlr.max_sessions", ErrorKind::WrongType),
+        ]
+    );
+    let error = only_error("[dlr]\ninterfaces = [\"eth0\"]\nmax_sessions = 0\n");
+    assert_eq!(
+        error.to_string(),
+        "test.toml:3:16: dlr.max_sessions: 0 is out of range 1..=10000000"
     );
     let error = only_error(
         "[dlr]\ninterfaces = [\"eth0\"]\nserve = \"listed\"\n[[dlr.session]]\ngroup = \"239.1.1.1\"\nport = 70000\n",

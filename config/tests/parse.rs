@@ -69,6 +69,53 @@ fn engine_defaults() {
         (3055, 3056)
     );
     assert_eq!(host.ttl, 16);
+    // The DLR's bounds: DlrConfig::new's max_sessions (and ReceiverConfig::new's
+    // max_sources), and the daemon's engine limit before it was configurable.
+    let dlr = DlrSection::default();
+    assert_eq!((dlr.max_engines, dlr.max_sessions), (256, 1024));
+    assert_eq!(dlr.cache_bytes, 64 << 20);
+    assert_eq!(dlr.cache_age, ms(30_000));
+}
+
+#[test]
+fn dlr_limits() {
+    let dlr = |keys: &str| {
+        Config::from_str(&format!("[dlr]\ninterfaces = [\"eth0\"]\n{keys}"), "t")
+            .unwrap()
+            .dlr
+            .unwrap()
+    };
+    let defaults = dlr("");
+    assert_eq!((defaults.max_engines, defaults.max_sessions), (256, 1024));
+    let small = dlr("max_engines = 1\nmax_sessions = 1\n");
+    assert_eq!((small.max_engines, small.max_sessions), (1, 1));
+    assert_eq!(
+        small,
+        DlrSection {
+            interfaces: vec!["eth0".to_owned()],
+            max_engines: 1,
+            max_sessions: 1,
+            ..DlrSection::default()
+        }
+    );
+    let large = dlr("max_engines = 10_000_000\nmax_sessions = 0x989680\n");
+    assert_eq!(
+        (large.max_engines, large.max_sessions),
+        (10_000_000, 10_000_000)
+    );
+    // Allowed, and ignored by the daemon, with serve = "listed".
+    let listed = dlr(
+        "serve = \"listed\"\nmax_engines = 8\n[[dlr.session]]\ngroup = \"239.1.1.1\"\nport = 7500\n",
+    );
+    assert_eq!((listed.max_engines, listed.max_sessions), (8, 1024));
+    // Inline, with their positions.
+    let config = Config::from_str(
+        "dlr = { interfaces = [\"eth0\"], max_sessions = 64 }\n",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(config.dlr.unwrap().max_sessions, 64);
+    assert_eq!(config.locations.position("dlr.max_sessions"), Some((1, 47)));
 }
 
 #[test]
@@ -135,6 +182,8 @@ serve = "listed"
 cache_bytes = "1GiB"
 cache_age = "1m30s"
 upstream = false
+max_engines = 16
+max_sessions = 10_000
 
 [[dlr.session]]
 group = "239.192.0.1"
@@ -224,6 +273,8 @@ rxw_sqns = 2000
             cache_age: ms(90_000),
             upstream: false,
             off_tree: true,
+            max_engines: 16,
+            max_sessions: 10_000,
         }
     );
     assert_eq!(
@@ -334,6 +385,14 @@ fn deploy_examples_parse() {
         HostSection::default()
     );
     let dlr = seen[0].1.dlr.as_ref().unwrap();
-    assert_eq!(dlr.cache_bytes, DlrSection::default().cache_bytes);
+    assert_eq!(
+        DlrSection {
+            interfaces: Vec::new(),
+            serve: DlrServe::All,
+            sessions: Vec::new(),
+            ..dlr.clone()
+        },
+        DlrSection::default()
+    );
     assert_eq!(dlr.sessions.len(), 2);
 }

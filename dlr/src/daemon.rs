@@ -8,7 +8,7 @@
 //! the IP header itself: the ODATA source's address and Router Alert where §9.5.2.1 requires
 //! them, the DLR's own address otherwise.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -25,20 +25,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::sockets::{self, Incoming};
-use crate::state::{Dir, Engine, Extra, Key, Shared};
+use crate::state::{Dir, Engine, Key, Shared};
 
 /// Multicast TTL of transmits the engine gives none for.
 const MULTICAST_TTL: u8 = 16;
 /// TTL of unicast transmits.
 const UNICAST_TTL: u8 = 64;
-/// Most engines (interface, group, data port) at once with `serve = "all"`, where any
-/// multicast heard could otherwise create one. When full, an idle engine (no session left in
-/// its receiver, nothing cached) makes room; otherwise the new group and port are not served
-/// (`pgm_dlr_engines_refused_total`). With `serve = "listed"` the configuration fixes them.
-const MAX_ENGINES: usize = 256;
-/// Bound of the (interface, TSI) -> engine map per engine: an engine's receiver tracks at
-/// most this many sources (its `max_sources` default), so entries beyond are stale.
-const TSIS_PER_ENGINE: usize = 1024;
 
 /// The clock (the one place the daemon reads it).
 #[expect(
@@ -59,21 +51,48 @@ struct Iface {
 
 /// The engine settings taken from `[dlr]` (reloadable: the cache bounds).
 #[derive(Debug, Clone)]
-struct Settings {
+pub(crate) struct Settings {
     cache_bytes: usize,
     cache_age: Duration,
     upstream: bool,
     off_tree: bool,
+    /// Most sessions per engine (`max_sessions`).
+    max_sessions: usize,
 }
 
 impl Settings {
-    fn from(d: &DlrSection) -> Self {
+    pub(crate) fn from(d: &DlrSection) -> Self {
         Self {
             cache_bytes: usize::try_from(d.cache_bytes).unwrap_or(usize::MAX),
             cache_age: d.cache_age,
             upstream: d.upstream,
             off_tree: d.off_tree,
+            max_sessions: d.max_sessions,
         }
+    }
+
+    /// The configuration of the engine of `group` and data-destination `port` on the
+    /// interface of address `addr` (serving every session; the caller narrows `serve`).
+    pub(crate) fn engine_config(
+        &self,
+        group: Ipv4Addr,
+        port: u16,
+        addr: Ipv4Addr,
+        seed: u64,
+    ) -> DlrConfig {
+        let mut rc = ReceiverConfig::new(port, IpAddr::V4(group));
+        rc.rng_seed = seed;
+        // The embedded receiver tracks as many sources as the engine sessions, so that
+        // neither holds state for sessions the other cannot.
+        rc.max_sources = self.max_sessions;
+        let mut c = DlrConfig::new(rc, IpAddr::V4(addr));
+        // Each engine may use the whole bound; `bound_cache` keeps their sum within it.
+        c.cache_bytes = self.cache_bytes;
+        c.cache_age = self.cache_age;
+        c.upstream = self.upstream;
+        c.off_tree = self.off_tree;
+        c.max_sessions = self.max_sessions;
+        c
     }
 }
 
@@ -108,9 +127,8 @@ pub(crate) struct Daemon {
     settings: Settings,
     /// `serve = "listed"`: the sessions; `None` serves all.
     listed: Option<Vec<DlrSession>>,
-    /// (ifindex, TSI) -> engine, learnt from downstream packets, for the packets that carry
-    /// neither group nor data port in a form we can route by (SPMR, POLR, unicast NCF).
-    tsis: HashMap<(u32, Tsi), Key>,
+    /// `max_engines` as started (a change needs a restart).
+    max_engines: usize,
     txbuf: Vec<u8>,
     seed: u64,
 }
@@ -156,16 +174,8 @@ impl Daemon {
             );
         }
         let settings = Settings::from(d);
-        let shared = Arc::new(Mutex::new(Shared {
-            engines: BTreeMap::new(),
-            names: ifaces.iter().map(|i| (i.index, i.name.clone())).collect(),
-            extra: Extra::default(),
-            cache_limit: d.cache_bytes,
-            cache_age_secs: d.cache_age.as_secs_f64(),
-            serve: if listed.is_some() { "listed" } else { "all" },
-            retired: crate::state::Totals::default(),
-            engine_limit: if listed.is_some() { 0 } else { MAX_ENGINES },
-        }));
+        let names = ifaces.iter().map(|i| (i.index, i.name.clone())).collect();
+        let shared = Arc::new(Mutex::new(Shared::new(d, names)));
         let mut daemon = Self {
             shared,
             config_path,
@@ -174,7 +184,7 @@ impl Daemon {
             rx,
             settings,
             listed,
-            tsis: HashMap::new(),
+            max_engines: d.max_engines,
             txbuf: Vec::with_capacity(2048),
             seed: u64::from(std::process::id()),
         };
@@ -193,6 +203,8 @@ impl Daemon {
             cache_age = ?d.cache_age,
             upstream = d.upstream,
             off_tree = d.off_tree,
+            max_engines = d.max_engines,
+            max_sessions = d.max_sessions,
             "pgm-dlrd started"
         );
         Ok(daemon)
@@ -222,15 +234,7 @@ impl Daemon {
             .seed
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1);
-        let mut rc = ReceiverConfig::new(port, IpAddr::V4(group));
-        rc.rng_seed = self.seed;
-        let mut c = DlrConfig::new(rc, IpAddr::V4(addr));
-        c.cache_bytes = self.settings.cache_bytes;
-        c.cache_age = self.settings.cache_age;
-        c.upstream = self.settings.upstream;
-        c.off_tree = self.settings.off_tree;
-        // Each engine may use the whole bound; `bound_cache` keeps their sum within it.
-        c.max_sessions = TSIS_PER_ENGINE;
+        let mut c = self.settings.engine_config(group, port, addr, self.seed);
         // Only listed TSIs if every entry of this group and port names one.
         c.serve = self.listed.as_ref().and_then(|l| {
             let entries: Vec<&DlrSession> = l
@@ -271,22 +275,16 @@ impl Daemon {
         true
     }
 
-    /// With `serve = "all"` at the engine limit: retires the idle engines (no session in
+    /// With `serve = "all"` at `max_engines`: retires the idle engines (no session in
     /// their receivers, nothing cached). Whether there is room now.
     fn make_room(&mut self) -> bool {
-        let idle = {
-            let mut s = self.lock();
-            if s.engines.len() < MAX_ENGINES {
-                return true;
-            }
-            s.retire_idle()
-        };
+        let mut s = self.lock();
+        let (room, idle) = s.make_room();
         for k in &idle {
-            let name = self.lock().name_of(k.0);
+            let name = s.name_of(k.0);
             tracing::info!(interface = %name, group = %k.1, port = k.2, "idle engine retired");
         }
-        self.tsis.retain(|_, k| !idle.contains(k));
-        self.lock().engines.len() < MAX_ENGINES
+        room
     }
 
     /// Keeps the cached bytes of all engines together within `cache_bytes`.
@@ -314,7 +312,7 @@ impl Daemon {
                         IpAddr::V6(_) => None,
                     }
                 }
-                _ => self.tsis.get(&(ifindex, tsi)).copied(),
+                _ => self.lock().route_of(ifindex, tsi),
             }
         } else if inc.ip.destination.is_multicast() {
             let key = (ifindex, inc.ip.destination, p.dest_port());
@@ -322,33 +320,15 @@ impl Daemon {
                 if !self.ensure_engine(key) {
                     return Ok(None);
                 }
-                if !self.tsis.contains_key(&(ifindex, tsi)) {
-                    self.bound_tsis();
-                }
-                self.tsis.insert((ifindex, tsi), key);
+                // Not learnt (counted) only when every engine's receiver is full: the
+                // packet still reaches its engine, which refuses the new session too.
+                self.lock().learn_route(ifindex, tsi, key);
             }
             Some(key)
         } else {
-            self.tsis.get(&(ifindex, tsi)).copied()
+            self.lock().route_of(ifindex, tsi)
         };
         Ok(key.filter(|k| self.serves(k.1, k.2)))
-    }
-
-    /// Keeps the (interface, TSI) map within what the engines' receivers can track: when it
-    /// reaches its bound, entries of sources no receiver tracks any more go.
-    fn bound_tsis(&mut self) {
-        let limit = TSIS_PER_ENGINE * self.lock().engines.len().max(1);
-        if self.tsis.len() < limit {
-            return;
-        }
-        let s = self.lock();
-        let live: std::collections::HashSet<(u32, Tsi)> = s
-            .engines
-            .iter()
-            .flat_map(|(k, e)| e.repairer.receiver().tsis().into_iter().map(|t| (k.0, t)))
-            .collect();
-        drop(s);
-        self.tsis.retain(|k, _| live.contains(k));
     }
 
     fn handle(&mut self, now: Instant, inc: &Incoming) {
@@ -464,9 +444,11 @@ impl Daemon {
             || listed != self.listed
             || d.upstream != self.settings.upstream
             || d.off_tree != self.settings.off_tree
+            || d.max_engines != self.max_engines
+            || d.max_sessions != self.settings.max_sessions
         {
             tracing::warn!(
-                "reload: interface, session and role changes take effect after a restart"
+                "reload: interface, session, role and engine/session limit changes take effect after a restart"
             );
         }
         self.settings.cache_bytes = usize::try_from(d.cache_bytes).unwrap_or(usize::MAX);

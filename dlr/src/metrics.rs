@@ -143,6 +143,42 @@ pub(crate) fn render(s: &Shared) -> String {
         "pgm_dlr_engines_retired_total {}",
         s.extra.engines_retired
     );
+    header(
+        &mut out,
+        "engine_sessions_limit",
+        "most sessions each engine tracks (max_sessions)",
+        "gauge",
+    );
+    let _ = writeln!(out, "pgm_dlr_engine_sessions_limit {}", s.session_limit);
+    header(
+        &mut out,
+        "tsi_routes",
+        "(interface, TSI) routes to engines learnt from downstream packets",
+        "gauge",
+    );
+    let _ = writeln!(out, "pgm_dlr_tsi_routes {}", s.routes.len());
+    header(
+        &mut out,
+        "tsi_routes_evicted_total",
+        "(interface, TSI) routes of sources no engine tracks, forgotten at the routes' bound",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "pgm_dlr_tsi_routes_evicted_total {}",
+        s.extra.routes_evicted
+    );
+    header(
+        &mut out,
+        "tsi_routes_refused_total",
+        "(interface, TSI) routes not learnt: the bound was reached with every route live",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "pgm_dlr_tsi_routes_refused_total {}",
+        s.extra.routes_refused
+    );
     for (name, help, f) in COUNTERS {
         header(&mut out, name, help, "counter");
         let _ = writeln!(out, "pgm_dlr_{name} {}", f(&t));

@@ -1,10 +1,12 @@
 //! What the driver and the admin API share: the engines (one per interface, group and port)
 //! and the daemon's own counters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 
+use pgm_config::{DlrSection, DlrServe};
 use pgm_core::proto::repairer::{DlrStats, Repairer};
+use pgm_core::wire::Tsi;
 use serde_json::{Value, json};
 
 /// One engine's key: the interface, the group and the data-destination port. The embedded
@@ -41,6 +43,12 @@ pub(crate) struct Extra {
     pub(crate) engines_refused: u64,
     /// Idle engines removed to make room for new ones (`serve = "all"`).
     pub(crate) engines_retired: u64,
+    /// (interface, TSI) routes forgotten at the routes' bound: sources no engine's receiver
+    /// tracks any more.
+    pub(crate) routes_evicted: u64,
+    /// (interface, TSI) routes not learnt because the bound was reached with every route
+    /// live (every engine's receiver full).
+    pub(crate) routes_refused: u64,
 }
 
 /// The totals of the engines' counters since the last clear.
@@ -126,11 +134,35 @@ pub(crate) struct Shared {
     pub(crate) serve: &'static str,
     /// The counters of engines removed since the last clear (so that totals never go down).
     pub(crate) retired: Totals,
-    /// Most engines at once (`serve = "all"`).
+    /// Most engines at once (`serve = "all"`; `[dlr] max_engines`), 0 with
+    /// `serve = "listed"` (the configuration fixes the engines).
     pub(crate) engine_limit: usize,
+    /// Most sessions per engine (`[dlr] max_sessions`), and routes per running engine.
+    pub(crate) session_limit: usize,
+    /// (ifindex, TSI) -> engine, learnt from downstream packets, for the packets that carry
+    /// neither group nor data port in a form we can route by (SPMR, POLR, unicast NCF).
+    /// Bounded by [`Shared::routes_limit`].
+    pub(crate) routes: HashMap<(u32, Tsi), Key>,
 }
 
 impl Shared {
+    /// No engine yet; the bounds of `[dlr]` `d`, the interfaces' `names` by index.
+    pub(crate) fn new(d: &DlrSection, names: BTreeMap<u32, String>) -> Self {
+        let listed = d.serve == DlrServe::Listed;
+        Self {
+            engines: BTreeMap::new(),
+            names,
+            extra: Extra::default(),
+            cache_limit: d.cache_bytes,
+            cache_age_secs: d.cache_age.as_secs_f64(),
+            serve: if listed { "listed" } else { "all" },
+            retired: Totals::default(),
+            engine_limit: if listed { 0 } else { d.max_engines },
+            session_limit: d.max_sessions,
+            routes: HashMap::new(),
+        }
+    }
+
     pub(crate) fn name_of(&self, ifindex: u32) -> String {
         self.names
             .get(&ifindex)
@@ -165,6 +197,58 @@ impl Shared {
             self.retired.add_counters(&t);
             self.extra.engines_retired += 1;
         }
+    }
+
+    /// Whether one more engine may start (`serve = "all"`). At [`Self::engine_limit`], the
+    /// idle engines are retired first (their routes go with them); returns whether there is
+    /// room now and the engines retired.
+    pub(crate) fn make_room(&mut self) -> (bool, Vec<Key>) {
+        if self.engines.len() < self.engine_limit {
+            return (true, Vec::new());
+        }
+        let idle = self.retire_idle();
+        self.routes.retain(|_, k| !idle.contains(k));
+        (self.engines.len() < self.engine_limit, idle)
+    }
+
+    /// Bound of [`Self::routes`]: [`Self::session_limit`] per running engine, what their
+    /// receivers can track together.
+    pub(crate) fn routes_limit(&self) -> usize {
+        self.session_limit.saturating_mul(self.engines.len().max(1))
+    }
+
+    /// The engine of the packets of `tsi` heard on `ifindex`, if learnt.
+    pub(crate) fn route_of(&self, ifindex: u32, tsi: Tsi) -> Option<Key> {
+        self.routes.get(&(ifindex, tsi)).copied()
+    }
+
+    /// Records that `tsi` on `ifindex` belongs to engine `key`. A new route at
+    /// [`Self::routes_limit`] first forgets the routes of sources no engine's receiver tracks
+    /// any more (counted in `routes_evicted`); if every route is still live, the new one is
+    /// not learnt (counted in `routes_refused`; its engine's receiver is full as well).
+    /// Returns whether the route is known now.
+    pub(crate) fn learn_route(&mut self, ifindex: u32, tsi: Tsi, key: Key) -> bool {
+        if let Some(k) = self.routes.get_mut(&(ifindex, tsi)) {
+            *k = key;
+            return true;
+        }
+        let limit = self.routes_limit();
+        if self.routes.len() >= limit {
+            let live: HashSet<(u32, Tsi)> = self
+                .engines
+                .iter()
+                .flat_map(|(k, e)| e.repairer.receiver().tsis().into_iter().map(|t| (k.0, t)))
+                .collect();
+            let before = self.routes.len();
+            self.routes.retain(|r, _| live.contains(r));
+            self.extra.routes_evicted += (before - self.routes.len()) as u64;
+            if self.routes.len() >= limit {
+                self.extra.routes_refused += 1;
+                return false;
+            }
+        }
+        self.routes.insert((ifindex, tsi), key);
+        true
     }
 
     /// Removes every idle engine (no session left in its receiver, nothing cached), keeping
@@ -258,6 +342,13 @@ impl Shared {
         let t = self.totals();
         json!({
             "serve": self.serve,
+            "limits": {
+                // With serve = "listed" the configuration fixes the engines.
+                "max_engines": (self.serve == "all").then_some(self.engine_limit),
+                "max_sessions": self.session_limit,
+                "routes": self.routes.len(),
+                "max_routes": self.routes_limit(),
+            },
             "cache": {
                 "limit_bytes": self.cache_limit,
                 "max_age_seconds": self.cache_age_secs,
@@ -274,31 +365,50 @@ mod tests {
     use std::net::IpAddr;
     use std::time::{Duration, Instant};
 
+    use pgm_config::Config;
     use pgm_core::proto::RecvMeta;
     use pgm_core::proto::receiver::ReceiverConfig;
     use pgm_core::proto::repairer::DlrConfig;
     use pgm_core::wire::{Body, DataRepr, Gsi, OptionList, Repr, Sqn};
 
     use super::*;
+    use crate::daemon::Settings;
 
     const SRC: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
+    const DLR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
+    const SPORT: u16 = 4000;
+
+    /// The `[dlr]` section of a file with `keys` (and an interface) in it.
+    fn section(keys: &str) -> DlrSection {
+        Config::from_str(
+            &format!(
+                "[dlr]
+interfaces = [\"eth0\"]\n{keys}"
+            ),
+            "dlr.toml",
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .dlr
+        .expect("[dlr]")
+    }
 
     fn shared() -> Shared {
-        Shared {
-            engines: BTreeMap::new(),
-            names: BTreeMap::new(),
-            extra: Extra::default(),
-            cache_limit: 0,
-            cache_age_secs: 30.0,
-            serve: "all",
-            retired: Totals::default(),
-            engine_limit: 4,
-        }
+        Shared::new(&section("max_engines = 4\n"), BTreeMap::new())
     }
 
     fn engine(group: Ipv4Addr) -> Engine {
         let rc = ReceiverConfig::new(7500, IpAddr::V4(group));
-        let repairer = Repairer::new(DlrConfig::new(rc, IpAddr::V4(Ipv4Addr::new(10, 0, 2, 3))));
+        with(Repairer::new(DlrConfig::new(rc, IpAddr::V4(DLR))))
+    }
+
+    /// An engine as the daemon configures it from `d`.
+    fn configured(d: &DlrSection, group: Ipv4Addr) -> Engine {
+        with(Repairer::new(
+            Settings::from(d).engine_config(group, 7500, DLR, 1),
+        ))
+    }
+
+    fn with(repairer: Repairer) -> Engine {
         Engine {
             baseline: repairer.stats().clone(),
             own_naks_baseline: 0,
@@ -306,9 +416,13 @@ mod tests {
         }
     }
 
-    fn odata(sqn: u32) -> Vec<u8> {
+    fn tsi(sport: u16) -> Tsi {
+        Tsi::new(Gsi([1, 2, 3, 4, 5, 6]), sport)
+    }
+
+    fn odata_from(sport: u16, sqn: u32) -> Vec<u8> {
         let repr = Repr {
-            sport: 4000,
+            sport,
             dport: 7500,
             gsi: Gsi([1, 2, 3, 4, 5, 6]),
             parity: false,
@@ -326,14 +440,145 @@ mod tests {
     }
 
     fn feed(s: &mut Shared, key: Key, at: Instant, sqns: std::ops::Range<u32>) {
-        let meta = RecvMeta {
-            source: IpAddr::V4(SRC),
-            destination: IpAddr::V4(key.1),
-        };
         let e = s.engines.get_mut(&key).expect("engine");
         for q in sqns {
-            e.repairer.handle_packet(at, meta, &odata(q));
+            feed_from(e, key.1, at, SPORT, q);
         }
+    }
+
+    /// One ODATA of the source with data-source port `sport`.
+    fn feed_from(e: &mut Engine, group: Ipv4Addr, at: Instant, sport: u16, sqn: u32) {
+        let meta = RecvMeta {
+            source: IpAddr::V4(SRC),
+            destination: IpAddr::V4(group),
+        };
+        e.repairer.handle_packet(at, meta, &odata_from(sport, sqn));
+    }
+
+    #[test]
+    fn the_limit_defaults_are_the_engines() {
+        let d = DlrSection::default();
+        let rc = ReceiverConfig::new(7500, IpAddr::V4(Ipv4Addr::new(239, 1, 1, 1)));
+        assert_eq!(
+            d.max_sessions,
+            DlrConfig::new(rc.clone(), IpAddr::V4(DLR)).max_sessions
+        );
+        assert_eq!(d.max_sessions, rc.max_sources);
+        assert_eq!((d.max_engines, d.max_sessions), (256, 1024));
+        let s = Shared::new(&d, BTreeMap::new());
+        assert_eq!((s.engine_limit, s.session_limit), (256, 1024));
+        // With serve = "listed" the configuration fixes the engines.
+        let listed = section(
+            "serve = \"listed\"\nmax_engines = 3\n[[dlr.session]]\ngroup = \"239.1.1.1\"\nport = 7500\n",
+        );
+        assert_eq!(Shared::new(&listed, BTreeMap::new()).engine_limit, 0);
+    }
+
+    #[test]
+    fn a_configured_engine_limit_is_honoured() {
+        #[expect(clippy::disallowed_methods, reason = "the test's epoch")]
+        let t0 = Instant::now();
+        let mut s = Shared::new(&section("max_engines = 2\n"), BTreeMap::new());
+        assert_eq!(s.engine_limit, 2);
+        let key = |n: u8| (1, Ipv4Addr::new(239, 1, 1, n), 7500);
+        let (busy, idle, new) = (key(1), key(2), key(3));
+        assert_eq!(s.make_room(), (true, vec![]));
+        s.engines.insert(busy, engine(busy.1));
+        feed(&mut s, busy, t0, 0..2);
+        assert_eq!(s.make_room(), (true, vec![]));
+        s.engines.insert(idle, engine(idle.1));
+        assert!(s.learn_route(1, tsi(9000), idle));
+        // Full: the idle engine makes room, and its routes go with it.
+        assert_eq!(s.make_room(), (true, vec![idle]));
+        assert_eq!(s.extra.engines_retired, 1);
+        assert_eq!(s.route_of(1, tsi(9000)), None);
+        s.engines.insert(new, engine(new.1));
+        feed(&mut s, new, t0, 0..2);
+        // Full of busy engines: no room.
+        assert_eq!(s.make_room(), (false, vec![]));
+        assert_eq!(s.engines.len(), 2);
+        assert!(s.engines.contains_key(&busy) && s.engines.contains_key(&new));
+    }
+
+    #[test]
+    fn a_configured_session_limit_is_honoured() {
+        #[expect(clippy::disallowed_methods, reason = "the test's epoch")]
+        let t0 = Instant::now();
+        let d = section("max_sessions = 2\n");
+        let group = Ipv4Addr::new(239, 1, 1, 1);
+        let mut e = configured(&d, group);
+        for (i, sport) in [4000, 4001, 4002, 4003].into_iter().enumerate() {
+            for q in 0..3 {
+                feed_from(
+                    &mut e,
+                    group,
+                    t0 + Duration::from_millis(i as u64),
+                    sport,
+                    q,
+                );
+            }
+        }
+        // Two sessions tracked and cached; every packet of the other two refused.
+        assert_eq!(e.repairer.receiver().sources(), 2);
+        assert_eq!(e.repairer.receiver().stats().sources_refused, 6);
+        let stats = e.repairer.stats();
+        assert_eq!(stats.cache_entries, 6);
+        assert_eq!(stats.sessions_refused, 6);
+        assert_eq!(stats.sessions_evicted, 0);
+        let mut s = Shared::new(&d, BTreeMap::new());
+        s.engines.insert((1, group, 7500), e);
+        assert_eq!(s.totals().sessions_refused, 6);
+    }
+
+    #[test]
+    fn tsi_routes_are_bounded_and_evictions_counted() {
+        #[expect(clippy::disallowed_methods, reason = "the test's epoch")]
+        let t0 = Instant::now();
+        let d = section("max_sessions = 2\n");
+        let key = (1, Ipv4Addr::new(239, 1, 1, 1), 7500);
+        let mut s = Shared::new(&d, BTreeMap::new());
+        s.engines.insert(key, configured(&d, key.1));
+        assert_eq!(s.routes_limit(), 2);
+        let live = |s: &mut Shared, sport| {
+            let e = s.engines.get_mut(&key).expect("engine");
+            feed_from(e, key.1, t0, sport, 0);
+        };
+        live(&mut s, 4000);
+        assert!(s.learn_route(1, tsi(4000), key));
+        // A source the receiver never tracked (its route learnt from a refused packet).
+        assert!(s.learn_route(1, tsi(5000), key));
+        // Full: the stale route goes for the new one.
+        assert!(s.learn_route(1, tsi(5001), key));
+        assert_eq!(s.extra.routes_evicted, 1);
+        assert_eq!(s.route_of(1, tsi(5000)), None);
+        assert_eq!(s.route_of(1, tsi(5001)), Some(key));
+        live(&mut s, 4001);
+        assert!(s.learn_route(1, tsi(4001), key));
+        assert_eq!(s.extra.routes_evicted, 2);
+        // Every route live (the receiver is full too): the new one is refused, counted.
+        assert!(!s.learn_route(1, tsi(6000), key));
+        assert_eq!(s.extra.routes_refused, 1);
+        assert_eq!(s.route_of(1, tsi(6000)), None);
+        assert_eq!(s.routes.len(), 2);
+        // A known route is kept without counting.
+        assert!(s.learn_route(1, tsi(4000), key));
+        assert_eq!((s.extra.routes_evicted, s.extra.routes_refused), (2, 1));
+        // Each running engine adds max_sessions routes.
+        let other = (1, Ipv4Addr::new(239, 1, 1, 2), 7500);
+        s.engines.insert(other, configured(&d, other.1));
+        assert_eq!(s.routes_limit(), 4);
+        assert!(s.learn_route(1, tsi(6000), other));
+        let text = crate::metrics::render(&s);
+        assert!(text.contains("pgm_dlr_tsi_routes 3\n"), "{text}");
+        assert!(
+            text.contains("pgm_dlr_tsi_routes_evicted_total 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pgm_dlr_tsi_routes_refused_total 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("pgm_dlr_engine_sessions_limit 2\n"), "{text}");
     }
 
     #[test]
