@@ -33,6 +33,8 @@
 //! ```
 #![warn(missing_docs)]
 
+#[cfg(feature = "daemon")]
+pub mod daemon;
 mod error;
 mod model;
 mod parse;

@@ -108,6 +108,12 @@ fn not_found(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, msg)
 }
 
+/// Whether a network interface named `name` exists in this network namespace (with or
+/// without an address).
+pub fn exists(name: &str) -> bool {
+    std::ffi::CString::new(name).is_ok_and(|c| index_of(&c) != 0)
+}
+
 #[allow(unsafe_code)]
 fn index_of(name: &CStr) -> u32 {
     // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
@@ -151,6 +157,13 @@ fn for_each_ifaddr(mut f: impl FnMut(&CStr, Ipv4Addr, u32)) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn loopback_exists_and_nonsense_does_not() {
+        assert!(exists("lo"));
+        assert!(!exists("no-such-if0"));
+        assert!(!exists("bad\0name"));
+    }
+
     #[test]
     fn mtu_of_loopback_and_of_no_interface() {
         assert!(mtu("lo").unwrap() >= 1280);
