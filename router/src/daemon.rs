@@ -32,6 +32,8 @@ use crate::state::{Dir, Extra, Shared};
 
 /// How often IGMP general queries go out on every interface (RFC 3376 default).
 const QUERY_INTERVAL: Duration = Duration::from_secs(125);
+/// Between the two group-specific queries that follow a leave (RFC 3376 §8.8: 1 s).
+const LAST_MEMBER_QUERY_IVL: Duration = Duration::from_secs(1);
 /// How often the kernel's MFC is read in assist-only mode.
 const KERNEL_POLL: Duration = Duration::from_secs(1);
 /// The nftables table the daemon owns.
@@ -139,6 +141,9 @@ pub(crate) struct Daemon {
     joined: HashSet<(Ipv4Addr, u32)>,
     nft_groups: HashSet<Ipv4Addr>,
     dedup: Dedup,
+    /// Second group-specific queries due after leaves: (when, ifindex, group). At most one
+    /// per membership (a new leave replaces it), so bounded by the membership table.
+    pending_queries: Vec<(Instant, u32, Ipv4Addr)>,
     buf: Vec<u8>,
     txbuf: Vec<u8>,
 }
@@ -226,6 +231,7 @@ impl Daemon {
             joined: HashSet::new(),
             nft_groups: HashSet::new(),
             dedup: Dedup::new(Duration::from_millis(200), 8192),
+            pending_queries: Vec::new(),
             buf: vec![0; 65_536],
             txbuf: Vec::with_capacity(2048),
         };
@@ -278,6 +284,30 @@ impl Daemon {
                 }
             }
             RouterMode::AssistOnly => self.refresh_kernel(),
+        }
+    }
+
+    /// Sends a group-specific query for `group` on interface `ifindex`.
+    fn group_query(&self, ifindex: u32, group: Ipv4Addr) {
+        let (Some(m), Some(i)) = (&self.mroute, self.iface_by_index(ifindex)) else {
+            return;
+        };
+        if let Err(e) = m.get_ref().send_group_query(i.addr, group) {
+            tracing::debug!(interface = %i.name, %group, error = %e, "IGMP group query not sent");
+        }
+    }
+
+    /// Sends the second query of each leave that is due.
+    fn send_pending_queries(&mut self, now: Instant) {
+        let due: Vec<(u32, Ipv4Addr)> = self
+            .pending_queries
+            .iter()
+            .filter(|q| q.0 <= now)
+            .map(|q| (q.1, q.2))
+            .collect();
+        self.pending_queries.retain(|q| q.0 > now);
+        for (ifindex, group) in due {
+            self.group_query(ifindex, group);
         }
     }
 
@@ -592,6 +622,19 @@ impl Daemon {
                             continue;
                         }
                         tracing::debug!(group = %c.group, ifindex, join = c.join, %reporter, "IGMP");
+                        if !c.join && self.table.is_member(ifindex, c.group) {
+                            // A leave: ask whether members remain before the membership
+                            // lapses (LEAVE_GRACE), twice, a second apart (RFC 3376 §6.4.2,
+                            // Last Member Query Count 2).
+                            self.group_query(ifindex, c.group);
+                            self.pending_queries
+                                .retain(|q| (q.1, q.2) != (ifindex, c.group));
+                            self.pending_queries.push((
+                                now + LAST_MEMBER_QUERY_IVL,
+                                ifindex,
+                                c.group,
+                            ));
+                        }
                         membership_changed |= self.table.igmp(now, ifindex, c.group, c.join);
                     }
                 }
@@ -721,6 +764,7 @@ impl Daemon {
                 }
                 _ = tick.tick() => {
                     let t = now();
+                    self.send_pending_queries(t);
                     if self.table.expire(t) {
                         self.recompute();
                     }

@@ -70,6 +70,11 @@ impl RouteTable {
         }
     }
 
+    /// Whether hosts on `ifindex` are members of `group`.
+    pub(crate) fn is_member(&self, ifindex: IfIdx, group: Ipv4Addr) -> bool {
+        self.members.contains_key(&(ifindex, group))
+    }
+
     /// Drops expired memberships; returns whether any went.
     pub(crate) fn expire(&mut self, now: Instant) -> bool {
         let before = self.members.len();

@@ -178,6 +178,19 @@ impl MrouteSocket {
         self.sock.send_to(&q, &dst).map(drop)
     }
 
+    /// Sends an IGMPv3 group-specific query for `group` (max response 1 s, the Last Member
+    /// Query Interval of RFC 3376 §8.8) to the group, out of the interface with address
+    /// `iface_addr`: after a leave, members that remain report within a second.
+    pub fn send_group_query(&self, iface_addr: Ipv4Addr, group: Ipv4Addr) -> io::Result<()> {
+        self.sock.set_multicast_if_v4(&iface_addr)?;
+        let g = group.octets();
+        let mut q = [0x11, 10, 0, 0, g[0], g[1], g[2], g[3], 0x02, 125, 0, 0];
+        let c = crate::wire::checksum(&q);
+        q[2..4].copy_from_slice(&c.to_be_bytes());
+        let dst = SockAddr::from(std::net::SocketAddrV4::new(group, 0));
+        self.sock.send_to(&q, &dst).map(drop)
+    }
+
     /// Receives one message (`WouldBlock` when none is queued).
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<MrouteMsg> {
         let (n, control, clen) = recvmsg_with_control(&self.sock, buf)?;
