@@ -73,7 +73,9 @@ fn types(out: &[(Transmit, Vec<u8>)]) -> Vec<PacketType> {
 #[test]
 fn starts_with_an_spm_then_odata_with_syn() {
     let now = t0();
-    let mut s = Source::new(config(), now);
+    let mut cfg = config();
+    cfg.initial_spms = 1;
+    let mut s = Source::new(cfg, now);
     s.send(b"hello").expect("send");
     let out = drain(&mut s, now);
     assert_eq!(types(&out), [PacketType::Spm, PacketType::Odata]);
@@ -93,6 +95,47 @@ fn starts_with_an_spm_then_odata_with_syn() {
     // Empty window: trail = lead + 1 (§3.3).
     assert_eq!(spm.trail, spm.lead.next());
     assert!(out[0].0.router_alert, "SPMs carry Router Alert");
+}
+
+/// A receiver cannot NAK before an SPM has given it the source's path, and OpenPGM's gives up
+/// on what it lost before then, so one lost opening SPM cost a whole interop run: the session
+/// opens with `initial_spms` SPMs (default 3, as OpenPGM's source), each with the next SPM
+/// sequence number, all before the first ODATA.
+#[test]
+fn the_session_opens_with_three_spms_before_data() {
+    let now = t0();
+    let mut s = Source::new(config(), now);
+    s.send(b"hello").expect("send");
+    let out = drain(&mut s, now);
+    assert_eq!(
+        types(&out),
+        [
+            PacketType::Spm,
+            PacketType::Spm,
+            PacketType::Spm,
+            PacketType::Odata
+        ]
+    );
+    let spms: Vec<(Sqn, Sqn, Sqn)> = out[..3]
+        .iter()
+        .map(|(_, b)| match Repr::parse_bytes(b).expect("spm").body {
+            Body::Spm(spm) => (spm.sqn, spm.trail, spm.lead),
+            _ => panic!("not an SPM"),
+        })
+        .collect();
+    assert_eq!(
+        spms.iter().map(|s| s.0).collect::<Vec<_>>(),
+        [Sqn(0), Sqn(1), Sqn(2)],
+        "each SPM has its own SPM_SQN (§9.6: receivers drop old ones)"
+    );
+    assert!(
+        spms.iter().all(|s| s.1 == s.2.next()),
+        "all announce the empty window"
+    );
+    // Later SPMs (heartbeats, SPMR answers) are single.
+    let later = now + Duration::from_millis(60);
+    s.handle_timeout(later);
+    assert_eq!(types(&drain(&mut s, later)), [PacketType::Spm]);
 }
 
 #[test]
@@ -161,10 +204,10 @@ fn naks_outside_the_window_are_not_repaired() {
 }
 
 #[test]
-fn window_full_of_unsent_data_blocks() {
+fn a_full_send_queue_blocks() {
     let now = t0();
     let mut cfg = config();
-    cfg.txw_sqns = 3;
+    cfg.send_queue_sqns = 3;
     let mut s = Source::new(cfg, now);
     for _ in 0..3 {
         s.send(b"x").expect("send");
@@ -172,6 +215,66 @@ fn window_full_of_unsent_data_blocks() {
     assert_eq!(s.send(b"x"), Err(SendError::WouldBlock));
     drain(&mut s, now);
     assert_eq!(s.send(b"x"), Ok(()));
+    // A message of more fragments than the queue holds waits for an empty queue, then goes.
+    let big = vec![7u8; 5000];
+    assert_eq!(s.send(&big), Err(SendError::WouldBlock));
+    drain(&mut s, now);
+    assert_eq!(s.send(&big), Ok(()));
+    assert!(s.queued() > 3);
+}
+
+/// An application faster than the rate limit keeps the send queue full. The packets it
+/// queues must not push sent ones out of the window: the window keeps the last `txw_sqns`
+/// sent packets, whatever is queued behind TXW_LEAD, so a NAK for any of them is repaired.
+#[test]
+fn a_full_send_queue_does_not_shrink_the_window() {
+    let now = t0();
+    let mut cfg = config();
+    cfg.txw_sqns = 4;
+    cfg.send_queue_sqns = 8;
+    let mut s = Source::new(cfg, now);
+    let mut buf = Vec::new();
+    let mut next = 0u8;
+    for _ in 0..10 {
+        // The application refills the queue after every packet the source sends.
+        while s.send(&[next]).is_ok() {
+            next += 1;
+        }
+        assert_eq!(
+            s.queued(),
+            8,
+            "the send queue is bounded by send_queue_sqns"
+        );
+        loop {
+            let t = s.poll_transmit(now, &mut buf).expect("a transmit");
+            if t.packet_type == PacketType::Odata {
+                break;
+            }
+        }
+    }
+    // Ten sent, four held for repair, eight more queued behind them.
+    assert_eq!(s.lead(), Sqn(9));
+    assert_eq!(
+        s.trail(),
+        Sqn(6),
+        "the last txw_sqns sent packets stay in the window"
+    );
+    s.handle_packet(now, meta(), &nak(&[6, 7, 8, 9]));
+    let out = drain(&mut s, now);
+    let rdata: Vec<u32> = out
+        .iter()
+        .filter_map(|(_, b)| match Repr::parse_bytes(b).expect("parse").body {
+            Body::Rdata(d) => Some(d.sqn.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(types(&out)[0], PacketType::Ncf);
+    assert_eq!(
+        rdata,
+        [6, 7, 8, 9],
+        "every sent packet in the window is repaired"
+    );
+    assert_eq!(s.stats().nak_sqns_outside_window, 0);
 }
 
 #[test]
@@ -182,7 +285,10 @@ fn large_messages_are_fragmented() {
     s.send(&msg).expect("send");
     let out = drain(&mut s, now);
     let mut joined = Vec::new();
-    for (t, b) in &out[1..] {
+    for (t, b) in out
+        .iter()
+        .filter(|(t, _)| t.packet_type == PacketType::Odata)
+    {
         assert!(t.len <= 1400, "TPDU within max_tpdu");
         let r = Repr::parse_bytes(b).expect("odata");
         let Body::Odata(d) = r.body else {

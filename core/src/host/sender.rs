@@ -250,9 +250,9 @@ impl Sender {
     }
 
     /// Queues one message (fragmented if larger than a packet) for the driver, waiting while
-    /// its queue ([`SenderConfig::send_queue`]) is full, which it stays while the transmit
-    /// window is full of unsent data. Messages are sent in the order their `send` calls
-    /// complete. A message larger than the engine's `max_apdu` is refused at once.
+    /// its queue ([`SenderConfig::send_queue`]) is full, which it stays while the engine's
+    /// own queue of unsent packets (`SourceConfig::send_queue_sqns`) is full. Messages are
+    /// sent in the order their `send` calls complete. A message larger than the engine's `max_apdu` is refused at once.
     pub async fn send(&self, data: &[u8]) -> Result<(), Error> {
         if data.len() > self.max_apdu {
             return Err(Error::Send(SendError::TooLarge));

@@ -5,9 +5,13 @@
 //! implementation). ODATA and RDATA go through a token bucket at `txw_max_rte` (§5.1.2);
 //! NCFs and SPMs are charged to it too, but never wait for it.
 //!
-//! The transmit window holds every packet from TXW_TRAIL to the last one queued; packets not
-//! yet sent are never evicted, so `send` returns [`SendError::WouldBlock`] when the window is
-//! full of unsent data.
+//! The transmit window (§3.3, §5) is what was sent and is still held for repair: TXW_TRAIL to
+//! TXW_LEAD, bounded by `txw_sqns`, `txw_secs` and `txw_bytes`. Messages accepted but not yet
+//! sent wait in a send queue behind TXW_LEAD, bounded by `send_queue_sqns`, and `send` returns
+//! [`SendError::WouldBlock`] when it is full. Queued data never takes room from the window:
+//! an application that keeps the queue full (any sender faster than `txw_max_rte`) would
+//! otherwise evict what it sent the moment it was sent, the trail would run just behind the
+//! lead, and receivers would lose every repair that needs more than one round trip.
 
 use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
@@ -40,14 +44,22 @@ pub struct SourceConfig {
     /// Largest application message. Default 65535 bytes plus 64 KiB: at least 64 KiB as
     /// the end-host issue requires, fragmented with OPT_FRAGMENT (§9.2).
     pub max_apdu: usize,
-    /// Transmit window size in sequence numbers (TXW_SQNS). Default 32768: at 1400-byte
-    /// TPDUs, ~45 MB of repair history, about 0.4 s of a saturated gigabit link.
+    /// Transmit window size in sequence numbers (TXW_SQNS): how many sent packets are held
+    /// for repair. Default 32768: at 1400-byte TPDUs, ~45 MB of repair history, about 0.4 s
+    /// of a saturated gigabit link.
     pub txw_sqns: u32,
+    /// Bound of the send queue, in packets accepted by `send` and not yet sent as ODATA
+    /// (they are not part of the transmit window and never evict from it). A message that
+    /// does not fit waits ([`SendError::WouldBlock`]), except into an empty queue, so one
+    /// message of more fragments than this still goes out. Default 4096: several of the
+    /// host sender's batches, ~5.7 MB at 1400-byte TPDUs, small beside the window.
+    pub send_queue_sqns: u32,
     /// Transmit window size in seconds (TXW_SECS): packets sent longer ago than this leave
     /// the window even if `txw_sqns` is not reached. Default 30 s.
     pub txw_secs: Duration,
-    /// Transmit window size in bytes of TSDU held for repair; zero means no byte bound.
-    /// Default zero: `txw_sqns` and `txw_secs` bound the window.
+    /// Transmit window size in bytes of TSDU held for repair (sent packets; the send queue
+    /// is bounded by `send_queue_sqns` alone); zero means no byte bound. Default zero:
+    /// `txw_sqns` and `txw_secs` bound the window.
     pub txw_bytes: usize,
     /// TXW_MAX_RTE in bytes per second over ODATA, RDATA, SPM and NCF (§5.1.1); zero means
     /// no limit. Default zero: the application or operator chooses a rate.
@@ -55,6 +67,15 @@ pub struct SourceConfig {
     /// Bytes added to each PGM packet for the rate computation (IP and UDP headers).
     /// Default 28 (IPv4 + UDP).
     pub rate_overhead: usize,
+    /// How many SPMs open the session, back to back before the first ODATA, each with its own
+    /// SPM_SQN. Default 3: a receiver "MUST NOT initiate repair requests until it has
+    /// received at least one SPM" (§6.2), and OpenPGM 5.3's receiver does not keep a loss
+    /// it detects before then: it is declared unrecoverable when its NAK back-off expires
+    /// (seen in captures: with our single opening SPM lost at 5% loss, every packet lost in
+    /// the ~250 ms before its SPMR was answered was given up without a NAK). Three copies
+    /// make that as unlikely as OpenPGM's own source, which opens with three SPMs, makes it.
+    /// Zero is taken as one.
+    pub initial_spms: u8,
     /// Interval of ambient SPMs (§5.1.4). Default 5 s: keeps network-element path state
     /// fresh well within typical expiry times (tens of seconds) at negligible cost.
     pub spm_ambient_ivl: Duration,
@@ -91,10 +112,12 @@ impl SourceConfig {
             max_tpdu: 1400,
             max_apdu: 128 * 1024,
             txw_sqns: 32_768,
+            send_queue_sqns: 4096,
             txw_secs: Duration::from_secs(30),
             txw_bytes: 0,
             txw_max_rte: 0,
             rate_overhead: 28,
+            initial_spms: 3,
             spm_ambient_ivl: Duration::from_secs(5),
             ihb_min: Duration::from_millis(50),
             ihb_max: Duration::from_secs(5),
@@ -110,8 +133,8 @@ impl SourceConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
-    /// The transmit window is full of data not yet sent; retry after draining transmits.
-    #[error("transmit window full of unsent data")]
+    /// The send queue is full of data not yet sent; retry after draining transmits.
+    #[error("send queue full of unsent data")]
     WouldBlock,
     /// The message is larger than `max_apdu`.
     #[error("message larger than the configured maximum")]
@@ -216,8 +239,10 @@ struct TxEntry {
 #[derive(Debug)]
 pub struct Source {
     config: SourceConfig,
+    /// The transmit window (sent, from TXW_TRAIL to TXW_LEAD) followed by the send queue
+    /// (from `next_odata` to `next_sqn`).
     window: VecDeque<TxEntry>,
-    /// TSDU bytes held in the window.
+    /// TSDU bytes of the sent packets held in the window (not of the send queue).
     window_bytes: usize,
     /// The next sequence number to assign.
     next_sqn: Sqn,
@@ -228,6 +253,8 @@ pub struct Source {
     ncfs: VecDeque<(Sqn, Vec<Sqn>)>,
     spm_sqn: Sqn,
     spm_due: bool,
+    /// Opening SPMs still to send after the first (`initial_spms` - 1 at the start).
+    opening_spms: u8,
     next_ambient: Instant,
     next_heartbeat: Option<Instant>,
     ihb: Duration,
@@ -239,10 +266,12 @@ pub struct Source {
 }
 
 impl Source {
-    /// A source that starts at `now`. Its first transmit is an SPM announcing the empty
-    /// window, so receivers learn where the session starts before data arrives.
+    /// A source that starts at `now`. Its first transmits are `initial_spms` SPMs announcing
+    /// the empty window, so receivers learn where the session starts, and where to send
+    /// NAKs, before data arrives.
     pub fn new(config: SourceConfig, now: Instant) -> Self {
         let first = Sqn(config.initial_sqn);
+        let opening_spms = config.initial_spms.saturating_sub(1);
         Self {
             next_ambient: now + config.spm_ambient_ivl,
             ihb: config.ihb_min,
@@ -257,6 +286,7 @@ impl Source {
             ncfs: VecDeque::new(),
             spm_sqn: Sqn(0),
             spm_due: true,
+            opening_spms,
             next_heartbeat: None,
             last_spmr_answer: None,
             last_refill: now,
@@ -339,11 +369,12 @@ impl Source {
         let frag = self.max_fragment().max(1);
         let count = if single { 1 } else { data.len().div_ceil(frag) };
         if count > self.config.txw_sqns as usize {
-            // More fragments than the window holds: it could never be queued.
+            // More fragments than the window holds: its first fragments would leave the
+            // window before its last were sent, beyond repair.
             return Err(SendError::TooLarge);
         }
         let queued = self.queued();
-        if queued + count > self.config.txw_sqns as usize {
+        if queued > 0 && queued + count > self.config.send_queue_sqns as usize {
             return Err(SendError::WouldBlock);
         }
         let first = self.next_sqn;
@@ -361,7 +392,6 @@ impl Source {
     }
 
     fn push(&mut self, tsdu: &[u8], fragment: Option<(Sqn, u32, u32)>, syn: bool) {
-        self.window_bytes += tsdu.len();
         self.window.push_back(TxEntry {
             sqn: self.next_sqn,
             tsdu: tsdu.into(),
@@ -494,11 +524,13 @@ impl Source {
         }
     }
 
-    /// Drops sent packets that left the window by count or by age.
+    /// Drops sent packets that left the window by count, age or bytes. Only sent packets
+    /// count: the send queue behind TXW_LEAD never pushes repair data out.
     fn evict(&mut self, now: Instant) {
         while let Some(front) = self.window.front() {
             let Some(sent) = front.sent_at else { break };
-            let over_count = self.window.len() > self.config.txw_sqns as usize;
+            let held = self.next_odata.since(front.sqn).unwrap_or(0);
+            let over_count = held > self.config.txw_sqns;
             let too_old = now.saturating_duration_since(sent) >= self.config.txw_secs;
             let over_bytes = self.config.txw_bytes > 0 && self.window_bytes > self.config.txw_bytes;
             if !(over_count || too_old || over_bytes) {
@@ -552,8 +584,12 @@ impl Source {
             self.charge(t.len);
             return Some(t);
         }
-        if self.spm_due {
-            self.spm_due = false;
+        if self.spm_due || self.opening_spms > 0 {
+            if self.spm_due {
+                self.spm_due = false;
+            } else {
+                self.opening_spms -= 1;
+            }
             let t = self.emit_spm(buf);
             self.spm_sqn = self.spm_sqn.next();
             self.stats.spm_sent += 1;
@@ -582,6 +618,7 @@ impl Source {
             let t = self.emit_data(idx, PacketType::Odata, buf);
             if let Some(e) = self.window.get_mut(idx) {
                 e.sent_at = Some(now);
+                self.window_bytes += e.tsdu.len();
             }
             self.next_odata = self.next_odata.next();
             self.stats.odata_sent += 1;
