@@ -182,18 +182,19 @@ fn drain(ne: &mut NetworkElement, now: Instant, buf: &mut Vec<u8>) -> usize {
     n
 }
 
-/// A replica of the engine's private `RepairState` (same field types and order), for its
-/// size only.
+/// A replica of the engine's private `RepairState` (same field types and order; its times are
+/// u64 nanosecond ticks), for its size only.
 #[allow(dead_code)]
 struct RepairStateReplica {
     ifaces: u64,
-    phase: u8,
-    deadline: Instant,
-    aux: Instant,
-    nnak: bool,
     ncf_mask: u64,
-    ncf_at: Option<Instant>,
+    deadline: u64,
+    aux: u64,
+    ncf_at: u64,
     seq_no: u64,
+    phase: u8,
+    ncf_sent: bool,
+    nnak: bool,
     via_dlr: bool,
     no_dlr: bool,
 }
@@ -201,14 +202,21 @@ struct RepairStateReplica {
 fn memory_per_repair_state() {
     println!("memory per repair state (live heap bytes / repair states held):");
     println!(
-        "  sizes: RepairState ~{} B, hash entry (u32, RepairState) ~{} B + 1 control byte, \
-         eviction-order entry (Tsi, u32, u64) {} B, timer entry (Instant, Tsi, u32) {} B",
+        "  sizes: RepairState ~{} B in a slab slot (with its TSI and sqn) ~{} B; per-TSI index \
+         entry (u32 sqn, u32 slot) {} B + 1 control byte; eviction-order entry (u32 slot, u64) \
+         {} B; timer entry (u64 tick, u32 slot) {} B, two per new state (next repeat and \
+         NAK_RPT_IVL)",
         size_of::<RepairStateReplica>(),
-        size_of::<(u32, RepairStateReplica)>(),
-        size_of::<(pgm_core::wire::Tsi, u32, u64)>(),
-        size_of::<(Instant, pgm_core::wire::Tsi, u32)>(),
+        size_of::<Option<(RepairStateReplica, pgm_core::wire::Tsi, u32)>>(),
+        size_of::<(u32, u32)>(),
+        size_of::<(u32, u64)>(),
+        size_of::<(u64, u32)>(),
     );
-    for n in [1_000usize, 10_000, 50_000, 57_345, 65_536, 100_000, 250_000] {
+    // 28 673, 57 345, 114 689 and 229 377 are one past 7/8 of a power of two: the hash
+    // table has just doubled, its worst load (7/16).
+    for n in [
+        1_000usize, 10_000, 28_673, 50_000, 57_345, 65_536, 100_000, 114_689, 229_377, 250_000,
+    ] {
         let now = Instant::now();
         let mut buf = Vec::with_capacity(9000);
         let pkts: Vec<Vec<u8>> = (0..n).map(|i| nak(1_000 + i as u32, &[])).collect();

@@ -24,7 +24,9 @@
 pub mod network_element;
 pub mod receiver;
 pub mod repairer;
+mod slab;
 pub mod source;
+mod timers;
 
 use std::net::IpAddr;
 

@@ -22,14 +22,20 @@
 //! - general POLLs on downstream interfaces, counting PGM children (Appendix D);
 //! - every table bounded, with evictions counted.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use foldhash::SharedSeed;
+use foldhash::fast::SeedableRandomState;
 use rand::Rng;
 
+use super::slab::Slab;
 use super::source::MalformedCounts;
+use super::timers::{Clock, Fifo, Tick, Ticks, TimerLanes};
 use super::{EngineRng, rng_from_seed};
 use crate::wire::{
     Body, MAX_NAK_LIST, NakPacket, NakRepr, Nla, OptionList, OptionType, OptionValue, Opx, Packet,
@@ -231,30 +237,156 @@ pub enum RepairPhase {
     Outstanding,
 }
 
-/// Repair state for one (TSI, SQN).
+/// Repair state for one (TSI, SQN). Kept small (56 bytes; times are engine [`Tick`]s, not
+/// `Instant`s): there may be `max_repair_states` of them.
 #[derive(Debug, Clone, Copy)]
 struct RepairState {
     /// Interfaces (positions in `NeConfig::interfaces`) that asked for the repair.
     ifaces: u64,
-    phase: RepairPhase,
+    /// The interfaces an NCF went to within `ncf_holdoff` of `ncf_at` (the NCF storm limit
+    /// is tracked coarsely, per state rather than per interface).
+    ncf_mask: u64,
     /// Pending: NAK_RPT_IVL expiry. Outstanding: NAK_RDATA_IVL expiry.
-    deadline: Instant,
+    deadline: Tick,
     /// Pending: next repeat. Outstanding: end of NAK elimination.
-    aux: Instant,
+    aux: Tick,
+    /// When the last NCF went out, if `ncf_sent`.
+    ncf_at: Tick,
+    /// Creation order, for eviction.
+    seq_no: u64,
+    phase: RepairPhase,
+    /// An NCF was sent for it (`ncf_at` is valid).
+    ncf_sent: bool,
     /// Created by an NNAK: the next NAK is not eliminated, and the state lives only
     /// NAK_ELIM_IVL (§9.5.3.2).
     nnak: bool,
-    /// Last NCF per interface position is tracked coarsely: the mask of interfaces an NCF
-    /// went to within `ncf_holdoff` of `ncf_at`.
-    ncf_mask: u64,
-    ncf_at: Option<Instant>,
-    /// Creation order, for eviction.
-    seq_no: u64,
     /// The pending NAK went to a DLR (§9.5.3.2).
     via_dlr: bool,
     /// Never send this sequence number to the DLR again: it NAKed it itself, or did not
     /// answer.
     no_dlr: bool,
+}
+
+impl RepairState {
+    /// A new state, outstanding until `deadline`, NAKs eliminated until `aux`.
+    fn new(deadline: Tick, aux: Tick, nnak: bool, seq_no: u64) -> Self {
+        Self {
+            ifaces: 0,
+            ncf_mask: 0,
+            deadline,
+            aux,
+            ncf_at: Tick::default(),
+            seq_no,
+            phase: RepairPhase::Outstanding,
+            ncf_sent: false,
+            nnak,
+            via_dlr: false,
+            no_dlr: false,
+        }
+    }
+
+    /// Whether an NCF went out on the interface of `bit` within `holdoff` of `now`.
+    fn ncf_recent(&self, now: Tick, holdoff: Ticks, bit: u64) -> bool {
+        self.ncf_sent && now.since(self.ncf_at) < holdoff && self.ncf_mask & bit != 0
+    }
+
+    /// Records an NCF sent at `now` on the interface of `bit`.
+    fn stamp_ncf(&mut self, now: Tick, holdoff: Ticks, bit: u64) {
+        if self.ncf_sent && now.since(self.ncf_at) < holdoff {
+            self.ncf_mask |= bit;
+        } else {
+            self.ncf_sent = true;
+            self.ncf_at = now;
+            self.ncf_mask = bit;
+        }
+    }
+
+    /// Whether a timer entry due at `at` is one the state still needs: its next repeat or
+    /// its deadline.
+    fn wakes_at(&self, at: Tick) -> bool {
+        at == self.deadline || (self.phase == RepairPhase::Pending && at == self.aux)
+    }
+}
+
+/// A repair state in the engine's slab, with its key. The TSI's table maps the sequence
+/// number to the slot; timers and the eviction queue refer to the slot.
+#[derive(Debug, Clone, Copy)]
+struct RepairSlot {
+    st: RepairState,
+    tsi: Tsi,
+    sqn: u32,
+}
+
+// The memory target of BENCHMARKS.md (at most 256 bytes per repair state, tables and queues
+// included) rests on these sizes.
+const _: () = assert!(size_of::<Option<RepairSlot>>() <= 72);
+
+/// The engine's intervals in ticks, from the configuration.
+#[derive(Debug, Clone, Copy)]
+struct Intervals {
+    rpt: Ticks,
+    /// At least one tick: a zero repeat interval would repeat forever within one call.
+    rte: Ticks,
+    rdata: Ticks,
+    elim: Ticks,
+    holdoff: Ticks,
+}
+
+impl Intervals {
+    fn new(c: &NeConfig) -> Self {
+        Self {
+            rpt: c.nak_rpt_ivl.into(),
+            rte: Ticks::from(c.nak_rpt_rte_ivl).max(Ticks(1)),
+            rdata: c.nak_rdata_ivl.into(),
+            elim: c.nak_elim_ivl.into(),
+            holdoff: c.ncf_holdoff.into(),
+        }
+    }
+
+    /// Whether repair-state timers may still be set for `ivl`.
+    fn in_use(&self, ivl: Ticks) -> bool {
+        [self.rpt, self.rte, self.rdata, self.elim].contains(&ivl)
+    }
+}
+
+/// Makes a repair state pending at `now` (§7.3): NAK_RPT_IVL starts, the first repeat is due
+/// after the repeat interval. Timers are set for both: per-interval queues need each
+/// deadline pushed when its interval starts.
+fn pend(timers: &mut TimerLanes<u32>, iv: &Intervals, slot: u32, st: &mut RepairState, now: Tick) {
+    st.phase = RepairPhase::Pending;
+    st.nnak = false;
+    st.deadline = timers.push(now, iv.rpt, slot);
+    st.aux = now.after(iv.rte);
+    if st.aux < st.deadline {
+        timers.push(now, iv.rte, slot);
+    }
+}
+
+/// The repair state of `sqn` in `t`.
+fn state<'a>(slab: &'a Slab<RepairSlot>, t: &TsiState, sqn: u32) -> Option<&'a RepairState> {
+    Some(&slab.get(*t.repairs.get(&sqn)?)?.st)
+}
+
+/// The repair state of `sqn` in `t`.
+fn state_mut<'a>(
+    slab: &'a mut Slab<RepairSlot>,
+    t: &TsiState,
+    sqn: u32,
+) -> Option<&'a mut RepairState> {
+    Some(&mut slab.get_mut(*t.repairs.get(&sqn)?)?.st)
+}
+
+/// The hasher of the tables whose keys come from the network (TSIs, sequence numbers):
+/// foldhash, much faster than SipHash, keyed with random bits from the OS (through std's
+/// `RandomState`: 64 per process, 64 more per engine) so that colliding keys cannot be
+/// chosen in advance.
+type KeyedHasher = SeedableRandomState;
+
+fn keyed_hasher() -> KeyedHasher {
+    static SHARED: OnceLock<SharedSeed> = OnceLock::new();
+    let random = || RandomState::new().hash_one(0x5eed_u64);
+    let shared = SHARED.get_or_init(|| SharedSeed::from_u64(random()));
+    SeedableRandomState::with_seed(random(), shared)
 }
 
 /// Source path state of one TSI (§7.1).
@@ -270,7 +402,8 @@ struct TsiState {
     upstream_nbr: IpAddr,
     last_spm_sqn: Sqn,
     last_heard: Instant,
-    repairs: HashMap<u32, RepairState>,
+    /// Repair states: sequence number -> slot in the engine's slab.
+    repairs: HashMap<u32, u32, KeyedHasher>,
     /// Our polls: next poll time, POLL_SQN, and replies counted per interface position in
     /// the current and the last completed poll.
     next_poll: Instant,
@@ -316,13 +449,26 @@ enum Tx {
 #[derive(Debug)]
 pub struct NetworkElement {
     config: NeConfig,
-    tsis: HashMap<Tsi, TsiState>,
+    /// `config`'s repair-state intervals in ticks.
+    iv: Intervals,
+    /// The time base of repair-state deadlines.
+    clock: Clock,
+    hasher: KeyedHasher,
+    tsis: HashMap<Tsi, TsiState, KeyedHasher>,
     /// (source, group) -> outgoing interfaces.
     routes: HashMap<(IpAddr, IpAddr), Vec<IfIndex>>,
-    timers: BinaryHeap<Reverse<(Instant, Tsi, u32)>>,
-    /// Repair states in creation order, for eviction (lazy: entries whose state is gone or
-    /// newer are skipped).
-    order: VecDeque<(Tsi, u32, u64)>,
+    /// Every TSI's repair states.
+    repairs: Slab<RepairSlot>,
+    /// Repair-state wake-ups by slot, one FIFO per interval. An entry is only a wake-up: the
+    /// state's own times decide what is due, and an entry whose state is gone or has moved
+    /// on (or whose slot was reused) finds nothing to do. Each live state has an entry at
+    /// each of its deadlines.
+    timers: TimerLanes<u32>,
+    /// `timers` is compacted when it holds more entries than this.
+    timers_compact_at: usize,
+    /// Repair states in creation order, as (slot, `seq_no`), for eviction (lazy: entries
+    /// whose state is gone are skipped).
+    order: Fifo<(u32, u64)>,
     repair_count: usize,
     seq_no: u64,
     rng: EngineRng,
@@ -334,13 +480,19 @@ impl NetworkElement {
     /// A network element.
     pub fn new(mut config: NeConfig) -> Self {
         config.interfaces.truncate(64);
+        let hasher = keyed_hasher();
         Self {
             rng: rng_from_seed(config.rng_seed),
+            iv: Intervals::new(&config),
             config,
-            tsis: HashMap::new(),
+            clock: Clock::default(),
+            tsis: HashMap::with_hasher(hasher.clone()),
+            hasher,
             routes: HashMap::new(),
-            timers: BinaryHeap::new(),
-            order: VecDeque::new(),
+            repairs: Slab::default(),
+            timers: TimerLanes::default(),
+            timers_compact_at: 0,
+            order: Fifo::default(),
             repair_count: 0,
             seq_no: 0,
             tx: VecDeque::new(),
@@ -364,11 +516,12 @@ impl NetworkElement {
     /// effect at once, evicting (and counting) what no longer fits.
     pub fn reconfigure(&mut self, mut config: NeConfig) {
         config.interfaces = core::mem::take(&mut self.config.interfaces);
+        self.iv = Intervals::new(&config);
         self.config = config;
         while self.tsis.len() > self.config.max_tsis {
             self.evict_tsi();
         }
-        self.enforce_repair_bound();
+        self.enforce_bounds();
     }
 
     /// Sets the outgoing interfaces of the distribution tree for (source, group), as the
@@ -398,10 +551,13 @@ impl NetworkElement {
         let mut repairs: Vec<RepairSnapshot> = t
             .repairs
             .iter()
-            .map(|(&sqn, r)| RepairSnapshot {
-                sqn: Sqn(sqn),
-                phase: r.phase,
-                interfaces: self.mask_ifaces(r.ifaces),
+            .filter_map(|(&sqn, &slot)| {
+                let r = &self.repairs.get(slot)?.st;
+                Some(RepairSnapshot {
+                    sqn: Sqn(sqn),
+                    phase: r.phase,
+                    interfaces: self.mask_ifaces(r.ifaces),
+                })
             })
             .collect();
         repairs.sort_by_key(|r| r.sqn.0);
@@ -435,9 +591,11 @@ impl NetworkElement {
         for t in self.tsis.values_mut() {
             t.repairs.clear();
         }
+        self.repairs.clear();
         self.repair_count = 0;
         self.order.clear();
         self.timers.clear();
+        self.timers_compact_at = 0;
     }
 
     /// Zeroes the counters.
@@ -558,6 +716,7 @@ impl NetworkElement {
             self.evict_tsi();
         }
         let poll_at = now + self.config.poll_ivl.unwrap_or(Duration::MAX / 4);
+        let hasher = &self.hasher;
         let t = self.tsis.entry(tsi).or_insert_with(|| TsiState {
             source,
             group,
@@ -566,7 +725,7 @@ impl NetworkElement {
             upstream_nbr: path.0,
             last_spm_sqn: sqn,
             last_heard: now,
-            repairs: HashMap::new(),
+            repairs: HashMap::with_hasher(hasher.clone()),
             next_poll: poll_at,
             poll_sqn: Sqn(0),
             poll_replies: [0; 64],
@@ -646,50 +805,52 @@ impl NetworkElement {
         let Some(pos) = self.pos(meta.ifindex) else {
             return;
         };
-        let Some(t) = self.tsis.get(&tsi) else {
+        if !self.tsis.contains_key(&tsi) {
             // Without source path state there is no upstream to forward to.
             self.stats.naks_no_state += 1;
             return;
-        };
-        let upstream_if = t.upstream_if;
-        let sqns: Vec<Sqn> = nak.sqns().collect();
-        if nnak {
-            return self.on_nnak(now, meta, tsi, &sqns, bytes);
         }
+        let mut buf = [Sqn(0); 1 + MAX_NAK_LIST];
+        let mut n = 0;
+        for (slot, sqn) in buf.iter_mut().zip(nak.sqns()) {
+            *slot = sqn;
+            n += 1;
+        }
+        let sqns = &buf[..n];
+        let now_t = self.clock.tick(now);
+        if nnak {
+            return self.on_nnak(now_t, meta, tsi, sqns, bytes);
+        }
+        let iv = self.iv;
+        let Some(t) = self.tsis.get_mut(&tsi) else {
+            return;
+        };
         //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.3.1
         //# When a PGM router receives notification of a loss via a NAK, it
         //# SHOULD first try to use a known DLR to recover the loss.  If such a
         //# DLR is not known it SHOULD initiate DLR discovery.
         if self.config.dlr_discovery && self.config.poll_ivl.is_some() {
-            let bo = self.config.poll_bo_ivl;
-            if let Some(t) = self.tsis.get_mut(&tsi) {
-                let recent = t
-                    .last_poll
-                    .is_some_and(|at| now.saturating_duration_since(at) < 4 * bo);
-                if t.dlr.is_none() && !recent {
-                    t.next_poll = now;
-                }
+            let bo = self.config.poll_bo_ivl.saturating_mul(4);
+            let recent = t
+                .last_poll
+                .is_some_and(|at| now.saturating_duration_since(at) < bo);
+            if t.dlr.is_none() && !recent {
+                t.next_poll = now;
             }
         }
+        let upstream_if = t.upstream_if;
         //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.3.2
         //# If a NAK is received from the DLR for a requested SQN, the network
         //# element MUST discard the redirecting information for the SQN and re-
         //# attempt to forward the NAK towards the PGM upstream neighbor.
-        let from_dlr = self
-            .tsis
-            .get(&tsi)
-            .and_then(|t| t.dlr)
-            .is_some_and(|d| d.addr == meta.source);
-        if from_dlr {
-            if let Some(t) = self.tsis.get_mut(&tsi) {
-                for s in &sqns {
-                    if let Some(r) = t.repairs.get_mut(&s.0) {
-                        r.no_dlr = true;
-                        r.via_dlr = false;
-                        // Re-attempt: the duplicate is not eliminated.
-                        r.phase = RepairPhase::Outstanding;
-                        r.aux = now;
-                    }
+        if t.dlr.is_some_and(|d| d.addr == meta.source) {
+            for s in sqns {
+                if let Some(r) = state_mut(&mut self.repairs, t, s.0) {
+                    r.no_dlr = true;
+                    r.via_dlr = false;
+                    // Re-attempt: the duplicate is not eliminated.
+                    r.phase = RepairPhase::Outstanding;
+                    r.aux = now_t;
                 }
             }
         }
@@ -697,120 +858,110 @@ impl NetworkElement {
         //# Network elements MUST immediately transmit an NCF in response to any
         //# unicast NAK they receive.  The NCF MUST be multicast to the group on
         //# the interface on which the NAK was received.
+        //
+        // One lookup per sequence number in the common case. An NCF goes out unless every
+        // sequence number had one on this interface within `ncf_holdoff`; a state that had
+        // not is stamped at once (stamping one that had changes nothing). The NAK is
+        // forwarded unless every sequence number is eliminated; a state that is not
+        // eliminated is made pending at once (forwarding is then sure), an eliminated
+        // pending one only if the NAK is forwarded for another (§9.3.3).
         let mut need_ncf = false;
         let mut forward = false;
-        let mut created = Vec::new();
-        let holdoff = self.config.ncf_holdoff;
+        let mut eliminated_pending = false;
         let bit = 1u64 << pos;
-        let elim = self.config.nak_elim_ivl;
-        let Some(t) = self.tsis.get_mut(&tsi) else {
-            return;
-        };
-        for &sqn in &sqns {
-            let seq_no = self.seq_no;
-            let st = t.repairs.entry(sqn.0).or_insert_with(|| {
-                created.push(sqn);
-                RepairState {
-                    ifaces: 0,
-                    phase: RepairPhase::Outstanding,
-                    deadline: now,
-                    aux: now,
-                    nnak: false,
-                    ncf_mask: 0,
-                    ncf_at: None,
-                    seq_no,
-                    via_dlr: false,
-                    no_dlr: false,
+        for &sqn in sqns {
+            let slot = match t.repairs.entry(sqn.0) {
+                Entry::Occupied(e) => *e.get(),
+                Entry::Vacant(e) => {
+                    //# Simultaneously, network elements MUST establish repair state for the
+                    //# NAK if such state does not already exist, and add the interface on
+                    //# which the NAK was received to the corresponding repair interface list
+                    let seq_no = self.seq_no;
+                    // Outstanding with its elimination over: never eliminated, made pending
+                    // below.
+                    let st = RepairState::new(now_t, now_t, false, seq_no);
+                    let Some(slot) = self.repairs.insert(RepairSlot {
+                        st,
+                        tsi,
+                        sqn: sqn.0,
+                    }) else {
+                        // 2^32 - 1 states in memory: not reached before memory runs out.
+                        continue;
+                    };
+                    e.insert(slot);
+                    self.seq_no += 1;
+                    self.repair_count += 1;
+                    self.order.push_back((slot, seq_no));
+                    slot
                 }
-            });
-            //# Simultaneously, network elements MUST establish repair state for the
-            //# NAK if such state does not already exist, and add the interface on
-            //# which the NAK was received to the corresponding repair interface list
+            };
+            let Some(RepairSlot { st, .. }) = self.repairs.get_mut(slot) else {
+                continue;
+            };
             if meta.ifindex != upstream_if {
                 st.ifaces |= bit;
             }
-            let recent = st
-                .ncf_at
-                .is_some_and(|at| now.saturating_duration_since(at) < holdoff)
-                && st.ncf_mask & bit != 0;
-            if !recent {
+            if !st.ncf_recent(now_t, iv.holdoff, bit) {
                 need_ncf = true;
+                st.stamp_ncf(now_t, iv.holdoff, bit);
             }
-            let fresh = created.last() == Some(&sqn);
             //= https://www.rfc-editor.org/rfc/rfc3208#section-9.3.3
             //# Network elements MUST forward a NAK containing a NAK List option if
             //# any one sequence number specified by the NAK (including that in the
             //# main NAK header) is not currently outstanding.
-            let eliminated = !fresh
-                && !st.nnak
+            let eliminated = !st.nnak
                 && match st.phase {
                     RepairPhase::Pending => true,
-                    RepairPhase::Outstanding => now < st.aux,
+                    RepairPhase::Outstanding => now_t < st.aux,
                 };
-            if !eliminated {
+            if eliminated {
+                eliminated_pending |= st.phase == RepairPhase::Pending;
+            } else {
                 forward = true;
+                pend(&mut self.timers, &iv, slot, st, now_t);
             }
         }
         if need_ncf {
-            for &sqn in &sqns {
-                if let Some(st) = t.repairs.get_mut(&sqn.0) {
-                    if st
-                        .ncf_at
-                        .is_some_and(|at| now.saturating_duration_since(at) < holdoff)
-                    {
-                        st.ncf_mask |= bit;
-                    } else {
-                        st.ncf_at = Some(now);
-                        st.ncf_mask = bit;
-                    }
-                }
-            }
             self.tx.push_back(Tx::Ncf {
                 tsi,
-                sqns: sqns.clone(),
+                sqns: sqns.to_vec(),
                 ifindex: meta.ifindex,
             });
         } else {
             self.stats.ncfs_rate_limited += 1;
         }
-        let _ = elim;
-        self.register_created(tsi, &created);
         if forward {
             self.stats.naks_forwarded += 1;
-            let rpt = self.config.nak_rpt_ivl;
-            let rte = self.config.nak_rpt_rte_ivl;
-            if let Some(t) = self.tsis.get_mut(&tsi) {
-                for &sqn in &sqns {
-                    if let Some(st) = t.repairs.get_mut(&sqn.0) {
+            if eliminated_pending {
+                // Forwarded for the others: the pending ones restart their repeats too.
+                for &sqn in sqns {
+                    let Some(&slot) = t.repairs.get(&sqn.0) else {
+                        continue;
+                    };
+                    if let Some(RepairSlot { st, .. }) = self.repairs.get_mut(slot) {
                         let outstanding_now =
-                            st.phase == RepairPhase::Outstanding && now < st.aux && !st.nnak;
-                        let fresh = created.contains(&sqn);
-                        if fresh || !outstanding_now {
-                            st.phase = RepairPhase::Pending;
-                            st.nnak = false;
-                            st.deadline = now + rpt;
-                            st.aux = now + rte;
-                            self.timers
-                                .push(Reverse((st.aux.min(st.deadline), tsi, sqn.0)));
+                            st.phase == RepairPhase::Outstanding && now_t < st.aux && !st.nnak;
+                        if !outstanding_now {
+                            pend(&mut self.timers, &iv, slot, st, now_t);
                         }
                     }
                 }
             }
-            self.forward_upstream(tsi, bytes, PacketType::Nak, &sqns, meta.source);
+            self.forward_upstream(tsi, bytes, PacketType::Nak, sqns, meta.source);
         } else {
             //= https://www.rfc-editor.org/rfc/rfc3208#section-7.4
             //# Network elements MUST discard all duplicates of a NAK that
             //# is pending.
             self.stats.naks_eliminated += 1;
         }
-        self.enforce_repair_bound();
+        self.enforce_bounds();
     }
 
     /// NNAKs (§9.5.3.2): forwarded only if no matching repair state exists; never confirmed
     /// nor retried; never adds an interface. State they create lives NAK_ELIM_IVL and does
     /// not eliminate the next real NAK.
-    fn on_nnak(&mut self, now: Instant, meta: NeRecvMeta, tsi: Tsi, sqns: &[Sqn], bytes: &[u8]) {
-        let elim = self.config.nak_elim_ivl;
+    fn on_nnak(&mut self, now: Tick, meta: NeRecvMeta, tsi: Tsi, sqns: &[Sqn], bytes: &[u8]) {
+        let elim = self.iv.elim;
         let Some(t) = self.tsis.get_mut(&tsi) else {
             return;
         };
@@ -818,31 +969,27 @@ impl NetworkElement {
         //# NULL NAKs from an off-tree DLR for an RDATA packet requested from
         //# that off-tree DLR MUST always be forwarded upstream.
         let mut forward = t.dlr.is_some_and(|d| d.off_tree && d.addr == meta.source);
-        let mut created = Vec::new();
         for &sqn in sqns {
-            if t.repairs.contains_key(&sqn.0) {
+            let Entry::Vacant(e) = t.repairs.entry(sqn.0) else {
                 continue;
-            }
+            };
             forward = true;
-            t.repairs.insert(
-                sqn.0,
-                RepairState {
-                    ifaces: 0,
-                    phase: RepairPhase::Outstanding,
-                    deadline: now + elim,
-                    aux: now + elim,
-                    nnak: true,
-                    ncf_mask: 0,
-                    ncf_at: None,
-                    seq_no: self.seq_no,
-                    via_dlr: false,
-                    no_dlr: false,
-                },
-            );
-            self.timers.push(Reverse((now + elim, tsi, sqn.0)));
-            created.push(sqn);
+            let seq_no = self.seq_no;
+            let end = now.after(elim);
+            let st = RepairState::new(end, end, true, seq_no);
+            let Some(slot) = self.repairs.insert(RepairSlot {
+                st,
+                tsi,
+                sqn: sqn.0,
+            }) else {
+                continue;
+            };
+            e.insert(slot);
+            self.seq_no += 1;
+            self.repair_count += 1;
+            self.order.push_back((slot, seq_no));
+            self.timers.push(now, elim, slot);
         }
-        self.register_created(tsi, &created);
         if forward {
             self.stats.nnaks_forwarded += 1;
             self.forward_upstream(
@@ -853,7 +1000,7 @@ impl NetworkElement {
                 IpAddr::from([0, 0, 0, 0]),
             );
         }
-        self.enforce_repair_bound();
+        self.enforce_bounds();
     }
 
     /// Queues a NAK or NNAK (as received, intact) to the upstream neighbour (§7.7), or to the
@@ -877,8 +1024,7 @@ impl NetworkElement {
             //# DLR.  Instead the NAK SHOULD be forwarded upstream.
             let ok = from != d.addr
                 && sqns.iter().all(|s| {
-                    t.repairs
-                        .get(&s.0)
+                    state(&self.repairs, t, s.0)
                         .is_some_and(|r| !(r.no_dlr || (d.off_tree && r.ifaces & bit != 0)))
                 });
             if ok {
@@ -891,9 +1037,9 @@ impl NetworkElement {
         };
         if to_dlr {
             self.stats.naks_redirected += 1;
-            if let Some(t) = self.tsis.get_mut(&tsi) {
+            if let Some(t) = self.tsis.get(&tsi) {
                 for s in sqns {
-                    if let Some(r) = t.repairs.get_mut(&s.0) {
+                    if let Some(r) = state_mut(&mut self.repairs, t, s.0) {
                         r.via_dlr = true;
                     }
                 }
@@ -931,7 +1077,7 @@ impl NetworkElement {
         };
         self.stats.ncfs_received += 1;
         let tsi = ncf.tsi();
-        let (rdata, elim) = (self.config.nak_rdata_ivl, self.config.nak_elim_ivl);
+        let (rdata, elim) = (self.iv.rdata, self.iv.elim);
         let Some(t) = self.tsis.get_mut(&tsi) else {
             self.stats.ignored += 1;
             return;
@@ -944,49 +1090,47 @@ impl NetworkElement {
             return;
         }
 
-        let mut created = Vec::new();
+        let now = self.clock.tick(now);
         for sqn in ncf.sqns() {
-            match t.repairs.get_mut(&sqn.0) {
-                Some(st) => {
+            match t.repairs.entry(sqn.0) {
+                Entry::Occupied(e) => {
                     //= https://www.rfc-editor.org/rfc/rfc3208#section-7.4
                     //# NAK_RDATA_IVL MUST be reset each time a NAK
                     //# for the corresponding TSI/SQN is confirmed (i.e., each time
                     //# NAK_ELIM_IVL is reset).
-                    st.phase = RepairPhase::Outstanding;
-                    st.deadline = now + rdata;
-                    st.aux = now + elim;
-                    self.timers.push(Reverse((st.deadline, tsi, sqn.0)));
+                    let slot = *e.get();
+                    if let Some(RepairSlot { st, .. }) = self.repairs.get_mut(slot) {
+                        st.phase = RepairPhase::Outstanding;
+                        st.deadline = self.timers.push(now, rdata, slot);
+                        st.aux = now.after(elim);
+                    }
                 }
-                None => {
+                Entry::Vacant(e) => {
                     //= https://www.rfc-editor.org/rfc/rfc3208#section-7.5
                     //# If the interface on which an NCF is received is the same interface
                     //# the network element would use to reach the upstream PGM network
                     //# element, the network element simply establishes repair state for
                     //# NCF_TSI and NCF_SQN without adding the interface to the repair
                     //# interface list, and discards the NCF.
-                    t.repairs.insert(
-                        sqn.0,
-                        RepairState {
-                            ifaces: 0,
-                            phase: RepairPhase::Outstanding,
-                            deadline: now + rdata,
-                            aux: now + elim,
-                            nnak: false,
-                            ncf_mask: 0,
-                            ncf_at: None,
-                            seq_no: self.seq_no + created.len() as u64,
-                            via_dlr: false,
-                            no_dlr: false,
-                        },
-                    );
-                    self.timers.push(Reverse((now + rdata, tsi, sqn.0)));
-                    created.push(sqn);
+                    let seq_no = self.seq_no;
+                    let st = RepairState::new(now.after(rdata), now.after(elim), false, seq_no);
+                    let Some(slot) = self.repairs.insert(RepairSlot {
+                        st,
+                        tsi,
+                        sqn: sqn.0,
+                    }) else {
+                        continue;
+                    };
+                    e.insert(slot);
+                    self.seq_no += 1;
+                    self.repair_count += 1;
+                    self.order.push_back((slot, seq_no));
+                    self.timers.push(now, rdata, slot);
+                    self.stats.naks_anticipated += 1;
                 }
             }
         }
-        self.stats.naks_anticipated += created.len() as u64;
-        self.register_created(tsi, &created);
-        self.enforce_repair_bound();
+        self.enforce_bounds();
     }
 
     fn on_rdata(&mut self, _now: Instant, meta: NeRecvMeta, bytes: &[u8]) {
@@ -1002,7 +1146,11 @@ impl NetworkElement {
         //= https://www.rfc-editor.org/rfc/rfc3208#section-7.8
         //# Network elements SHOULD discard and not forward RDATA packets for
         //# which they have no repair state.
-        let Some(st) = t.repairs.remove(&sqn.0) else {
+        let Some(RepairSlot { st, .. }) = t
+            .repairs
+            .remove(&sqn.0)
+            .and_then(|slot| self.repairs.remove(slot))
+        else {
             self.stats.rdata_no_state += 1;
             return;
         };
@@ -1087,131 +1235,147 @@ impl NetworkElement {
         }
     }
 
-    /// Numbers newly created repair states in creation order and queues them for eviction.
-    fn register_created(&mut self, tsi: Tsi, created: &[Sqn]) {
-        let Some(t) = self.tsis.get_mut(&tsi) else {
-            return;
-        };
-        for sqn in created {
-            if let Some(st) = t.repairs.get_mut(&sqn.0) {
-                st.seq_no = self.seq_no;
-                self.order.push_back((tsi, sqn.0, self.seq_no));
-                self.seq_no += 1;
-                self.repair_count += 1;
-            }
-        }
-    }
-
     /// Evicts the least recently heard TSI.
     fn evict_tsi(&mut self) {
-        let Some((&victim, _)) = self.tsis.iter().min_by_key(|(_, t)| t.last_heard) else {
+        let Some((&victim, _)) = self
+            .tsis
+            .iter()
+            .min_by_key(|&(tsi, t)| (t.last_heard, *tsi))
+        else {
             return;
         };
         if let Some(t) = self.tsis.remove(&victim) {
-            self.repair_count = self.repair_count.saturating_sub(t.repairs.len());
+            self.drop_repairs(&t);
         }
         self.stats.tsis_evicted += 1;
     }
 
-    /// Evicts the oldest repair states while over the bound.
-    fn enforce_repair_bound(&mut self) {
+    /// Frees the repair states of a TSI whose state is gone.
+    fn drop_repairs(&mut self, t: &TsiState) {
+        for &slot in t.repairs.values() {
+            self.repairs.remove(slot);
+        }
+        self.repair_count = self.repair_count.saturating_sub(t.repairs.len());
+    }
+
+    /// Evicts the oldest repair states while over the bound, and keeps the lazy queues from
+    /// growing without bound with stale entries.
+    fn enforce_bounds(&mut self) {
         while self.repair_count > self.config.max_repair_states {
-            let Some((tsi, sqn, seq_no)) = self.order.pop_front() else {
+            let Some((slot, seq_no)) = self.order.pop_front() else {
                 break;
             };
-            let Some(t) = self.tsis.get_mut(&tsi) else {
+            let Some(&RepairSlot { tsi, sqn, .. }) =
+                self.repairs.get(slot).filter(|r| r.st.seq_no == seq_no)
+            else {
                 continue;
             };
-            if t.repairs.get(&sqn).is_some_and(|s| s.seq_no == seq_no) {
+            self.repairs.remove(slot);
+            if let Some(t) = self.tsis.get_mut(&tsi) {
                 t.repairs.remove(&sqn);
-                self.repair_count -= 1;
-                self.stats.repair_states_evicted += 1;
             }
+            self.repair_count = self.repair_count.saturating_sub(1);
+            self.stats.repair_states_evicted += 1;
         }
-        // Keep the eviction queue from growing without bound with stale entries.
         if self.order.len() > 2 * self.config.max_repair_states + 64 {
-            let tsis = &self.tsis;
-            self.order.retain(|(tsi, sqn, seq_no)| {
-                tsis.get(tsi)
-                    .and_then(|t| t.repairs.get(sqn))
-                    .is_some_and(|s| s.seq_no == *seq_no)
-            });
+            let repairs = &self.repairs;
+            self.order
+                .retain(|&(slot, seq_no)| repairs.get(slot).is_some_and(|r| r.st.seq_no == seq_no));
+        }
+        // A live state needs at most two timer entries (pending: next repeat and
+        // NAK_RPT_IVL); the others are stale, and normally leave when they come due. Should
+        // the driver not call `handle_timeout`, drop them here (amortized O(1) per entry).
+        let bound = self
+            .config
+            .max_repair_states
+            .saturating_mul(4)
+            .saturating_add(1024);
+        if self.timers.len() > self.timers_compact_at.max(bound) {
+            let repairs = &self.repairs;
+            self.timers
+                .retain(|at, &slot| repairs.get(slot).is_some_and(|r| r.st.wakes_at(at)));
+            self.timers_compact_at = self.timers.len().saturating_mul(2);
         }
     }
 
     /// Handles timer expiry: NAK repeats and cancellation, repair-state expiry, TSI expiry,
     /// polls.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let (rpt_rte, elim, rpt_ivl) = (
-            self.config.nak_rpt_rte_ivl,
-            self.config.nak_elim_ivl,
-            self.config.nak_rpt_ivl,
-        );
-        let mut repeat: HashMap<Tsi, Vec<Sqn>> = HashMap::new();
-        while let Some(&Reverse((at, tsi, sqn))) = self.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            let Some(t) = self.tsis.get_mut(&tsi) else {
+        let now_t = self.clock.tick(now);
+        let iv = self.iv;
+        let mut repeat: Vec<(Tsi, u32)> = Vec::new();
+        while let Some((_, slot)) = self.timers.pop_due(now_t) {
+            let Some(RepairSlot { st, tsi, sqn }) = self.repairs.get_mut(slot) else {
                 continue;
             };
-            let Some(st) = t.repairs.get_mut(&sqn) else {
-                continue;
-            };
-            match st.phase {
-                RepairPhase::Pending if now >= st.deadline && st.via_dlr => {
+            let (tsi, sqn) = (*tsi, *sqn);
+            let remove = match st.phase {
+                RepairPhase::Pending if now_t >= st.deadline && st.via_dlr => {
                     //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.3.2
                     //# If a corresponding NCF is not received from the DLR within
                     //# NAK_RPT_IVL, the network element MUST discard the redirecting
                     //# information for the TSI and re-attempt to forward the NAK towards the
                     //# PGM upstream neighbor.
-                    t.dlr = None;
+                    if let Some(t) = self.tsis.get_mut(&tsi) {
+                        t.dlr = None;
+                    }
                     st.via_dlr = false;
                     st.no_dlr = true;
-                    st.deadline = now + rpt_ivl;
-                    st.aux = now + rpt_rte;
-                    self.timers
-                        .push(Reverse((st.aux.min(st.deadline), tsi, sqn)));
+                    pend(&mut self.timers, &iv, slot, st, now_t);
                     self.stats.dlr_fallbacks += 1;
-                    repeat.entry(tsi).or_default().push(Sqn(sqn));
+                    repeat.push((tsi, sqn));
+                    false
                 }
-                RepairPhase::Pending if now >= st.deadline => {
+                RepairPhase::Pending if now_t >= st.deadline => {
                     //= https://www.rfc-editor.org/rfc/rfc3208#section-7.3
                     //# Expiry of NAK_RPT_IVL cancels NAK forwarding (due to
                     //# missing NCF).
-                    t.repairs.remove(&sqn);
-                    self.repair_count = self.repair_count.saturating_sub(1);
                     self.stats.naks_unconfirmed += 1;
+                    true
                 }
-                RepairPhase::Pending if now >= st.aux => {
-                    st.aux = now + rpt_rte;
-                    self.timers
-                        .push(Reverse((st.aux.min(st.deadline), tsi, sqn)));
-                    repeat.entry(tsi).or_default().push(Sqn(sqn));
+                RepairPhase::Pending if now_t >= st.aux => {
+                    // The NAK_RPT_IVL entry pushed with the deadline covers the rest.
+                    st.aux = now_t.after(iv.rte);
+                    if st.aux < st.deadline {
+                        self.timers.push(now_t, iv.rte, slot);
+                    }
+                    repeat.push((tsi, sqn));
+                    false
                 }
-                RepairPhase::Outstanding if now >= st.deadline => {
+                RepairPhase::Outstanding if now_t >= st.deadline => {
                     //= https://www.rfc-editor.org/rfc/rfc3208#section-7.3
                     //# Expiry of NAK_RDATA_IVL causes the network element to
                     //# discard the corresponding repair state (due to missing RDATA).
-                    t.repairs.remove(&sqn);
-                    self.repair_count = self.repair_count.saturating_sub(1);
                     self.stats.repair_states_expired += 1;
+                    true
                 }
-                _ => {}
+                _ => false,
+            };
+            if remove {
+                self.repairs.remove(slot);
+                if let Some(t) = self.tsis.get_mut(&tsi) {
+                    t.repairs.remove(&sqn);
+                }
+                self.repair_count = self.repair_count.saturating_sub(1);
             }
         }
-        let _ = elim;
-        for (tsi, mut sqns) in repeat {
-            sqns.sort_by_key(|s| s.0);
-            for chunk in sqns.chunks(1 + MAX_NAK_LIST) {
+        // One repeat per TSI per NAK list's worth of sequence numbers, in order. The lanes
+        // pop in creation order, mostly sorted already: the stable sort takes such runs in
+        // linear time.
+        repeat.sort();
+        for group in repeat.chunk_by(|a, b| a.0 == b.0) {
+            let Some(&(tsi, _)) = group.first() else {
+                continue;
+            };
+            for chunk in group.chunks(1 + MAX_NAK_LIST) {
                 self.stats.naks_repeated += 1;
                 self.tx.push_back(Tx::NakRepeat {
                     tsi,
-                    sqns: chunk.to_vec(),
+                    sqns: chunk.iter().map(|&(_, s)| Sqn(s)).collect(),
                 });
             }
         }
+        self.timers.prune(|ivl| iv.in_use(ivl));
         // TSI expiry and polls.
         let expiry = self.config.tsi_expiry;
         let expired: Vec<Tsi> = self
@@ -1222,17 +1386,19 @@ impl NetworkElement {
             .collect();
         for tsi in expired {
             if let Some(t) = self.tsis.remove(&tsi) {
-                self.repair_count = self.repair_count.saturating_sub(t.repairs.len());
+                self.drop_repairs(&t);
                 self.stats.tsis_expired += 1;
             }
         }
         if let Some(ivl) = self.config.poll_ivl {
-            let due: Vec<Tsi> = self
+            let mut due: Vec<Tsi> = self
                 .tsis
                 .iter()
                 .filter(|(_, t)| t.next_poll <= now)
                 .map(|(k, _)| *k)
                 .collect();
+            // In TSI order, not the hash table's (random) order: runs replay exactly.
+            due.sort_unstable();
             for tsi in due {
                 self.start_poll(now, tsi, ivl);
             }
@@ -1332,7 +1498,7 @@ impl NetworkElement {
 
     /// The earliest deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut t = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        let mut t = self.timers.next().and_then(|at| self.clock.instant(at));
         for s in self.tsis.values() {
             let mut take = |x: Instant| t = Some(t.map_or(x, |t| t.min(x)));
             take(s.last_heard + self.config.tsi_expiry);
@@ -1382,7 +1548,7 @@ impl NetworkElement {
                     };
                     let via_dlr = t.dlr.filter(|_| {
                         sqns.iter()
-                            .all(|s| t.repairs.get(&s.0).is_some_and(|r| r.via_dlr))
+                            .all(|s| state(&self.repairs, t, s.0).is_some_and(|r| r.via_dlr))
                     });
                     let (ifindex, nbr) = match via_dlr {
                         Some(d) => (d.ifindex, d.addr),
@@ -1479,4 +1645,295 @@ pub struct RepairSnapshot {
     pub phase: RepairPhase,
     /// Interfaces the repair will be forwarded on.
     pub interfaces: Vec<IfIndex>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::wire::Gsi;
+
+    const SRC: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 1, 2));
+    const GROUP: IpAddr = IpAddr::V4(Ipv4Addr::new(239, 192, 0, 1));
+    const UPSTREAM: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 1));
+    const IF_UP: IfIndex = IfIndex(1);
+    const IF_A: IfIndex = IfIndex(2);
+    const RCV_A: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 3, 11));
+
+    fn t0() -> Instant {
+        #[expect(clippy::disallowed_methods, reason = "the test's epoch")]
+        Instant::now()
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn emit(gsi: u8, sport: u16, dport: u16, body: Body<'_>, options: &[PgmOption<'_>]) -> Vec<u8> {
+        let repr = Repr {
+            sport,
+            dport,
+            gsi: Gsi([1, 2, 3, 4, 5, gsi]),
+            parity: false,
+            var_pktlen: false,
+            body,
+            options: if options.is_empty() {
+                OptionList::EMPTY
+            } else {
+                OptionList::Slice(options)
+            },
+        };
+        let mut b = vec![0; repr.buffer_len()];
+        repr.emit(&mut b).expect("emit");
+        b
+    }
+
+    fn spm(gsi: u8) -> Vec<u8> {
+        let body = Body::Spm(crate::wire::SpmRepr {
+            sqn: Sqn(1),
+            trail: Sqn(0),
+            lead: Sqn(100),
+            path: Nla(UPSTREAM),
+        });
+        emit(gsi, 4000, 7500, body, &[])
+    }
+
+    fn nak(gsi: u8, sqns: &[u32]) -> Vec<u8> {
+        let rest: Vec<Sqn> = sqns[1..].iter().map(|&s| Sqn(s)).collect();
+        let opts = [PgmOption::from(OptionValue::NakList(SqnList::Slice(&rest)))];
+        let body = Body::Nak(NakRepr {
+            sqn: Sqn(sqns[0]),
+            source: Nla(SRC),
+            group: Nla(GROUP),
+        });
+        emit(
+            gsi,
+            7500,
+            4000,
+            body,
+            if rest.is_empty() { &[] } else { &opts },
+        )
+    }
+
+    fn ncf(gsi: u8, sqn: u32) -> Vec<u8> {
+        let body = Body::Ncf(NakRepr {
+            sqn: Sqn(sqn),
+            source: Nla(SRC),
+            group: Nla(GROUP),
+        });
+        emit(gsi, 4000, 7500, body, &[])
+    }
+
+    fn rdata(gsi: u8, sqn: u32) -> Vec<u8> {
+        let body = Body::Rdata(crate::wire::DataRepr {
+            sqn: Sqn(sqn),
+            trail: Sqn(0),
+            payload: b"repair",
+        });
+        emit(gsi, 4000, 7500, body, &[])
+    }
+
+    fn from_upstream() -> NeRecvMeta {
+        NeRecvMeta {
+            ifindex: IF_UP,
+            source: SRC,
+            destination: GROUP,
+            ttl: 64,
+        }
+    }
+
+    fn nak_on_a() -> NeRecvMeta {
+        NeRecvMeta {
+            ifindex: IF_A,
+            source: RCV_A,
+            destination: IpAddr::V4(Ipv4Addr::new(10, 1, 3, 1)),
+            ttl: 64,
+        }
+    }
+
+    /// An element with interfaces up (1) and A (2), source path state for the TSIs of
+    /// `gsis` (learned at `now`), no polls.
+    fn element(now: Instant, gsis: &[u8], f: impl FnOnce(&mut NeConfig)) -> NetworkElement {
+        let mut cfg = NeConfig::new(vec![
+            NeInterface {
+                index: IF_UP,
+                addr: IpAddr::V4(Ipv4Addr::new(10, 1, 2, 2)),
+            },
+            NeInterface {
+                index: IF_A,
+                addr: IpAddr::V4(Ipv4Addr::new(10, 1, 3, 1)),
+            },
+        ]);
+        cfg.poll_ivl = None;
+        f(&mut cfg);
+        let mut ne = NetworkElement::new(cfg);
+        ne.set_route(SRC, GROUP, &[IF_A]);
+        for &g in gsis {
+            ne.handle_packet(now, from_upstream(), &spm(g));
+        }
+        drain(&mut ne, now);
+        ne
+    }
+
+    /// The NAKs sent upstream, as (GSI's last byte, sequence numbers).
+    fn drain(ne: &mut NetworkElement, now: Instant) -> Vec<(u8, Vec<u32>)> {
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        while let Some(t) = ne.poll_transmit(now, &mut buf) {
+            if t.packet_type != PacketType::Nak {
+                continue;
+            }
+            let p = NakPacket::new_checked(&buf[..t.len]).expect("a NAK");
+            out.push((p.tsi().gsi.0[5], p.sqns().map(|s| s.0).collect()));
+        }
+        out
+    }
+
+    /// The instants (offsets from `start`) at which NAK repeats go out up to `until`,
+    /// driving the element by its `poll_timeout`.
+    fn repeat_times(ne: &mut NetworkElement, start: Instant, until: Duration) -> Vec<Duration> {
+        let mut times = Vec::new();
+        while let Some(at) = ne.poll_timeout().filter(|&at| at <= start + until) {
+            ne.handle_timeout(at);
+            if !drain(ne, at).is_empty() {
+                times.push(at - start);
+            }
+        }
+        times
+    }
+
+    #[test]
+    fn zero_repeat_interval_repeats_once_per_call_instead_of_hanging() {
+        // A zero NAK_RPT_RTE interval used to re-arm the repeat at `now` itself, so
+        // `handle_timeout` popped it again forever. It is now one tick (1 ns).
+        let now = t0();
+        let mut ne = element(now, &[6], |c| c.nak_rpt_rte_ivl = Duration::ZERO);
+        ne.handle_packet(now, nak_on_a(), &nak(6, &[5]));
+        assert_eq!(drain(&mut ne, now), [(6, vec![5])]);
+        for i in 1..=3 {
+            let at = now + ms(i);
+            ne.handle_timeout(at);
+            assert_eq!(drain(&mut ne, at), [(6, vec![5])], "one repeat at {i} ms");
+        }
+        ne.handle_timeout(now + ms(500));
+        assert_eq!(ne.stats().naks_unconfirmed, 1);
+        assert_eq!(ne.repair_state_count(), 0);
+    }
+
+    #[test]
+    fn deadlines_are_exact_below_a_millisecond() {
+        let now = t0();
+        let rte = Duration::from_micros(1_500);
+        let mut ne = element(now, &[6], |c| c.nak_rpt_rte_ivl = rte);
+        ne.handle_packet(now, nak_on_a(), &nak(6, &[5]));
+        drain(&mut ne, now);
+        assert_eq!(ne.poll_timeout(), Some(now + rte));
+        let early = now + rte - Duration::from_nanos(1);
+        ne.handle_timeout(early);
+        assert!(drain(&mut ne, early).is_empty(), "not before its time");
+        ne.handle_timeout(now + rte);
+        assert_eq!(drain(&mut ne, now + rte), [(6, vec![5])]);
+    }
+
+    #[test]
+    fn repeats_keep_their_interval_across_a_reconfiguration() {
+        let now = t0();
+        let mut ne = element(now, &[6], |_| {});
+        ne.handle_packet(now, nak_on_a(), &nak(6, &[5]));
+        drain(&mut ne, now);
+        let mut cfg = ne.config().clone();
+        cfg.nak_rpt_rte_ivl = ms(30);
+        cfg.nak_rpt_ivl = ms(200);
+        ne.reconfigure(cfg);
+        // Set before: first repeat at 100 ms, cancelled at 500 ms. Later repeats every 30 ms.
+        let t = repeat_times(&mut ne, now, ms(1000));
+        let want: Vec<Duration> = (0..14).map(|i| ms(100 + 30 * i)).collect();
+        assert_eq!(t, want);
+        assert_eq!(ne.stats().naks_unconfirmed, 1);
+        // Set after: repeats every 30 ms, cancelled at 200 ms.
+        let later = now + ms(1000);
+        ne.handle_packet(later, nak_on_a(), &nak(6, &[7]));
+        drain(&mut ne, later);
+        let t = repeat_times(&mut ne, later, ms(1000));
+        let want: Vec<Duration> = (1..=6).map(|i| ms(30 * i)).collect();
+        assert_eq!(t, want);
+        assert_eq!(ne.stats().naks_unconfirmed, 2);
+        assert_eq!(ne.repair_state_count(), 0);
+        assert!(ne.timers.next().is_none(), "nothing left to wake up for");
+    }
+
+    #[test]
+    fn repeats_come_out_in_tsi_then_sequence_order() {
+        let now = t0();
+        let mut ne = element(now, &[9, 3, 6], |_| {});
+        for (g, s) in [(9, 2), (6, 8), (3, 4), (6, 1), (9, 1)] {
+            ne.handle_packet(now, nak_on_a(), &nak(g, &[s]));
+        }
+        drain(&mut ne, now);
+        ne.handle_timeout(now + ms(100));
+        assert_eq!(
+            drain(&mut ne, now + ms(100)),
+            [(3, vec![4]), (6, vec![1, 8]), (9, vec![1, 2])]
+        );
+    }
+
+    #[test]
+    fn eviction_takes_the_oldest_even_when_slots_are_reused() {
+        let now = t0();
+        let mut ne = element(now, &[6], |c| c.max_repair_states = 3);
+        let sqns = |ne: &NetworkElement| -> Vec<u32> {
+            let snap = ne.tsi_snapshot(&nak_tsi()).expect("tsi");
+            snap.repairs.iter().map(|r| r.sqn.0).collect()
+        };
+        for s in 1..=3 {
+            ne.handle_packet(now, nak_on_a(), &nak(6, &[s]));
+        }
+        // 2 is repaired: its slot is freed, and 4 takes it.
+        ne.handle_packet(now, from_upstream(), &ncf(6, 2));
+        ne.handle_packet(now, from_upstream(), &rdata(6, 2));
+        ne.handle_packet(now, nak_on_a(), &nak(6, &[4]));
+        assert_eq!(sqns(&ne), [1, 3, 4]);
+        for (s, held) in [(5, [3, 4, 5]), (6, [4, 5, 6]), (7, [5, 6, 7])] {
+            ne.handle_packet(now, nak_on_a(), &nak(6, &[s]));
+            assert_eq!(sqns(&ne), held, "after NAK {s}: the oldest went");
+        }
+        assert_eq!(ne.stats().repair_states_evicted, 3);
+        assert_eq!(ne.repair_state_count(), 3);
+    }
+
+    fn nak_tsi() -> Tsi {
+        Tsi {
+            gsi: Gsi([1, 2, 3, 4, 5, 6]),
+            sport: 4000,
+        }
+    }
+
+    #[test]
+    fn timer_entries_stay_bounded_without_handle_timeout() {
+        // States evicted by the bound leave their timer entries behind; if the driver never
+        // calls `handle_timeout`, they are compacted away rather than piling up.
+        let now = t0();
+        let mut ne = element(now, &[6], |c| c.max_repair_states = 100);
+        for i in 0..50_000u32 {
+            let at = now + Duration::from_micros(u64::from(i));
+            ne.handle_packet(at, nak_on_a(), &nak(6, &[i]));
+            drain(&mut ne, at);
+        }
+        assert_eq!(ne.repair_state_count(), 100);
+        assert_eq!(ne.stats().repair_states_evicted, 49_900);
+        assert!(ne.timers.len() <= 4 * 100 + 1024, "{}", ne.timers.len());
+        assert!(ne.order.len() <= 2 * 100 + 64, "{}", ne.order.len());
+        // The live states still repeat and are cancelled on time.
+        let last = now + Duration::from_micros(49_999);
+        ne.handle_timeout(last + ms(100));
+        let repeated: usize = drain(&mut ne, last + ms(100))
+            .iter()
+            .map(|(_, s)| s.len())
+            .sum();
+        assert_eq!(repeated, 100);
+        ne.handle_timeout(last + ms(500));
+        assert_eq!(ne.stats().naks_unconfirmed, 100);
+        assert_eq!(ne.repair_state_count(), 0);
+    }
 }
