@@ -26,18 +26,20 @@
 //! 3. off-tree DLR (on its own R2 interface), found by R2's `PGM_POLL_DLR`;
 //! 4. the upstream DLR killed mid-run: repair falls back to the source.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use std::collections::BTreeSet;
-
-use pgm_core::wire::{NakPacket, OptionType, OptionValue, Packet, PacketType};
+use pgm_core::wire::PacketType;
+use pgm_netns_tests::admin::{self, DEFAULT_LISTEN as ADMIN};
 use pgm_netns_tests::bins::workspace_bin;
-use pgm_netns_tests::lab::{self, Capture, Lab, LossSpec, Ns, PgmFrame, Process, Selector};
+use pgm_netns_tests::daemon::{Daemon, RouterConfig};
+use pgm_netns_tests::lab::pgm_pcap::count;
+use pgm_netns_tests::lab::{self, Capture, Lab, LossSpec, Ns, PgmFrame, Selector};
+use pgm_netns_tests::metrics;
+use pgm_netns_tests::transfer::{Transfer, wait_delivered};
 
-const ADMIN: &str = "127.0.0.1:9470";
 const PORT: u16 = 7500;
 /// ODATA loss (percent) on the transit receiver's own link.
 const TRANSIT_LOSS: u8 = 2;
@@ -129,100 +131,17 @@ impl Topo {
     }
 }
 
-fn daemon(topo: &Topo, ns: &Ns, bin: &str, name: &str, toml: &str, ready: &str) -> Process {
-    let path = topo.lab.file(name, "toml");
-    std::fs::write(&path, toml).expect("write config");
-    let bin = workspace_bin(bin).expect("binary");
-    let check = topo
-        .lab
-        .exec_unchecked(
-            ns,
-            &[
-                bin.as_os_str(),
-                "--check-config".as_ref(),
-                "--config".as_ref(),
-                path.as_os_str(),
-            ],
-            Duration::from_secs(10),
-        )
-        .expect("run --check-config");
-    assert!(
-        check.status.success(),
-        "{name}: --check-config: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let mut cmd = topo.lab.command(
-        ns,
-        &[bin.as_os_str(), "--config".as_ref(), path.as_os_str()],
-    );
-    cmd.env("RUST_LOG", "info");
-    let p = topo.lab.spawn_command(cmd, name).expect("spawn daemon");
-    p.wait_for_output(ready, Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("{name}: {e:#}\n{}", p.stderr().unwrap_or_default()));
-    p
-}
-
-fn http(ns: &Ns, method: &str, path: &str) -> String {
-    let (method, path) = (method.to_owned(), path.to_owned());
-    ns.run(move || {
-        let mut s = TcpStream::connect(ADMIN).expect("connect to the admin API");
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(
-            s,
-            "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        assert!(out.contains(" 200 "), "{out}");
-        out.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default()
-    })
-    .expect("enter namespace")
+/// `GET <path>` from the admin API of the daemon in `ns`: the body of its `200` answer.
+fn http_get(ns: &Ns, path: &str) -> String {
+    admin::get(ns, ADMIN, path).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            let n = key.split_once('{').map_or(key, |(n, _)| n);
-            (n == name).then(|| value.parse::<f64>().ok())?
-        })
-        .map(|v| v as u64)
-        .sum()
-}
-
-fn ptype(pgm: &[u8]) -> Option<PacketType> {
-    Packet::new_checked(pgm).ok().map(|p| p.packet_type())
+    metrics::sum(text, name, &[])
 }
 
 fn stop(c: Capture) -> Vec<PgmFrame> {
-    lab::read_pgm(&c.stop().expect("stop capture")).expect("read capture")
-}
-
-fn count(pkts: &[PgmFrame], f: impl Fn(&PgmFrame) -> bool) -> usize {
-    pkts.iter().filter(|p| f(p)).count()
-}
-
-/// The DLR address a redirecting POLR announces (its OPT_REDIRECT), if it is one.
-fn redirect_of(pgm: &[u8]) -> Option<std::net::IpAddr> {
-    let p = Packet::new_checked(pgm).ok()?;
-    if p.packet_type() != PacketType::Polr {
-        return None;
-    }
-    match p.options().find(OptionType::Redirect)?.value {
-        OptionValue::Redirect(nla) => Some(nla.0),
-        _ => None,
-    }
-}
-
-/// The sequence numbers a NAK asks for.
-fn nak_sqns(pgm: &[u8]) -> Vec<u32> {
-    NakPacket::new_checked(pgm)
-        .map(|n| n.sqns().map(|q| q.0).collect())
-        .unwrap_or_default()
+    c.stop_read_pgm().expect("stop and read the capture")
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -241,102 +160,63 @@ fn scenario(tag: &str, mode: Mode) {
     let group = b.group(1);
     let src = b.addr(1, 2);
     let pgm: PathBuf = workspace_bin("pgm").expect("pgm binary");
-    let r2_down = if mode == Mode::OffTree {
-        "[\"lan\", \"to-dlr\"]"
+    let r2_down: &[&str] = if mode == Mode::OffTree {
+        &["lan", "to-dlr"]
     } else {
-        "[\"lan\"]"
+        &["lan"]
     };
-    let poll = if mode == Mode::OffTree {
-        "[router.poll]\ninterval = \"1s\"\nbackoff = \"200ms\"\n"
-    } else {
-        ""
-    };
-    let r1_cfg = format!(
-        "[router]\n[[router.interface]]\nname = \"to-src\"\n[[router.interface]]\nname = \"tr\"\n\
-         [[router.route]]\ngroup = \"{group}\"\nsource = \"{src}\"\nupstream = \"to-src\"\ndownstream = [\"tr\"]\n\
-         [admin]\nlisten = \"{ADMIN}\"\n"
-    );
-    let r2_cfg = format!(
-        "[router]\n[[router.interface]]\nname = \"tr\"\n[[router.interface]]\nname = \"lan\"\n\
-         [[router.interface]]\nname = \"to-dlr\"\n{poll}\
-         [[router.route]]\ngroup = \"{group}\"\nsource = \"{src}\"\nupstream = \"tr\"\ndownstream = {r2_down}\n\
-         [admin]\nlisten = \"{ADMIN}\"\n"
-    );
+    let r1_cfg =
+        RouterConfig::new()
+            .interfaces(&["to-src", "tr"])
+            .route(group, src, "to-src", &["tr"]);
+    let mut r2_cfg = RouterConfig::new()
+        .interfaces(&["tr", "lan", "to-dlr"])
+        .route(group, src, "tr", r2_down);
+    if mode == Mode::OffTree {
+        r2_cfg = r2_cfg.section("[router.poll]\ninterval = \"1s\"\nbackoff = \"200ms\"\n");
+    }
     let serve = if mode == Mode::ServeAll {
         "serve = \"all\"\n".to_owned()
     } else {
         format!("serve = \"listed\"\n[[dlr.session]]\ngroup = \"{group}\"\nport = {PORT}\n")
     };
     let dlr_cfg = format!("[dlr]\ninterfaces = [\"eth0\"]\n{serve}[admin]\nlisten = \"{ADMIN}\"\n");
-    let _r1 = daemon(
-        &topo,
-        &topo.r1,
-        "pgm-routerd",
-        "r1",
-        &r1_cfg,
-        "pgm-routerd started",
-    );
-    let r2 = daemon(
-        &topo,
-        &topo.r2,
-        "pgm-routerd",
-        "r2",
-        &r2_cfg,
-        "pgm-routerd started",
-    );
+    let routerd = Daemon::new(workspace_bin("pgm-routerd").expect("binary"));
+    let start = |d: &Daemon, ns: &Ns, name: &str, toml: &str| {
+        d.start(&topo.lab, ns, name, toml)
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    };
+    let _r1 = start(&routerd, &topo.r1, "r1", &r1_cfg.to_string());
+    let r2 = start(&routerd, &topo.r2, "r2", &r2_cfg.to_string());
     let dlr_ns = if mode == Mode::OffTree {
         &topo.odlr
     } else {
         &topo.dlr
     };
-    let dlr = daemon(
-        &topo,
-        dlr_ns,
-        "pgm-dlrd",
-        "dlr",
-        &dlr_cfg,
-        "pgm-dlrd started",
-    );
+    let dlrd = Daemon::new(workspace_bin("pgm-dlrd").expect("binary"));
+    let dlr = start(&dlrd, dlr_ns, "dlr", &dlr_cfg);
 
-    let cap_src = topo
-        .lab
-        .capture(&topo.src, "eth0", Some("ip proto 113"))
-        .unwrap();
-    let cap_dlr = topo
-        .lab
-        .capture(dlr_ns, "eth0", Some("ip proto 113"))
-        .unwrap();
+    let cap_src = topo.lab.capture_pgm(&topo.src, "eth0").unwrap();
+    let cap_dlr = topo.lab.capture_pgm(dlr_ns, "eth0").unwrap();
     let cap_rcvt = topo
         .rcvt
         .as_ref()
-        .map(|n| topo.lab.capture(n, "eth0", Some("ip proto 113")).unwrap());
+        .map(|n| topo.lab.capture_pgm(n, "eth0").unwrap());
 
     let (count_msgs, rate) = if mode == Mode::Killed {
-        (8000, "500000")
+        (8000, 500_000)
     } else {
-        (5000, "500000")
+        (5000, 500_000)
+    };
+    let transfer = Transfer {
+        pgm: &pgm,
+        group,
+        count: count_msgs,
+        size: 1000,
     };
     let receiver = |ns: &Ns, addr: Ipv4Addr| {
         topo.lab
-            .spawn(
-                ns,
-                &[
-                    pgm.to_str().unwrap(),
-                    "recv",
-                    "--ip",
-                    "--network",
-                    &format!("{addr};{group}"),
-                    "--count",
-                    &count_msgs.to_string(),
-                    "--verify",
-                    "--size",
-                    "1000",
-                    "--idle-timeout",
-                    "20",
-                    "-o",
-                    "/dev/null",
-                ],
-            )
+            .spawn(ns, &transfer.recv_args(addr, 20))
             .expect("spawn receiver")
     };
     let rcv = receiver(&topo.rcv, b.addr(3, 11));
@@ -344,24 +224,7 @@ fn scenario(tag: &str, mode: Mode) {
     std::thread::sleep(Duration::from_millis(1500));
     let sender = topo
         .lab
-        .spawn(
-            &topo.src,
-            &[
-                pgm.to_str().unwrap(),
-                "send",
-                "--ip",
-                "--network",
-                &format!("{src};{group}"),
-                "--count",
-                &count_msgs.to_string(),
-                "--size",
-                "1000",
-                "--rate",
-                rate,
-                "--linger",
-                "10",
-            ],
-        )
+        .spawn(&topo.src, &transfer.send_args(src, rate, 10))
         .expect("spawn sender");
     rcv.wait_for_output("started", Duration::from_secs(10))
         .expect("session start");
@@ -381,39 +244,34 @@ fn scenario(tag: &str, mode: Mode) {
     let mut dlr_metrics_before_kill = String::new();
     if mode == Mode::Killed {
         std::thread::sleep(Duration::from_secs(6));
-        dlr_metrics_before_kill = http(dlr_ns, "GET", "/metrics");
+        dlr_metrics_before_kill = http_get(dlr_ns, "/metrics");
         dlr.kill().expect("kill the DLR");
     }
-    let st = rcv.wait_timeout(Duration::from_secs(90)).unwrap();
-    let dlr_log = dlr.stderr().unwrap_or_default();
-    assert!(
-        matches!(st, Some(s) if s.success()),
-        "receiver ({st:?}) did not deliver everything: {}\nR2 log:\n{}\nDLR log:\n{dlr_log}",
-        rcv.stderr().unwrap_or_default(),
-        r2.stderr().unwrap_or_default(),
-    );
+    wait_delivered(&rcv, Duration::from_secs(90)).unwrap_or_else(|e| {
+        panic!(
+            "receiver: {e:#}\nR2 log:\n{}\nDLR log:\n{}",
+            r2.stderr().unwrap_or_default(),
+            dlr.stderr().unwrap_or_default()
+        )
+    });
     if let Some(r) = &rcvt {
-        let st = r.wait_timeout(Duration::from_secs(90)).unwrap();
-        assert!(
-            matches!(st, Some(s) if s.success()),
-            "transit receiver ({st:?}) did not deliver everything: {}",
-            r.stderr().unwrap_or_default(),
-        );
+        wait_delivered(r, Duration::from_secs(90))
+            .unwrap_or_else(|e| panic!("transit receiver: {e:#}"));
     }
     let _ = sender.wait_timeout(Duration::from_secs(30));
     let send_out = sender.stderr().unwrap_or_default();
     let dropped = loss.counters().unwrap().dropped;
     assert!(dropped > 0, "the loss rule dropped nothing");
-    let m2 = http(&topo.r2, "GET", "/metrics");
+    let m2 = http_get(&topo.r2, "/metrics");
     let md = if mode == Mode::Killed {
         dlr_metrics_before_kill
     } else {
-        http(dlr_ns, "GET", "/metrics")
+        http_get(dlr_ns, "/metrics")
     };
     let state = if mode == Mode::Killed {
         String::new()
     } else {
-        http(dlr_ns, "GET", "/api/v1/state")
+        http_get(dlr_ns, "/api/v1/state")
     };
     let src_pkts = stop(cap_src);
     let dlr_pkts = stop(cap_dlr);
@@ -427,11 +285,10 @@ fn scenario(tag: &str, mode: Mode) {
     };
     let served = metric(&md, "pgm_dlr_repairs_served_total");
     let nnaks_sent = metric(&md, "pgm_dlr_nnaks_sent_total");
-    let is = |f: &PgmFrame, t: PacketType| ptype(&f.pgm) == Some(t);
-    let src_rdata = count(&src_pkts, |f| f.src == src && is(f, PacketType::Rdata));
-    let src_nnaks = count(&src_pkts, |f| f.dst == src && is(f, PacketType::Nnak));
-    let src_naks = count(&src_pkts, |f| f.dst == src && is(f, PacketType::Nak));
-    let naks_to_dlr = count(&dlr_pkts, |f| f.dst == dlr_addr && is(f, PacketType::Nak));
+    let src_rdata = count(&src_pkts, |f| f.src == src && f.is(PacketType::Rdata));
+    let src_nnaks = count(&src_pkts, |f| f.dst == src && f.is(PacketType::Nnak));
+    let src_naks = count(&src_pkts, |f| f.dst == src && f.is(PacketType::Nak));
+    let naks_to_dlr = count(&dlr_pkts, |f| f.dst == dlr_addr && f.is(PacketType::Nak));
     eprintln!(
         "{tag}: {dropped} dropped on lan; DLR served {served}, NNAKs {nnaks_sent}; \
          at the source: {src_rdata} RDATA sent, {src_naks} NAKs and {src_nnaks} NNAKs \
@@ -445,17 +302,11 @@ fn scenario(tag: &str, mode: Mode) {
                 f.src == src
                     && f.dst == group
                     && f.router_alert
-                    && redirect_of(&f.pgm) == Some(dlr_addr.into())
+                    && f.redirect() == Some(dlr_addr.into())
             });
             // NCFs bear the source's address; the DLR's own never come back to it, so every
             // NCF it received is R1's.
-            let r1_ncfs: u64 = md
-                .lines()
-                .filter(|l| {
-                    l.starts_with("pgm_dlr_received_packets_total{") && l.contains("type=\"ncf\"")
-                })
-                .filter_map(|l| l.rsplit_once(" ")?.1.parse::<u64>().ok())
-                .sum();
+            let r1_ncfs = metrics::sum(&md, "pgm_dlr_received_packets_total", &[("type", "ncf")]);
             assert!(r1_ncfs > 0, "no NCF from R1 reached the DLR");
             assert!(polrs > 0, "no redirecting POLR on the transit LAN");
             assert!(metric(&md, "pgm_dlr_redirects_announced_total") > 0);
@@ -468,10 +319,10 @@ fn scenario(tag: &str, mode: Mode) {
             // own to it: the DLR answers its parent off-tree style, by unicast from its own
             // address, §9.5.2.3.)
             let rdata_as_source = count(&dlr_pkts, |f| {
-                f.src == src && f.router_alert && is(f, PacketType::Rdata)
+                f.src == src && f.router_alert && f.is(PacketType::Rdata)
             });
             let rdata_to_parent = count(&dlr_pkts, |f| {
-                f.src == dlr_addr && f.dst == b.addr(2, 1) && is(f, PacketType::Rdata)
+                f.src == dlr_addr && f.dst == b.addr(2, 1) && f.is(PacketType::Rdata)
             });
             eprintln!(
                 "{tag}: on the transit LAN {rdata_as_source} RDATA with the source's address, \
@@ -491,14 +342,13 @@ fn scenario(tag: &str, mode: Mode) {
             let transit_naked: BTreeSet<u32> = rcvt_pkts
                 .iter()
                 .flatten()
-                .filter(|f| f.src == b.addr(2, 11) && is(f, PacketType::Nak))
-                .flat_map(|f| nak_sqns(&f.pgm))
+                .filter(|f| f.src == b.addr(2, 11) && f.is(PacketType::Nak))
+                .flat_map(PgmFrame::nak_sqns)
                 .collect();
             let src_rdata_lan = count(&src_pkts, |f| {
                 f.src == src
-                    && is(f, PacketType::Rdata)
-                    && pgm_core::wire::DataPacket::new_checked(&f.pgm[..])
-                        .is_ok_and(|d| !transit_naked.contains(&d.sqn().0))
+                    && f.is(PacketType::Rdata)
+                    && f.data_sqn().is_some_and(|s| !transit_naked.contains(&s))
             });
             assert!(
                 (src_rdata_lan as u64) < served,
@@ -529,8 +379,8 @@ fn scenario(tag: &str, mode: Mode) {
                     dlr_addr,
                 );
             }
-            http(dlr_ns, "POST", "/api/v1/clear/counters");
-            let m = http(dlr_ns, "GET", "/metrics");
+            admin::post(dlr_ns, ADMIN, "/api/v1/clear/counters").expect("clear the DLR's counters");
+            let m = http_get(dlr_ns, "/metrics");
             assert_eq!(metric(&m, "pgm_dlr_repairs_served_total"), 0);
         }
         Mode::OffTree => {
@@ -540,7 +390,7 @@ fn scenario(tag: &str, mode: Mode) {
             );
             assert!(naks_to_dlr > 0, "R2 never NAKed the off-tree DLR");
             let rdata_unicast = count(&dlr_pkts, |f| {
-                f.src == dlr_addr && f.dst == b.addr(5, 1) && is(f, PacketType::Rdata)
+                f.src == dlr_addr && f.dst == b.addr(5, 1) && f.is(PacketType::Rdata)
             });
             assert!(rdata_unicast > 0, "no unicast RDATA from the DLR to R2");
             assert!(served > 0, "the DLR served no repair");
@@ -574,13 +424,13 @@ fn transit_receiver_ignored_redirects(
     assert!(lost > 0, "the transit receiver lost nothing");
     let first_redirect = pkts
         .iter()
-        .filter(|f| redirect_of(&f.pgm) == Some(dlr.into()))
+        .filter(|f| f.redirect() == Some(dlr.into()))
         .map(|f| f.at)
         .min()
         .expect("no redirecting POLR reached the transit receiver");
     let naks: Vec<&PgmFrame> = pkts
         .iter()
-        .filter(|f| f.src == me && ptype(&f.pgm) == Some(PacketType::Nak))
+        .filter(|f| f.src == me && f.is(PacketType::Nak))
         .collect();
     let to_dlr = naks.iter().filter(|f| f.dst == dlr).count();
     let after = naks.iter().filter(|f| f.at > first_redirect).count();

@@ -3,33 +3,25 @@
 //! use, and a real Prometheus server in the same namespace scrapes both daemons, loads
 //! `deploy/prometheus/alerts.yml` and answers queries about them.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use pgm_netns_tests::admin::{self, DEFAULT_LISTEN as ADMIN};
 use pgm_netns_tests::bins;
+use pgm_netns_tests::daemon::{Daemon, RouterConfig};
 use pgm_netns_tests::lab::{self, Lab, Ns};
 
-const ADMIN: &str = "127.0.0.1:9470";
-const DLR_ADMIN: &str = "127.0.0.1:9471";
-const PROMETHEUS: &str = "127.0.0.1:9090";
+const DLR_ADMIN: SocketAddr = admin::loopback(9471);
+const PROMETHEUS: SocketAddr = admin::loopback(9090);
 
 /// A plain HTTP/1.0 GET to `addr` inside `ns`: (status line, body), or `None` if nothing
-/// listens yet.
-fn get(ns: &Ns, addr: &str, path: &str) -> Option<(String, String)> {
-    let (addr, path) = (addr.to_owned(), path.to_owned());
-    ns.run(move || {
-        let mut s = TcpStream::connect(&addr).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: lab\r\n\r\n").ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        let (head, body) = out.split_once("\r\n\r\n")?;
-        Some((head.lines().next()?.to_owned(), body.to_owned()))
-    })
-    .expect("enter namespace")
+/// answers yet.
+fn get(ns: &Ns, addr: SocketAddr, path: &str) -> Option<(String, String)> {
+    let answer = admin::request_in(ns, addr, "GET", path).ok()?;
+    Some((answer.status_line, answer.body))
 }
 
 fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
@@ -96,49 +88,25 @@ fn router_metrics_pass_promtool_and_prometheus_scrapes_them() {
     let b = lab.block();
     lab.add_addr(&ns, "eth0", b.addr(1, 1), 24).unwrap();
     lab.add_addr(&ns, "eth1", b.addr(2, 1), 24).unwrap();
-    let config = lab.file("router", "toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[admin]\nlisten = \"{ADMIN}\"\n\n[router]\nmode = \"full\"\nintercept = \"router-alert\"\n\n\
-             [[router.interface]]\nname = \"eth0\"\n\n[[router.interface]]\nname = \"eth1\"\n\n\
-             [router.limits]\nmax_repair_states = 4321\n"
-        ),
-    )
-    .unwrap();
+    let config = RouterConfig::new()
+        .mode("full")
+        .intercept("router-alert")
+        .interfaces(&["eth0", "eth1"])
+        .section("[router.limits]\nmax_repair_states = 4321\n")
+        .admin(ADMIN);
     let routerd = bins::workspace_bin("pgm-routerd").expect("pgm-routerd");
-    let daemon = lab
-        .spawn(
-            &ns,
-            &[routerd.as_os_str(), "--config".as_ref(), config.as_os_str()],
-        )
-        .expect("spawn pgm-routerd");
-    daemon
-        .wait_for_output("pgm-routerd started", Duration::from_secs(10))
+    let _daemon = Daemon::new(routerd)
+        .start(&lab, &ns, "router", &config.to_string())
         .expect("pgm-routerd started");
 
     // The DLR beside it, with a cache limit of its own to read back.
-    let dlr_config = lab.file("dlr", "toml");
-    std::fs::write(
-        &dlr_config,
-        format!(
-            "[admin]\nlisten = \"{DLR_ADMIN}\"\n\n[dlr]\ninterfaces = [\"eth1\"]\nserve = \"listed\"\n\
-             cache_bytes = \"5MiB\"\n\n[[dlr.session]]\ngroup = \"239.192.0.1\"\nport = 7500\n"
-        ),
-    )
-    .unwrap();
+    let dlr_config = format!(
+        "[admin]\nlisten = \"{DLR_ADMIN}\"\n\n[dlr]\ninterfaces = [\"eth1\"]\nserve = \"listed\"\n\
+         cache_bytes = \"5MiB\"\n\n[[dlr.session]]\ngroup = \"239.192.0.1\"\nport = 7500\n"
+    );
     let dlrd = bins::workspace_bin("pgm-dlrd").expect("pgm-dlrd");
-    let dlr = lab
-        .spawn(
-            &ns,
-            &[
-                dlrd.as_os_str(),
-                "--config".as_ref(),
-                dlr_config.as_os_str(),
-            ],
-        )
-        .expect("spawn pgm-dlrd");
-    dlr.wait_for_output("pgm-dlrd started", Duration::from_secs(10))
+    let _dlr = Daemon::new(dlrd)
+        .start(&lab, &ns, "dlr", &dlr_config)
         .expect("pgm-dlrd started");
     let (status, dlr_metrics) =
         wait_for("the DLR's /metrics", 10, || get(&ns, DLR_ADMIN, "/metrics"));

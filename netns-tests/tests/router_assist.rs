@@ -6,178 +6,19 @@
 //! Shown from the daemons' `/metrics`, their admin API and packet captures decoded with
 //! `pgm_core::wire`.
 
-use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use pgm_core::wire::{DataPacket, NakPacket, OptionValue, Packet, PacketType};
-use pgm_netns_tests::lab::{self, Capture, LossSpec, McRoute, Ns, Process, RefTopology, Selector};
+use pgm_core::wire::PacketType;
+use pgm_netns_tests::admin::{self, DEFAULT_LISTEN as ADMIN};
+use pgm_netns_tests::bins;
+use pgm_netns_tests::daemon::{Daemon, RouterConfig};
+use pgm_netns_tests::lab::pgm_pcap::{count, data_sqns, naked_sqns, odata_sqns, unrequested_rdata};
+use pgm_netns_tests::lab::{self, Capture, LossSpec, PgmFrame, Process, RefTopology, Selector};
+use pgm_netns_tests::metrics::sum as metric;
+use pgm_netns_tests::transfer::{Transfer, wait_delivered};
 
-const ADMIN: &str = "127.0.0.1:9470";
-
-/// `target/debug/<bin>`, built once per test process if missing or stale.
-fn binary(package: &str, bin: &str) -> PathBuf {
-    static BUILD: Mutex<()> = Mutex::new(());
-    let _g = BUILD
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(&root)
-        .args(["build", "-q", "-p", package, "--bin", bin])
-        .status()
-        .expect("run cargo build");
-    assert!(
-        status.success(),
-        "cargo build -p {package} --bin {bin} failed"
-    );
-    let path = target.join("debug").join(bin);
-    assert!(path.exists(), "{} missing", path.display());
-    path
-}
-
-fn routerd(topo: &RefTopology, ns: &Ns, name: &str, toml: &str) -> Process {
-    let path = topo.lab.file(&format!("{name}-router"), "toml");
-    std::fs::write(&path, toml).expect("write config");
-    let bin = binary("pgm-router", "pgm-routerd");
-    let check = topo
-        .lab
-        .exec_unchecked(
-            ns,
-            &[
-                bin.as_os_str(),
-                "--check-config".as_ref(),
-                "--config".as_ref(),
-                path.as_os_str(),
-            ],
-            Duration::from_secs(10),
-        )
-        .expect("run --check-config");
-    assert!(
-        check.status.success(),
-        "{name}: --check-config: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let mut cmd = topo.lab.command(
-        ns,
-        &[bin.as_os_str(), "--config".as_ref(), path.as_os_str()],
-    );
-    cmd.env("RUST_LOG", "info,pgm_routerd=debug");
-    let p = topo
-        .lab
-        .spawn_command(cmd, &format!("routerd-{name}"))
-        .expect("spawn routerd");
-    p.wait_for_output("pgm-routerd started", Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
-    p
-}
-
-/// A plain HTTP/1.0 request to the admin listener inside `ns`.
-fn http(ns: &Ns, method: &str, path: &str) -> String {
-    let (method, path) = (method.to_owned(), path.to_owned());
-    ns.run(move || {
-        let mut s = TcpStream::connect(ADMIN).expect("connect to the admin API");
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(
-            s,
-            "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        assert!(
-            out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200"),
-            "{out}"
-        );
-        out.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default()
-    })
-    .expect("enter namespace")
-}
-
-/// Sums the samples of `name` whose labels contain every `labels` pair.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            let (n, lab) = key.split_once('{').unwrap_or((key, ""));
-            (n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| lab.contains(&format!("{k}=\"{v}\""))))
-            .then(|| value.parse::<f64>().ok())?
-        })
-        .map(|v| v as u64)
-        .sum()
-}
-
-/// (IP source, IP destination, PGM bytes) of every PGM/IP packet of an Ethernet pcap.
-fn pcap_pgm(path: &Path) -> Vec<(Ipv4Addr, Ipv4Addr, Vec<u8>)> {
-    let data = std::fs::read(path).expect("read pcap");
-    let mut out = Vec::new();
-    let mut at = 24;
-    while at + 16 <= data.len() {
-        let caplen = u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()) as usize;
-        let frame = &data[at + 16..(at + 16 + caplen).min(data.len())];
-        at += 16 + caplen;
-        if frame.len() < 34 || frame[12..14] != [0x08, 0x00] {
-            continue;
-        }
-        let ip = &frame[14..];
-        let ihl = usize::from(ip[0] & 0x0f) * 4;
-        if ip[9] != 113 || ip.len() < ihl {
-            continue;
-        }
-        let a = |o: usize| Ipv4Addr::new(ip[o], ip[o + 1], ip[o + 2], ip[o + 3]);
-        out.push((a(12), a(16), ip[ihl..].to_vec()));
-    }
-    out
-}
-
-fn ptype(pgm: &[u8]) -> Option<PacketType> {
-    Packet::new_checked(pgm).ok().map(|p| p.packet_type())
-}
-
-/// Sequence numbers of a NAK (main + OPT_NAK_LIST).
-fn nak_sqns(pgm: &[u8]) -> Vec<u32> {
-    let Ok(nak) = NakPacket::new_checked(pgm) else {
-        return vec![];
-    };
-    let mut v = vec![nak.sqn().0];
-    for o in nak.options().iter() {
-        if let OptionValue::NakList(l) = o.value {
-            v.extend(l.iter().map(|s| s.0));
-        }
-    }
-    v
-}
-
-fn odata_sqns(pkts: &[(Ipv4Addr, Ipv4Addr, Vec<u8>)]) -> BTreeSet<u32> {
-    pkts.iter()
-        .filter(|(_, _, p)| ptype(p) == Some(PacketType::Odata))
-        .filter_map(|(_, _, p)| DataPacket::new_checked(&p[..]).ok().map(|d| d.sqn().0))
-        .collect()
-}
-
-fn count(
-    pkts: &[(Ipv4Addr, Ipv4Addr, Vec<u8>)],
-    f: impl Fn(&(Ipv4Addr, Ipv4Addr, Vec<u8>)) -> bool,
-) -> usize {
-    pkts.iter().filter(|p| f(p)).count()
-}
-
-fn stop(c: Capture) -> Vec<(Ipv4Addr, Ipv4Addr, Vec<u8>)> {
-    pcap_pgm(&c.stop().expect("stop capture"))
+fn stop(c: Capture) -> Vec<PgmFrame> {
+    c.stop_read_pgm().expect("stop and read the capture")
 }
 
 struct Setup<'a> {
@@ -194,123 +35,54 @@ fn scenario(tag: &str, setup: Setup<'_>) {
     let topo = RefTopology::build(tag).expect("build the reference topology");
     let group = topo.group(1);
     let src = topo.source.addr();
-    let pgm = binary("pgm-core", "pgm");
+    let pgm = bins::cargo_bin("pgm-core", "pgm").expect("build pgm");
     let intercept = setup.intercept;
     let mode = if setup.assist_only {
         "assist-only"
     } else {
         "full"
     };
-    let (r1_routes, r2_routes) = if setup.assist_only {
-        let r1 = topo
-            .lab
-            .start_smcroute(
-                &topo.r1.ns,
-                &[McRoute::sg("to-src", src, group, &["to-r2"])],
-            )
-            .unwrap();
-        let r2 = topo
-            .lab
-            .start_smcroute(
-                &topo.r2.ns,
-                &[McRoute::sg("to-r1", src, group, &["lana", "lanb"])],
-            )
-            .unwrap();
-        std::mem::forget((r1, r2)); // the lab kills them
-        (String::new(), String::new())
-    } else {
-        (
-            format!(
-                "[[router.route]]\ngroup = \"{group}\"\nsource = \"{src}\"\nupstream = \"to-src\"\ndownstream = [\"to-r2\"]\n"
-            ),
-            // Without a static route, R2 routes from the upcall's arrival interface and the
-            // IGMP memberships of LAN A and LAN B.
-            if setup.r2_static_downstream {
-                format!(
-                    "[[router.route]]\ngroup = \"{group}\"\nsource = \"{src}\"\nupstream = \"to-r1\"\ndownstream = [\"lana\", \"lanb\"]\n"
-                )
-            } else {
-                String::new()
-            },
-        )
-    };
-    let common = format!("[router]\nmode = \"{mode}\"\nintercept = \"{intercept}\"\n");
-    let r1_cfg = format!(
-        "{common}[[router.interface]]\nname = \"to-src\"\n[[router.interface]]\nname = \"to-r2\"\n{r1_routes}[admin]\nlisten = \"{ADMIN}\"\n"
-    );
-    let r2_cfg = format!(
-        "{common}[[router.interface]]\nname = \"to-r1\"\n[[router.interface]]\nname = \"lana\"\n[[router.interface]]\nname = \"lanb\"\n{r2_routes}[admin]\nlisten = \"{ADMIN}\"\n"
-    );
-    let _r1 = routerd(&topo, &topo.r1.ns, "r1", &r1_cfg);
-    let _r2 = routerd(&topo, &topo.r2.ns, "r2", &r2_cfg);
+    if setup.assist_only {
+        // smcroute: to-src -> to-r2 on R1, to-r1 -> lana, lanb on R2.
+        let smcroutes = topo.start_baseline_mrouting(group).unwrap();
+        std::mem::forget(smcroutes); // the lab kills them
+    }
+    let base = RouterConfig::new().mode(mode).intercept(intercept);
+    // Static routes in full mode only. Without one, R2 routes from the upcall's arrival
+    // interface and the IGMP memberships of LAN A and LAN B.
+    let full = !setup.assist_only;
+    let r1_cfg = topo.r1_config(&base, full.then_some(group));
+    let r2_cfg = topo.r2_config(&base, (full && setup.r2_static_downstream).then_some(group));
+    let routerd = bins::cargo_bin("pgm-router", "pgm-routerd").expect("build pgm-routerd");
+    let routerd = Daemon::new(routerd).rust_log("info,pgm_routerd=debug");
+    let [_r1, _r2] = topo
+        .start_routers(&routerd, &r1_cfg, &r2_cfg)
+        .unwrap_or_else(|e| panic!("{e:#}"));
 
-    let cap_src = topo
-        .lab
-        .capture(&topo.source.ns, "eth0", Some("ip proto 113"))
-        .unwrap();
-    let cap_r2up = topo
-        .lab
-        .capture(&topo.r2.ns, "to-r1", Some("ip proto 113"))
-        .unwrap();
-    let cap_lana = topo
-        .lab
-        .capture(&topo.receivers[0].ns, "eth0", Some("ip proto 113"))
-        .unwrap();
-    let cap_lanb = topo
-        .lab
-        .capture(&topo.r2.ns, "lanb", Some("ip proto 113"))
-        .unwrap();
+    let cap_src = topo.lab.capture_pgm(&topo.source.ns, "eth0").unwrap();
+    let cap_r2up = topo.lab.capture_pgm(&topo.r2.ns, "to-r1").unwrap();
+    let cap_lana = topo.lab.capture_pgm(&topo.receivers[0].ns, "eth0").unwrap();
+    let cap_lanb = topo.lab.capture_pgm(&topo.r2.ns, "lanb").unwrap();
 
     const COUNT: usize = 3000;
-    let network = |h: &lab::Host| format!("{};{group}", h.addr());
+    let transfer = Transfer {
+        pgm: &pgm,
+        group,
+        count: COUNT,
+        size: 1000,
+    };
     let receivers: Vec<Process> = topo
         .receivers
         .iter()
         .map(|h| {
-            topo.lab
-                .spawn(
-                    &h.ns,
-                    &[
-                        pgm.to_str().unwrap(),
-                        "recv",
-                        "--ip",
-                        "--network",
-                        &network(h),
-                        "--count",
-                        &COUNT.to_string(),
-                        "--verify",
-                        "--size",
-                        "1000",
-                        "--idle-timeout",
-                        "15",
-                        "-o",
-                        "/dev/null",
-                    ],
-                )
-                .expect("spawn receiver")
+            let args = transfer.recv_args(h.addr(), 15);
+            topo.lab.spawn(&h.ns, &args).expect("spawn receiver")
         })
         .collect();
     std::thread::sleep(Duration::from_millis(1500));
     let sender = topo
         .lab
-        .spawn(
-            &topo.source.ns,
-            &[
-                pgm.to_str().unwrap(),
-                "send",
-                "--ip",
-                "--network",
-                &network(&topo.source),
-                "--count",
-                &COUNT.to_string(),
-                "--size",
-                "1000",
-                "--rate",
-                "1000000",
-                "--linger",
-                "8",
-            ],
-        )
+        .spawn(&topo.source.ns, &transfer.send_args(src, 1_000_000, 8))
         .expect("spawn sender");
     // Loss starts once every receiver has the session: a receiver whose very first ODATA is
     // lost starts its window after it and never asks for it (no OPT_JOIN).
@@ -326,23 +98,22 @@ fn scenario(tag: &str, setup: Setup<'_>) {
         )
         .expect("loss rule");
     for (i, r) in receivers.iter().enumerate() {
-        let st = r.wait_timeout(Duration::from_secs(60)).unwrap();
-        assert!(
-            matches!(st, Some(s) if s.success()),
-            "receiver {} ({st:?}) did not deliver everything: {}\nR2 log:\n{}",
-            i + 1,
-            r.stderr().unwrap_or_default(),
-            _r2.stderr().unwrap_or_default()
-        );
+        wait_delivered(r, Duration::from_secs(60)).unwrap_or_else(|e| {
+            panic!(
+                "receiver {}: {e:#}\nR2 log:\n{}",
+                i + 1,
+                _r2.stderr().unwrap_or_default()
+            )
+        });
     }
     let _ = sender.wait_timeout(Duration::from_secs(20));
     let dropped = loss.counters().unwrap().dropped;
     assert!(dropped > 0, "the loss rule dropped nothing");
 
-    let m1 = http(&topo.r1.ns, "GET", "/metrics");
-    let m2 = http(&topo.r2.ns, "GET", "/metrics");
-    let state2 = http(&topo.r2.ns, "GET", "/api/v1/state");
-    let traffic2 = http(&topo.r2.ns, "GET", "/api/v1/traffic");
+    let m1 = admin::get(&topo.r1.ns, ADMIN, "/metrics").expect("R1's metrics");
+    let m2 = admin::get(&topo.r2.ns, ADMIN, "/metrics").expect("R2's metrics");
+    let state2 = admin::get(&topo.r2.ns, ADMIN, "/api/v1/state").expect("R2's state");
+    let traffic2 = admin::get(&topo.r2.ns, ADMIN, "/api/v1/traffic").expect("R2's traffic");
     let src_pkts = stop(cap_src);
     let up_pkts = stop(cap_r2up);
     let lana_pkts = stop(cap_lana);
@@ -354,28 +125,26 @@ fn scenario(tag: &str, setup: Setup<'_>) {
     let r2_up = topo.r2.upstream.addr;
     let r1_down = topo.r1.downstream[0].addr;
     let r1_up = topo.r1.upstream.addr;
-    let naks_to_r2 = count(&lana_pkts, |(_, d, p)| {
-        *d == r2_lana && ptype(p) == Some(PacketType::Nak)
-    });
+    let naks_to_r2 = count(&lana_pkts, |f| f.dst == r2_lana && f.is(PacketType::Nak));
     assert!(naks_to_r2 > 0, "no receiver NAKed R2");
     // Once R2's first SPM is on LAN A, receivers NAK R2 only. (Before it, with a route
     // resolved on the first ODATA, a receiver may NAK the ODATA source directly.)
     let first_spm = lana_pkts
         .iter()
-        .position(|(_, _, p)| ptype(p) == Some(PacketType::Spm))
+        .position(|f| f.is(PacketType::Spm))
         .expect("an SPM on LAN A");
     let direct: Vec<usize> = lana_pkts
         .iter()
         .enumerate()
-        .filter(|(_, (_, d, p))| *d == src && ptype(p) == Some(PacketType::Nak))
+        .filter(|(_, f)| f.dst == src && f.is(PacketType::Nak))
         .map(|(i, _)| i)
         .collect();
     assert!(
         direct.iter().all(|&i| i < first_spm),
         "receivers NAKed the source directly after R2's SPM: {direct:?} (first SPM {first_spm})"
     );
-    let naks_r2_r1 = count(&up_pkts, |(s, d, p)| {
-        *s == r2_up && *d == r1_down && ptype(p) == Some(PacketType::Nak)
+    let naks_r2_r1 = count(&up_pkts, |f| {
+        f.src == r2_up && f.dst == r1_down && f.is(PacketType::Nak)
     });
     assert!(naks_r2_r1 > 0, "R2 did not NAK R1");
     assert!(metric(&m2, "pgm_router_naks_received_total", &[]) > 0);
@@ -395,21 +164,17 @@ fn scenario(tag: &str, setup: Setup<'_>) {
             &[("interface", "to-r1"), ("type", "nak")]
         ) > 0
     );
-    let naks_at_src: Vec<u32> = src_pkts
-        .iter()
-        .filter(|(_, d, p)| *d == src && ptype(p) == Some(PacketType::Nak))
-        .flat_map(|(_, _, p)| nak_sqns(p))
-        .collect();
+    let naks_at_src = naked_sqns(&src_pkts, |f| f.dst == src);
     assert!(
         src_pkts
             .iter()
-            .any(|(s, d, p)| *s == r1_up && *d == src && ptype(p) == Some(PacketType::Nak)),
+            .any(|f| f.src == r1_up && f.dst == src && f.is(PacketType::Nak)),
         "R1 did not NAK the source"
     );
 
     // R2 confirms on LAN A (NCFs are never forwarded, so every NCF there is R2's) and sends
     // the NCFs counted in its metrics.
-    let ncfs_lana = count(&lana_pkts, |(_, _, p)| ptype(p) == Some(PacketType::Ncf));
+    let ncfs_lana = count(&lana_pkts, |f| f.is(PacketType::Ncf));
     assert!(ncfs_lana > 0, "no NCF on LAN A");
     assert!(
         metric(
@@ -423,32 +188,18 @@ fn scenario(tag: &str, setup: Setup<'_>) {
     // RDATA for LAN A losses never leaves on LAN B: any RDATA there repairs a sequence
     // number that rcv3 itself NAKed (the kernel drops the first few ODATA of an (S,G) while
     // its MFC entry is being resolved, on both LANs).
-    let naked_lanb: BTreeSet<u32> = lanb_pkts
-        .iter()
-        .filter(|(_, _, p)| ptype(p) == Some(PacketType::Nak))
-        .flat_map(|(_, _, p)| nak_sqns(p))
-        .collect();
-    let rdata_lanb: Vec<u32> = lanb_pkts
-        .iter()
-        .filter(|(_, _, p)| ptype(p) == Some(PacketType::Rdata))
-        .filter_map(|(_, _, p)| DataPacket::new_checked(&p[..]).ok().map(|d| d.sqn().0))
-        .collect();
-    let leaked: Vec<u32> = rdata_lanb
-        .iter()
-        .filter(|s| !naked_lanb.contains(s))
-        .copied()
-        .collect();
+    let rdata_lanb = data_sqns(&lanb_pkts, PacketType::Rdata).count();
+    let leaked = unrequested_rdata(&lanb_pkts);
     assert!(
         leaked.is_empty(),
         "RDATA for LAN A's losses leaked onto LAN B: {leaked:?}"
     );
-    let rdata_lana = count(&lana_pkts, |(_, _, p)| ptype(p) == Some(PacketType::Rdata));
+    let rdata_lana = count(&lana_pkts, |f| f.is(PacketType::Rdata));
     assert!(
-        rdata_lana > rdata_lanb.len() * 5,
-        "{rdata_lana} RDATA on LAN A, {} on LAN B",
-        rdata_lanb.len()
+        rdata_lana > rdata_lanb * 5,
+        "{rdata_lana} RDATA on LAN A, {rdata_lanb} on LAN B"
     );
-    assert!(count(&lanb_pkts, |(_, _, p)| ptype(p) == Some(PacketType::Odata)) >= COUNT * 95 / 100);
+    assert!(count(&lanb_pkts, |f| f.is(PacketType::Odata)) >= COUNT * 95 / 100);
     assert!(metric(&m2, "pgm_router_rdata_forwarded_total", &[]) > 0);
 
     // NAKs at the source per lost sequence number. A loss on LAN A is an ODATA that never
@@ -487,9 +238,9 @@ fn scenario(tag: &str, setup: Setup<'_>) {
         "{state2}"
     );
     assert!(traffic2.contains("\"lana\""), "{traffic2}");
-    http(&topo.r2.ns, "POST", "/api/v1/clear/repair-state");
-    http(&topo.r2.ns, "POST", "/api/v1/clear/counters");
-    let m2 = http(&topo.r2.ns, "GET", "/metrics");
+    admin::post(&topo.r2.ns, ADMIN, "/api/v1/clear/repair-state").expect("clear R2's repair state");
+    admin::post(&topo.r2.ns, ADMIN, "/api/v1/clear/counters").expect("clear R2's counters");
+    let m2 = admin::get(&topo.r2.ns, ADMIN, "/metrics").expect("R2's metrics");
     assert_eq!(metric(&m2, "pgm_router_naks_received_total", &[]), 0);
     assert_eq!(metric(&m2, "pgm_router_repair_states", &[]), 0);
 }

@@ -31,126 +31,38 @@
 // Wall-clock time is what this measures/drives (the engines take time as a parameter).
 #![allow(clippy::disallowed_methods)]
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pgm_core::wire::{
     Body, Gsi, NakRepr, Nla, OptionList, OptionValue, Packet, PgmOption, Repr, Sqn, SqnList,
 };
+use pgm_netns_tests::admin::{self, DEFAULT_LISTEN as ADMIN};
+use pgm_netns_tests::bins;
+use pgm_netns_tests::daemon::{Daemon, RouterConfig};
 use pgm_netns_tests::lab::{self, Ns, Process, RefTopology};
+use pgm_netns_tests::metrics::sum as metric;
+use pgm_netns_tests::transfer::{Transfer, wait_delivered};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-const ADMIN: &str = "127.0.0.1:9470";
 const MAX_TSIS: usize = 64;
 const MAX_REPAIR_STATES: u64 = 1000;
 const SPORT: u16 = 4242;
 const DPORT: u16 = 7500;
 const RSS_SLACK_KIB: u64 = 64 * 1024;
 
-/// `target/debug/<bin>`, built once per test process if missing or stale.
-fn binary(package: &str, bin: &str) -> PathBuf {
-    static BUILD: Mutex<()> = Mutex::new(());
-    let _g = BUILD
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(&root)
-        .args(["build", "-q", "-p", package, "--bin", bin])
-        .status()
-        .expect("run cargo build");
-    assert!(
-        status.success(),
-        "cargo build -p {package} --bin {bin} failed"
-    );
-    let path = target.join("debug").join(bin);
-    assert!(path.exists(), "{} missing", path.display());
-    path
-}
-
-fn routerd(topo: &RefTopology, ns: &Ns, name: &str, toml: &str) -> Process {
-    let path = topo.lab.file(&format!("{name}-router"), "toml");
-    std::fs::write(&path, toml).expect("write config");
-    let bin = binary("pgm-router", "pgm-routerd");
-    let check = topo
-        .lab
-        .exec_unchecked(
-            ns,
-            &[
-                bin.as_os_str(),
-                "--check-config".as_ref(),
-                "--config".as_ref(),
-                path.as_os_str(),
-            ],
-            Duration::from_secs(10),
-        )
-        .expect("run --check-config");
-    assert!(
-        check.status.success(),
-        "{name}: --check-config: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let mut cmd = topo.lab.command(
-        ns,
-        &[bin.as_os_str(), "--config".as_ref(), path.as_os_str()],
-    );
-    cmd.env("RUST_LOG", "info");
-    let p = topo
-        .lab
-        .spawn_command(cmd, &format!("routerd-{name}"))
-        .expect("spawn routerd");
-    p.wait_for_output("pgm-routerd started", Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
-    p
-}
-
-/// A plain HTTP/1.0 GET to the admin listener, from a thread already inside its namespace;
-/// `None` on any failure (connect, timeout, non-200).
+/// `GET <path>` from a thread already inside R2's namespace: the body of a `200` answer,
+/// `None` on any failure (connect, timeout, another status).
 fn try_get(path: &str) -> Option<String> {
-    let addr: SocketAddr = ADMIN.parse().unwrap();
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    if !(out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200")) {
-        return None;
-    }
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
+    admin::request(ADMIN, "GET", path)
+        .and_then(admin::Response::body_if_ok)
+        .ok()
 }
 
 fn get(ns: &Ns, path: &str) -> String {
-    let p = path.to_owned();
-    ns.run(move || try_get(&p))
-        .expect("enter namespace")
-        .unwrap_or_else(|| panic!("GET {ADMIN}{path} failed"))
-}
-
-/// Sums the samples of `name` whose labels contain every `labels` pair.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            let (n, lab) = key.split_once('{').unwrap_or((key, ""));
-            (n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| lab.contains(&format!("{k}=\"{v}\""))))
-            .then(|| value.parse::<f64>().ok())?
-        })
-        .map(|v| v as u64)
-        .sum()
+    admin::get(ns, ADMIN, path).unwrap_or_else(|e| panic!("GET {ADMIN}{path} failed: {e:#}"))
 }
 
 fn vm_rss_kib(pid: u32) -> Option<u64> {
@@ -259,22 +171,18 @@ fn naks_for_random_tsis_and_sqns_and_malformed_packets() {
     let topo = RefTopology::build("flood").expect("build the reference topology");
     let group = topo.group(1);
     let src = topo.source.addr();
-    let pgm = binary("pgm-core", "pgm");
+    let pgm = bins::cargo_bin("pgm-core", "pgm").expect("build pgm");
 
-    let common = "[router]\nmode = \"full\"\nintercept = \"router-alert\"\n";
-    let r1_cfg = format!(
-        "{common}[[router.interface]]\nname = \"to-src\"\n[[router.interface]]\nname = \"to-r2\"\n\
-         [[router.route]]\ngroup = \"{group}\"\nsource = \"{src}\"\nupstream = \"to-src\"\ndownstream = [\"to-r2\"]\n\
-         [admin]\nlisten = \"{ADMIN}\"\n"
-    );
-    let r2_cfg = format!(
-        "{common}[router.limits]\nmax_tsis = {MAX_TSIS}\nmax_repair_states = {MAX_REPAIR_STATES}\n\
-         [[router.interface]]\nname = \"to-r1\"\n[[router.interface]]\nname = \"lana\"\n[[router.interface]]\nname = \"lanb\"\n\
-         [[router.route]]\ngroup = \"{group}\"\nsource = \"{src}\"\nupstream = \"to-r1\"\ndownstream = [\"lana\", \"lanb\"]\n\
-         [admin]\nlisten = \"{ADMIN}\"\n"
-    );
-    let _r1 = routerd(&topo, &topo.r1.ns, "r1", &r1_cfg);
-    let r2 = routerd(&topo, &topo.r2.ns, "r2", &r2_cfg);
+    let base = RouterConfig::new().mode("full").intercept("router-alert");
+    let r1_cfg = topo.r1_config(&base, Some(group));
+    let r2_cfg = topo.r2_config(&base, Some(group)).section(&format!(
+        "[router.limits]\nmax_tsis = {MAX_TSIS}\nmax_repair_states = {MAX_REPAIR_STATES}\n"
+    ));
+    let routerd = bins::cargo_bin("pgm-router", "pgm-routerd").expect("build pgm-routerd");
+    let routerd = Daemon::new(routerd);
+    let [_r1, r2] = topo
+        .start_routers(&routerd, &r1_cfg, &r2_cfg)
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let r2_pid = r2.pid();
     let comm = std::fs::read_to_string(format!("/proc/{r2_pid}/comm")).unwrap_or_default();
     assert!(
@@ -285,56 +193,25 @@ fn naks_for_random_tsis_and_sqns_and_malformed_packets() {
     // The transfer: rcv1 and rcv2 (LAN A) receive ~10 s of data (4000 x 1000 bytes at
     // 400 kB/s), so the flood happens during it.
     const COUNT: usize = 4000;
-    let network = |h: &lab::Host| format!("{};{group}", h.addr());
+    let transfer = Transfer {
+        pgm: &pgm,
+        group,
+        count: COUNT,
+        size: 1000,
+    };
     let receivers: Vec<Process> = topo.receivers[..2]
         .iter()
         .map(|h| {
-            topo.lab
-                .spawn(
-                    &h.ns,
-                    &[
-                        pgm.to_str().unwrap(),
-                        "recv",
-                        "--ip",
-                        "--network",
-                        &network(h),
-                        "--count",
-                        &COUNT.to_string(),
-                        "--verify",
-                        "--size",
-                        "1000",
-                        "--idle-timeout",
-                        "20",
-                        "-o",
-                        "/dev/null",
-                    ],
-                )
-                .expect("spawn receiver")
+            let args = transfer.recv_args(h.addr(), 20);
+            topo.lab.spawn(&h.ns, &args).expect("spawn receiver")
         })
         .collect();
     std::thread::sleep(Duration::from_millis(1500));
+    let mut sender_args = transfer.send_args(src, 400_000, 10);
+    sender_args.extend(["--sport".to_owned(), SPORT.to_string()]);
     let sender = topo
         .lab
-        .spawn(
-            &topo.source.ns,
-            &[
-                pgm.to_str().unwrap(),
-                "send",
-                "--ip",
-                "--network",
-                &network(&topo.source),
-                "--count",
-                &COUNT.to_string(),
-                "--size",
-                "1000",
-                "--rate",
-                "400000",
-                "--sport",
-                &SPORT.to_string(),
-                "--linger",
-                "10",
-            ],
-        )
+        .spawn(&topo.source.ns, &sender_args)
         .expect("spawn sender");
     for r in &receivers {
         r.wait_for_output("started", Duration::from_secs(10))
@@ -462,14 +339,13 @@ fn naks_for_random_tsis_and_sqns_and_malformed_packets() {
     let during_ok = try_during(&topo.r2.ns);
 
     for (i, r) in receivers.iter().enumerate() {
-        let st = r.wait_timeout(Duration::from_secs(90)).unwrap();
-        assert!(
-            matches!(st, Some(s) if s.success()),
-            "receiver {} ({st:?}) did not deliver everything: {}\nR2 log:\n{}",
-            i + 1,
-            r.stderr().unwrap_or_default(),
-            r2.stderr().unwrap_or_default()
-        );
+        wait_delivered(r, Duration::from_secs(90)).unwrap_or_else(|e| {
+            panic!(
+                "receiver {}: {e:#}\nR2 log:\n{}",
+                i + 1,
+                r2.stderr().unwrap_or_default()
+            )
+        });
     }
     let _ = sender.wait_timeout(Duration::from_secs(20));
     stop.store(true, Ordering::Relaxed);
@@ -562,5 +438,5 @@ fn naks_for_random_tsis_and_sqns_and_malformed_packets() {
 
 /// One `/metrics` right after the flood, from inside `ns`.
 fn try_during(ns: &Ns) -> bool {
-    ns.run(|| try_get("/metrics").is_some()).unwrap_or(false)
+    admin::get(ns, ADMIN, "/metrics").is_ok()
 }

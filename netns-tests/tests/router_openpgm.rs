@@ -13,244 +13,27 @@
 //! `/metrics` and packet captures decoded with `pgm_core::wire`.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Mutex;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use pgm_core::wire::{DataPacket, NakPacket, OptionValue, Packet, PacketType, SpmPacket};
-use pgm_netns_tests::bins::openpgm_peer;
-use pgm_netns_tests::lab::{self, LossSpec, Ns, Process, RefTopology, Selector};
+use pgm_core::wire::PacketType;
+use pgm_netns_tests::admin::{self, DEFAULT_LISTEN as ADMIN};
+use pgm_netns_tests::bins::{self, openpgm_peer};
+use pgm_netns_tests::daemon::{Daemon, RouterConfig};
+use pgm_netns_tests::lab::pgm_pcap::{count, data_sqns, naked_sqns, odata_sqns, unrequested_rdata};
+use pgm_netns_tests::lab::{self, Capture, LossSpec, PgmFrame, Process, RefTopology, Selector};
+use pgm_netns_tests::metrics::sum as metric;
+use pgm_netns_tests::transfer::{Transfer, wait_delivered};
 
-const ADMIN: &str = "127.0.0.1:9470";
-
-/// `target/debug/<bin>`, built once per test process if missing or stale.
-fn binary(package: &str, bin: &str) -> PathBuf {
-    static BUILD: Mutex<()> = Mutex::new(());
-    let _g = BUILD
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(&root)
-        .args(["build", "-q", "-p", package, "--bin", bin])
-        .status()
-        .expect("run cargo build");
-    assert!(
-        status.success(),
-        "cargo build -p {package} --bin {bin} failed"
-    );
-    let path = target.join("debug").join(bin);
-    assert!(path.exists(), "{} missing", path.display());
-    path
-}
-
-fn routerd(topo: &RefTopology, ns: &Ns, name: &str, toml: &str) -> Process {
-    let path = topo.lab.file(&format!("{name}-router"), "toml");
-    std::fs::write(&path, toml).expect("write config");
-    let bin = binary("pgm-router", "pgm-routerd");
-    let check = topo
-        .lab
-        .exec_unchecked(
-            ns,
-            &[
-                bin.as_os_str(),
-                "--check-config".as_ref(),
-                "--config".as_ref(),
-                path.as_os_str(),
-            ],
-            Duration::from_secs(10),
-        )
-        .expect("run --check-config");
-    assert!(
-        check.status.success(),
-        "{name}: --check-config: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let mut cmd = topo.lab.command(
-        ns,
-        &[bin.as_os_str(), "--config".as_ref(), path.as_os_str()],
-    );
-    cmd.env("RUST_LOG", "info,pgm_routerd=debug");
-    let p = topo
-        .lab
-        .spawn_command(cmd, &format!("routerd-{name}"))
-        .expect("spawn routerd");
-    p.wait_for_output("pgm-routerd started", Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
-    p
-}
-
-/// A plain HTTP/1.0 request to the admin listener inside `ns`.
-fn http(ns: &Ns, method: &str, path: &str) -> String {
-    let (method, path) = (method.to_owned(), path.to_owned());
-    ns.run(move || {
-        let mut s = TcpStream::connect(ADMIN).expect("connect to the admin API");
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(
-            s,
-            "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        assert!(
-            out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200"),
-            "{out}"
-        );
-        out.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default()
-    })
-    .expect("enter namespace")
-}
-
-/// Sums the samples of `name` whose labels contain every `labels` pair.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            let (n, lab) = key.split_once('{').unwrap_or((key, ""));
-            (n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| lab.contains(&format!("{k}=\"{v}\""))))
-            .then(|| value.parse::<f64>().ok())?
-        })
-        .map(|v| v as u64)
-        .sum()
-}
-
-/// One captured PGM/IP packet.
-struct Pkt {
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    /// The IPv4 header carries options (the Router Alert, in this lab).
-    ip_options: bool,
-    pgm: Vec<u8>,
-}
-
-impl Pkt {
-    fn ptype(&self) -> Option<PacketType> {
-        Packet::new_checked(&self.pgm[..])
-            .ok()
-            .map(|p| p.packet_type())
-    }
-
-    fn is(&self, t: PacketType) -> bool {
-        self.ptype() == Some(t)
-    }
-
-    fn data_sqn(&self) -> Option<u32> {
-        DataPacket::new_checked(&self.pgm[..])
-            .ok()
-            .map(|d| d.sqn().0)
-    }
-
-    /// SPM_PATH of an SPM.
-    fn spm_path(&self) -> Option<IpAddr> {
-        SpmPacket::new_checked(&self.pgm[..])
-            .ok()
-            .map(|s| s.path().0)
-    }
-
-    /// Sequence numbers of a NAK (main + OPT_NAK_LIST).
-    fn nak_sqns(&self) -> Vec<u32> {
-        let Ok(nak) = NakPacket::new_checked(&self.pgm[..]) else {
-            return vec![];
-        };
-        let mut v = vec![nak.sqn().0];
-        for o in nak.options().iter() {
-            if let OptionValue::NakList(l) = o.value {
-                v.extend(l.iter().map(|s| s.0));
-            }
-        }
-        v
-    }
-}
-
-/// Every PGM/IP packet of an Ethernet pcap.
-fn pcap_pgm(path: &Path) -> Vec<Pkt> {
-    let data = std::fs::read(path).expect("read pcap");
-    let mut out = Vec::new();
-    let mut at = 24;
-    while at + 16 <= data.len() {
-        let caplen = u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()) as usize;
-        let frame = &data[at + 16..(at + 16 + caplen).min(data.len())];
-        at += 16 + caplen;
-        if frame.len() < 34 || frame[12..14] != [0x08, 0x00] {
-            continue;
-        }
-        let ip = &frame[14..];
-        let ihl = usize::from(ip[0] & 0x0f) * 4;
-        if ip[9] != 113 || ip.len() < ihl {
-            continue;
-        }
-        let a = |o: usize| Ipv4Addr::new(ip[o], ip[o + 1], ip[o + 2], ip[o + 3]);
-        out.push(Pkt {
-            src: a(12),
-            dst: a(16),
-            ip_options: ihl > 20,
-            pgm: ip[ihl..].to_vec(),
-        });
-    }
-    out
-}
-
-/// A tcpdump like `Lab::capture`'s, with a 64 MiB kernel buffer: on this 2-core machine,
-/// shared with other test runs, the default buffer dropped 5-8% of the packets (tcpdump's
-/// "dropped by kernel"), which skews every count below.
-struct Cap {
-    process: Process,
-    path: PathBuf,
-}
-
-fn capture(topo: &RefTopology, ns: &Ns, label: &str, iface: &str) -> Cap {
-    let path = topo.lab.file(&format!("{label}-{iface}"), "pcap");
-    let p = path.to_string_lossy().into_owned();
-    #[rustfmt::skip]
-    let args = ["tcpdump", "-i", iface, "-w", &p, "-U", "--immediate-mode", "-B", "65536",
-                "-n", "-Z", "root", "ip proto 113"];
-    let process = topo.lab.spawn(ns, &args).expect("spawn tcpdump");
-    process
-        .wait_for_output("listening on", Duration::from_secs(10))
-        .expect("tcpdump start");
-    Cap { process, path }
-}
-
-/// Stops the capture; returns its packets and the count tcpdump reports dropped by the kernel.
-fn stop(c: Cap) -> (Vec<Pkt>, u64) {
-    std::thread::sleep(Duration::from_millis(200));
-    let st = c
-        .process
-        .stop(Duration::from_secs(5))
-        .expect("stop tcpdump");
-    let err = c.process.stderr().unwrap_or_default();
-    assert!(st.success(), "tcpdump: {st}: {err}");
-    let dropped = err
-        .lines()
-        .find_map(|l| l.strip_suffix(" packets dropped by kernel"))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0);
-    (pcap_pgm(&c.path), dropped)
-}
-
-fn odata_sqns(pkts: &[Pkt]) -> BTreeSet<u32> {
-    pkts.iter()
-        .filter(|p| p.is(PacketType::Odata))
-        .filter_map(Pkt::data_sqn)
-        .collect()
-}
-
-fn count(pkts: &[Pkt], f: impl Fn(&Pkt) -> bool) -> usize {
-    pkts.iter().filter(|p| f(p)).count()
+/// Stops the capture; returns its packets and the count tcpdump reports dropped by the kernel
+/// (its buffer is 64 MiB, see `lab::capture`: the default dropped 5-8% of the packets on this
+/// loaded 2-core machine, which would skew every count below).
+fn stop(c: Capture) -> (Vec<PgmFrame>, u64) {
+    let file = c.finish().expect("stop tcpdump");
+    (
+        file.read_pgm().expect("read capture"),
+        file.dropped_by_kernel,
+    )
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -260,119 +43,94 @@ enum Peer {
 }
 
 const COUNT: usize = 3000;
-const SIZE: &str = "1000";
+const SIZE: usize = 1000;
 /// Bytes/s. With 1000-byte messages OpenPGM's rate bucket (README fact 4) admits every APDU
 /// at this rate, and our sender is capped alike.
-const RATE: &str = "1000000";
+const RATE: u64 = 1_000_000;
 
 /// Runs the scenario: `sender` on the source, `receivers[i]` on rcv1, rcv2, rcv3.
 fn scenario(tag: &str, sender: Peer, receivers: [Peer; 3]) {
     let topo = RefTopology::build(tag).expect("build the reference topology");
     let group = topo.group(1);
     let src = topo.source.addr();
-    let pgm = binary("pgm-core", "pgm");
+    let pgm = bins::cargo_bin("pgm-core", "pgm").expect("build pgm");
     let peer = openpgm_peer().expect("build the OpenPGM peer");
 
     // Full mode, nftables intercept, static (S,G) routes on both routers (installed in the
     // MFC before any traffic, so no ODATA is lost to MFC resolution).
-    let common = "[router]\nmode = \"full\"\nintercept = \"nftables\"\n";
-    let r1_cfg = format!(
-        "{common}[[router.interface]]\nname = \"to-src\"\n[[router.interface]]\nname = \"to-r2\"\n\
-         [[router.route]]\ngroup = \"{group}\"\nsource = \"{src}\"\nupstream = \"to-src\"\ndownstream = [\"to-r2\"]\n\
-         [admin]\nlisten = \"{ADMIN}\"\n"
-    );
-    let r2_cfg = format!(
-        "{common}[[router.interface]]\nname = \"to-r1\"\n[[router.interface]]\nname = \"lana\"\n[[router.interface]]\nname = \"lanb\"\n\
-         [[router.route]]\ngroup = \"{group}\"\nsource = \"{src}\"\nupstream = \"to-r1\"\ndownstream = [\"lana\", \"lanb\"]\n\
-         [admin]\nlisten = \"{ADMIN}\"\n"
-    );
-    let r1 = routerd(&topo, &topo.r1.ns, "r1", &r1_cfg);
-    let r2 = routerd(&topo, &topo.r2.ns, "r2", &r2_cfg);
+    let base = RouterConfig::new().mode("full").intercept("nftables");
+    let r1_cfg = topo.r1_config(&base, Some(group));
+    let r2_cfg = topo.r2_config(&base, Some(group));
+    let routerd = bins::cargo_bin("pgm-router", "pgm-routerd").expect("build pgm-routerd");
+    let routerd = Daemon::new(routerd).rust_log("info,pgm_routerd=debug");
+    let [r1, r2] = topo
+        .start_routers(&routerd, &r1_cfg, &r2_cfg)
+        .unwrap_or_else(|e| panic!("{e:#}"));
 
-    let cap_src = capture(&topo, &topo.source.ns, "src", "eth0");
-    let cap_r2up = capture(&topo, &topo.r2.ns, "r2", "to-r1");
+    let capture = |ns, iface| topo.lab.capture_pgm(ns, iface).expect("start tcpdump");
+    let cap_src = capture(&topo.source.ns, "eth0");
+    let cap_r2up = capture(&topo.r2.ns, "to-r1");
     // LAN A as the receivers see it (rcv1's interface), and as R2 sees it (its `lana`:
     // every receiver's unicast NAK, and R2's egress after the loss rule).
-    let cap_rcv1 = capture(&topo, &topo.receivers[0].ns, "rcv1", "eth0");
-    let cap_r2a = capture(&topo, &topo.r2.ns, "r2", "lana");
-    let cap_lanb = capture(&topo, &topo.r2.ns, "r2", "lanb");
+    let cap_rcv1 = capture(&topo.receivers[0].ns, "eth0");
+    let cap_r2a = capture(&topo.r2.ns, "lana");
+    let cap_lanb = capture(&topo.r2.ns, "lanb");
 
-    let network = |h: &lab::Host| format!("{};{group}", h.addr());
-    let count_s = COUNT.to_string();
+    let transfer = Transfer {
+        pgm: &pgm,
+        group,
+        count: COUNT,
+        size: SIZE,
+    };
+    let (count_s, size_s, rate_s) = (COUNT.to_string(), SIZE.to_string(), RATE.to_string());
+    let peer_s = peer.to_string_lossy();
     let rx: Vec<Process> = topo
         .receivers
         .iter()
         .zip(receivers)
         .map(|(h, kind)| {
-            let net = network(h);
-            let args: Vec<&str> = match kind {
-                Peer::Ours => vec![
-                    pgm.to_str().unwrap(),
-                    "recv",
-                    "--ip",
-                    "--network",
-                    &net,
-                    "--count",
-                    &count_s,
-                    "--verify",
-                    "--size",
-                    SIZE,
-                    "--idle-timeout",
-                    "20",
-                    "-o",
-                    "/dev/null",
-                ],
-                Peer::OpenPgm => vec![
-                    peer.to_str().unwrap(),
+            let args: Vec<String> = match kind {
+                Peer::Ours => transfer.recv_args(h.addr(), 20),
+                Peer::OpenPgm => [
+                    &peer_s,
                     "recv",
                     "--network",
-                    &net,
+                    &transfer.network(h.addr()),
                     "--count",
                     &count_s,
                     "--sizes",
-                    SIZE,
+                    &size_s,
                     "--timeout",
                     "90",
                     "--verbose",
-                ],
+                ]
+                .map(str::to_owned)
+                .to_vec(),
             };
             topo.lab.spawn(&h.ns, &args).expect("spawn receiver")
         })
         .collect();
     std::thread::sleep(Duration::from_millis(1500));
-    let snet = network(&topo.source);
-    let tx_args: Vec<&str> = match sender {
-        Peer::Ours => vec![
-            pgm.to_str().unwrap(),
-            "send",
-            "--ip",
-            "--network",
-            &snet,
-            "--count",
-            &count_s,
-            "--size",
-            SIZE,
-            "--rate",
-            RATE,
-            "--linger",
-            "30",
-        ],
+    let tx_args: Vec<String> = match sender {
+        Peer::Ours => transfer.send_args(src, RATE, 30),
         // Default settings: PGM/IP, no --router-alert (OpenPGM's default: off).
-        Peer::OpenPgm => vec![
-            peer.to_str().unwrap(),
+        Peer::OpenPgm => [
+            &peer_s,
             "send",
             "--network",
-            &snet,
+            &transfer.network(src),
             "--count",
             &count_s,
             "--sizes",
-            SIZE,
+            &size_s,
             "--rate",
-            RATE,
+            &rate_s,
             "--linger",
             "30",
             "--verbose",
-        ],
+        ]
+        .map(str::to_owned)
+        .to_vec(),
     };
     let tx = topo
         .lab
@@ -402,7 +160,7 @@ fn scenario(tag: &str, sender: Peer, receivers: [Peer; 3]) {
         )
         .expect("loss rule");
     for (i, (r, kind)) in rx.iter().zip(receivers).enumerate() {
-        let st = r.wait_timeout(Duration::from_secs(100)).unwrap();
+        let delivered = wait_delivered(r, Duration::from_secs(100));
         let out = r.stdout().unwrap_or_default();
         let result = out
             .lines()
@@ -410,14 +168,14 @@ fn scenario(tag: &str, sender: Peer, receivers: [Peer; 3]) {
             .unwrap_or("no RESULT line")
             .to_owned();
         eprintln!("{tag}: rcv{} ({kind:?}): {result}", i + 1);
-        assert!(
-            matches!(st, Some(s) if s.success()),
-            "receiver {} ({kind:?}, {st:?}) did not deliver everything: {result}\n{}\nsender:\n{}\nR2 log:\n{}",
-            i + 1,
-            r.stderr().unwrap_or_default(),
-            tx.stderr().unwrap_or_default(),
-            r2.stderr().unwrap_or_default()
-        );
+        if let Err(e) = delivered {
+            panic!(
+                "receiver {} ({kind:?}): {e:#}\n{result}\nsender:\n{}\nR2 log:\n{}",
+                i + 1,
+                tx.stderr().unwrap_or_default(),
+                r2.stderr().unwrap_or_default()
+            );
+        }
         if kind == Peer::OpenPgm {
             assert!(
                 result.contains("status=ok") && result.contains(&format!("received={COUNT} ")),
@@ -432,8 +190,8 @@ fn scenario(tag: &str, sender: Peer, receivers: [Peer; 3]) {
     let dropped = loss.counters().unwrap().dropped;
     assert!(dropped > 0, "the loss rule dropped nothing");
 
-    let m1 = http(&topo.r1.ns, "GET", "/metrics");
-    let m2 = http(&topo.r2.ns, "GET", "/metrics");
+    let m1 = admin::get(&topo.r1.ns, ADMIN, "/metrics").expect("R1's metrics");
+    let m2 = admin::get(&topo.r2.ns, ADMIN, "/metrics").expect("R2's metrics");
     let (src_pkts, src_drops) = stop(cap_src);
     let (up_pkts, up_drops) = stop(cap_r2up);
     let (rcv1_pkts, rcv1_drops) = stop(cap_rcv1);
@@ -478,13 +236,13 @@ fn scenario(tag: &str, sender: Peer, receivers: [Peer; 3]) {
     // SPM_PATH hop by hop: the source's own NLA, then R1's, then R2's on LAN A.
     // (SPM_PATH is what changes hop by hop; the IP source of a forwarded SPM stays the
     // source's.)
-    let paths = |pkts: &[Pkt]| -> BTreeSet<IpAddr> {
+    let paths = |pkts: &[PgmFrame]| -> BTreeSet<IpAddr> {
         pkts.iter()
             .filter(|p| p.is(PacketType::Spm))
-            .filter_map(Pkt::spm_path)
+            .filter_map(PgmFrame::spm_path)
             .collect()
     };
-    let spm_lana: Vec<&Pkt> = rcv1_pkts.iter().filter(|p| p.is(PacketType::Spm)).collect();
+    let spm_lana: Vec<&PgmFrame> = rcv1_pkts.iter().filter(|p| p.is(PacketType::Spm)).collect();
     let lana_paths: BTreeSet<IpAddr> = spm_lana.iter().filter_map(|p| p.spm_path()).collect();
     eprintln!(
         "{tag}: SPM_PATH at the source {:?}, on R1-R2 {:?}, on LAN A {:?} ({} SPMs)",
@@ -566,40 +324,22 @@ fn scenario(tag: &str, sender: Peer, receivers: [Peer; 3]) {
 
     // RDATA for LAN A's losses never leaves on LAN B: any RDATA there repairs a sequence
     // number rcv3 itself NAKed.
-    let naked_lanb: BTreeSet<u32> = lanb_pkts
-        .iter()
-        .filter(|p| p.is(PacketType::Nak))
-        .flat_map(Pkt::nak_sqns)
-        .collect();
-    let rdata_lanb: Vec<u32> = lanb_pkts
-        .iter()
-        .filter(|p| p.is(PacketType::Rdata))
-        .filter_map(Pkt::data_sqn)
-        .collect();
-    let leaked: Vec<u32> = rdata_lanb
-        .iter()
-        .filter(|s| !naked_lanb.contains(s))
-        .copied()
-        .collect();
+    let rdata_lanb = data_sqns(&lanb_pkts, PacketType::Rdata).count();
+    let leaked = unrequested_rdata(&lanb_pkts);
     assert!(
         leaked.is_empty(),
         "RDATA for LAN A's losses leaked onto LAN B: {leaked:?}"
     );
     let rdata_lana = count(&rcv1_pkts, |p| p.is(PacketType::Rdata));
     assert!(
-        rdata_lana > rdata_lanb.len() * 5,
-        "{rdata_lana} RDATA on LAN A, {} on LAN B",
-        rdata_lanb.len()
+        rdata_lana > rdata_lanb * 5,
+        "{rdata_lana} RDATA on LAN A, {rdata_lanb} on LAN B"
     );
 
     // NAKs at the source per lost sequence number (as router_assist.rs): the loss rule's drop
     // count (ODATA and RDATA lost on LAN A, plus the few SPMs/NCFs it hit) plus ODATA that
     // never reached LAN B (none expected with static routes).
-    let naks_at_src: Vec<u32> = src_pkts
-        .iter()
-        .filter(|p| p.dst == src && p.is(PacketType::Nak))
-        .flat_map(Pkt::nak_sqns)
-        .collect();
+    let naks_at_src = naked_sqns(&src_pkts, |p| p.dst == src);
     // NAK_SRC must be the source's NLA: an OpenPGM source rejects any other ("NAK rejected
     // for unmatched NLA"). OpenPGM 5.3 receivers put the SPM_PATH NLA there (R2's address)
     // and the routers forward it as is, so those NAKs are dropped at an OpenPGM source and
@@ -608,15 +348,14 @@ fn scenario(tag: &str, sender: Peer, receivers: [Peer; 3]) {
         .iter()
         .filter(|p| p.dst == r2_lana && p.is(PacketType::Nak))
         .filter_map(|p| {
-            let n = NakPacket::new_checked(&p.pgm[..]).ok()?;
-            (n.source_nla().0 != IpAddr::V4(src)).then_some((p.src, n.source_nla().0))
+            let nak_src = p.nak_source()?;
+            (nak_src != IpAddr::V4(src)).then_some((p.src, nak_src))
         })
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
     let bad_at_src = count(&src_pkts, |p| {
-        p.dst == src
-            && NakPacket::new_checked(&p.pgm[..]).is_ok_and(|n| n.source_nla().0 != IpAddr::V4(src))
+        p.dst == src && p.nak_source().is_some_and(|n| n != IpAddr::V4(src))
     });
     eprintln!(
         "{tag}: NAKs on LAN A with a NAK_SRC other than the source (receiver, NAK_SRC): \
@@ -636,7 +375,7 @@ fn scenario(tag: &str, sender: Peer, receivers: [Peer; 3]) {
         sent.len(),
         naks_at_src.len(),
         naks_at_src.len() as f64 / lost_odata.max(1) as f64,
-        rdata_lanb.len()
+        rdata_lanb
     );
     assert!(
         ratio <= 1.1,

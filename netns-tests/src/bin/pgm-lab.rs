@@ -19,78 +19,31 @@
 //! Everything lives in namespaces named `pgl-lab-<pid>-...`; they are removed when the demo
 //! ends, fails or is interrupted (Ctrl-C, SIGTERM, SIGHUP).
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use pgm_netns_tests::admin;
 use pgm_netns_tests::bins;
+use pgm_netns_tests::daemon::{self, Daemon, RouterConfig};
 use pgm_netns_tests::lab::{self, Host, LossSpec, Ns, Process, RefTopology, Selector};
+use pgm_netns_tests::metrics::{self, sum as metric};
+use pgm_netns_tests::transfer::Transfer;
 
 /// The admin listener of every daemon, inside its own namespace.
-const ROUTER_ADMIN: &str = "127.0.0.1:9470";
-const DLR_ADMIN: &str = "127.0.0.1:9471";
+const ROUTER_ADMIN: SocketAddr = admin::DEFAULT_LISTEN;
+const DLR_ADMIN: SocketAddr = admin::loopback(9471);
 const PORT: u16 = 7500;
 const SIZE: usize = 1000;
 
-/// The embedded configuration of the routers: full mode (the daemon owns multicast routing),
-/// Router Alert interception, a static (S,G) route. `{...}` are filled in per lab.
-const R1_TOML: &str = r#"# pgm-lab: R1, next to the source.
-[admin]
-listen = "{admin}"
+/// Polls from both routers every 5 s: how R1 finds the off-tree DLR.
+const ROUTER_POLL: &str = "[router.poll]\ninterval = \"5s\"\nbackoff = \"1s\"\n";
 
-[router]
-mode = "full"
-intercept = "router-alert"
-
-[[router.interface]]
-name = "to-src"
-
-[[router.interface]]
-name = "to-r2"
-{dlr_iface}
-[[router.route]]
-group = "{group}"
-source = "{source}"
-upstream = "to-src"
-downstream = [{r1_down}]
-
-[router.poll]
-interval = "5s"
-backoff = "1s"
-"#;
-
-const R2_TOML: &str = r#"# pgm-lab: R2, next to the receivers.
-[admin]
-listen = "{admin}"
-
-[router]
-mode = "full"
-intercept = "router-alert"
-
-[[router.interface]]
-name = "to-r1"
-
-[[router.interface]]
-name = "lana"
-
-[[router.interface]]
-name = "lanb"
-
-[[router.route]]
-group = "{group}"
-source = "{source}"
-upstream = "to-r1"
-downstream = ["lana", "lanb"]
-
-[router.poll]
-interval = "5s"
-backoff = "1s"
-"#;
-
+/// The DLR's configuration (`{admin}` is filled in): it serves every session it hears.
 const DLR_TOML: &str = r#"# pgm-lab: an off-tree DLR on R1's side of the transit.
 [admin]
 listen = "{admin}"
@@ -242,13 +195,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// Installs missing system packages (root only; we are root here).
 fn install_deps() -> Result<()> {
-    let script = workspace_root().join("scripts/install-deps.sh");
+    let script = bins::workspace_root().join("scripts/install-deps.sh");
     if !script.is_file() {
         eprintln!(
             "pgm-lab: {} not found; assuming the system packages are installed",
@@ -265,76 +214,6 @@ fn install_deps() -> Result<()> {
         bail!("scripts/install-deps.sh failed ({status}): install the packages it names");
     }
     Ok(())
-}
-
-/// The profile directory this binary was built into (`debug` or `release`).
-fn own_profile() -> Option<String> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?.file_name()?.to_string_lossy().into_owned();
-    ["debug", "release"].contains(&dir.as_str()).then_some(dir)
-}
-
-/// Builds `bin` of `package` (under `cargo run`, where `CARGO` is set) and returns its path.
-fn ensure_bin(package: &str, bin: &str) -> Result<PathBuf> {
-    let profile = own_profile();
-    if let Some(cargo) = std::env::var_os("CARGO") {
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace_root())
-            .args(["build", "-q", "-p", package, "--bin", bin]);
-        if profile.as_deref() == Some("release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().with_context(|| format!("cargo build {bin}"))?;
-        if !status.success() {
-            bail!("cargo build -p {package} --bin {bin} failed");
-        }
-    }
-    if let Some(p) = profile {
-        let path = bins::target_dir().join(p).join(bin);
-        if path.is_file() {
-            return Ok(path);
-        }
-    }
-    bins::workspace_bin(bin)
-}
-
-/// A plain HTTP/1.0 request to `addr` inside `ns`; the body of a 200 answer.
-fn http(ns: &Ns, method: &str, addr: &str, path: &str) -> Result<String> {
-    let (method, path) = (method.to_owned(), path.to_owned());
-    let addr: SocketAddr = addr.parse().context("admin address")?;
-    ns.run(move || -> Result<String> {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-            .with_context(|| format!("connect to {addr}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(
-            s,
-            "{method} {path} HTTP/1.0\r\nHost: lab\r\nContent-Length: 0\r\n\r\n"
-        )?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-        if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-            bail!("{method} {path}: {}", head.lines().next().unwrap_or(""));
-        }
-        Ok(body.to_owned())
-    })?
-}
-
-/// Sums the samples of `name` whose labels contain every `labels` pair.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            let (n, lab) = key.split_once('{').unwrap_or((key, ""));
-            (n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| lab.contains(&format!("{k}=\"{v}\""))))
-            .then(|| value.parse::<f64>().ok())?
-        })
-        .map(|v| v as u64)
-        .sum()
 }
 
 /// A JSON value, for the admin API's answers (this crate has no JSON dependency).
@@ -409,6 +288,30 @@ impl JsonParser<'_> {
         }
     }
 
+    /// The items of an object or array, after its opening bracket: none, or `item` separated
+    /// by commas, up to and including `close`.
+    fn items<T>(
+        &mut self,
+        close: &str,
+        mut item: impl FnMut(&mut Self) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let mut v = Vec::new();
+        self.ws();
+        if self.eat(close) {
+            return Ok(v);
+        }
+        loop {
+            v.push(item(self)?);
+            self.ws();
+            if self.eat(close) {
+                return Ok(v);
+            }
+            if !self.eat(",") {
+                bail!("expected ',' or '{close}' at {}", self.i);
+            }
+        }
+    }
+
     fn value(&mut self) -> Result<Json> {
         self.ws();
         let Some(&c) = self.s.get(self.i) else {
@@ -417,47 +320,21 @@ impl JsonParser<'_> {
         Ok(match c {
             b'{' => {
                 self.i += 1;
-                let mut m = Vec::new();
-                self.ws();
-                if !self.eat("}") {
-                    loop {
-                        self.ws();
-                        let Json::Str(k) = self.value()? else {
-                            bail!("JSON object key is not a string at {}", self.i);
-                        };
-                        self.ws();
-                        if !self.eat(":") {
-                            bail!("expected ':' at {}", self.i);
-                        }
-                        m.push((k, self.value()?));
-                        self.ws();
-                        if self.eat("}") {
-                            break;
-                        }
-                        if !self.eat(",") {
-                            bail!("expected ',' or '}}' at {}", self.i);
-                        }
+                Json::Obj(self.items("}", |p| {
+                    p.ws();
+                    let Json::Str(k) = p.value()? else {
+                        bail!("JSON object key is not a string at {}", p.i);
+                    };
+                    p.ws();
+                    if !p.eat(":") {
+                        bail!("expected ':' at {}", p.i);
                     }
-                }
-                Json::Obj(m)
+                    Ok((k, p.value()?))
+                })?)
             }
             b'[' => {
                 self.i += 1;
-                let mut a = Vec::new();
-                self.ws();
-                if !self.eat("]") {
-                    loop {
-                        a.push(self.value()?);
-                        self.ws();
-                        if self.eat("]") {
-                            break;
-                        }
-                        if !self.eat(",") {
-                            bail!("expected ',' or ']' at {}", self.i);
-                        }
-                    }
-                }
-                Json::Arr(a)
+                Json::Arr(self.items("]", Self::value)?)
             }
             b'"' => {
                 self.i += 1;
@@ -514,76 +391,44 @@ impl JsonParser<'_> {
     }
 }
 
-/// Writes `template` with `{key}` replaced, into the lab directory; returns the path.
-fn write_config(
-    topo: &RefTopology,
-    label: &str,
-    template: &str,
-    vars: &[(&str, String)],
-) -> Result<PathBuf> {
-    let mut text = template.to_owned();
-    for (k, v) in vars {
-        text = text.replace(&format!("{{{k}}}"), v);
-    }
-    let path = topo.lab.file(label, "toml");
-    std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
-    Ok(path)
+/// The configurations of the routers: full mode (the daemon owns multicast routing), Router
+/// Alert interception, a static (S,G) route for the session, polls ([`ROUTER_POLL`]); R1 also
+/// serves the DLR's link and forwards the session on it when there is a DLR.
+fn router_configs(topo: &RefTopology, group: Ipv4Addr, dlr: bool) -> [RouterConfig; 2] {
+    let base = RouterConfig::new()
+        .mode("full")
+        .intercept("router-alert")
+        .admin(ROUTER_ADMIN);
+    let r1 = if dlr {
+        base.clone()
+            .interfaces(&["to-src", "to-r2", "to-dlr"])
+            .route(group, topo.source.addr(), "to-src", &["to-r2", "to-dlr"])
+    } else {
+        topo.r1_config(&base, Some(group))
+    };
+    let r2 = topo.r2_config(&base, Some(group));
+    [r1.section(ROUTER_POLL), r2.section(ROUTER_POLL)]
 }
 
-/// Checks `config` with `--check-config` in `ns`, then starts the daemon; waits until its
-/// admin listener answers.
+/// Checks `config` with `--check-config` in `ns`, then starts the daemon `bin` (process
+/// `label`); waits until its admin listener answers, giving up on Ctrl-C.
 fn start_daemon(
     topo: &RefTopology,
     ns: &Ns,
     bin: &Path,
     config: &Path,
     label: &str,
-    admin: &str,
+    admin: SocketAddr,
 ) -> Result<Process> {
-    let check = topo.lab.exec_unchecked(
-        ns,
-        &[
-            bin.as_os_str(),
-            "--check-config".as_ref(),
-            "--config".as_ref(),
-            config.as_os_str(),
-        ],
-        Duration::from_secs(10),
-    )?;
-    if !check.status.success() {
-        bail!(
-            "{label}: --check-config rejected {}:\n{}",
-            config.display(),
-            String::from_utf8_lossy(&check.stderr)
-        );
-    }
-    let mut cmd = topo.lab.command(
-        ns,
-        &[bin.as_os_str(), "--config".as_ref(), config.as_os_str()],
-    );
-    cmd.env("RUST_LOG", "info");
-    let p = topo.lab.spawn_command(cmd, label)?;
-    for _ in 0..100 {
-        if http(ns, "GET", admin, "/metrics").is_ok() {
-            return Ok(p);
-        }
-        if p.try_wait()?.is_some() {
-            bail!(
-                "{label} exited at start:\n{}",
-                p.stderr().unwrap_or_default()
-            );
-        }
-        sleep(Duration::from_millis(100))?;
-    }
-    bail!(
-        "{label}: the admin listener {admin} did not answer within 10 s:\n{}",
-        p.stderr().unwrap_or_default()
-    )
+    Daemon::new(bin)
+        .ready_when_admin_answers(admin)
+        .cancel_if(interrupted)
+        .start_with_file(&topo.lab, ns, label, config)
 }
 
 /// Whether `pgm-dlrd` exists and runs (`--help`); the reason if not.
 fn dlr_available() -> std::result::Result<PathBuf, String> {
-    let bin = ensure_bin("pgm-dlr", "pgm-dlrd").map_err(|e| format!("{e:#}"))?;
+    let bin = bins::cargo_bin("pgm-dlr", "pgm-dlrd").map_err(|e| format!("{e:#}"))?;
     let out = Command::new(&bin)
         .arg("--help")
         .output()
@@ -611,7 +456,8 @@ fn start_dlr(topo: &RefTopology, bin: &Path) -> Result<(Ns, Ipv4Addr, Process)> 
     lab.route_via(&ns, &b.cidr(), b.addr(5, 1))?;
     lab.route_dev(&ns, "224.0.0.0/4", "eth0")?;
     lab.route_via(&topo.r2.ns, &b.subnet(5), topo.r1.downstream[0].addr)?;
-    let cfg = write_config(topo, "dlr", DLR_TOML, &[("admin", DLR_ADMIN.to_owned())])?;
+    let toml = DLR_TOML.replace("{admin}", &DLR_ADMIN.to_string());
+    let cfg = daemon::write_config(&topo.lab, "dlr", &toml)?;
     let p = start_daemon(topo, &ns, bin, &cfg, "dlrd", DLR_ADMIN)?;
     Ok((ns, addr, p))
 }
@@ -657,20 +503,31 @@ fn recv_result(name: &str, host: &Host, p: &Process) -> RecvResult {
     }
 }
 
-fn curl_lines(ns: &Ns, admin: &str, what: &str) -> String {
-    format!(
-        "  {what}:\n    ip netns exec {ns} curl -s http://{admin}/metrics\n    \
-         ip netns exec {ns} curl -s http://{admin}/api/v1/state\n    \
-         ip netns exec {ns} curl -s http://{admin}/api/v1/traffic\n"
-    )
+/// The `curl` commands for each daemon's metrics and admin API.
+fn curl_lines(topo: &RefTopology, dlr: Option<&Ns>) -> String {
+    let mut daemons = vec![
+        (&topo.r1.ns, ROUTER_ADMIN, "R1 pgm-routerd"),
+        (&topo.r2.ns, ROUTER_ADMIN, "R2 pgm-routerd"),
+    ];
+    daemons.extend(dlr.map(|ns| (ns, DLR_ADMIN, "DLR pgm-dlrd")));
+    daemons
+        .into_iter()
+        .map(|(ns, admin, what)| {
+            format!(
+                "  {what}:\n    ip netns exec {ns} curl -s http://{admin}/metrics\n    \
+                 ip netns exec {ns} curl -s http://{admin}/api/v1/state\n    \
+                 ip netns exec {ns} curl -s http://{admin}/api/v1/traffic\n"
+            )
+        })
+        .collect()
 }
 
 /// Runs the demo; `Ok(true)` if every receiver delivered everything.
 fn run(opts: &Options) -> Result<bool> {
     install_deps()?;
     eprintln!("pgm-lab: building the daemons and tools (cargo build)");
-    let pgm = ensure_bin("pgm-core", "pgm")?;
-    let routerd = ensure_bin("pgm-router", "pgm-routerd")?;
+    let pgm = bins::cargo_bin("pgm-core", "pgm")?;
+    let routerd = bins::cargo_bin("pgm-router", "pgm-routerd")?;
     let dlrd = if opts.dlr {
         match dlr_available() {
             Ok(p) => Some(p),
@@ -701,23 +558,9 @@ fn run(opts: &Options) -> Result<bool> {
         },
         None => None,
     };
-    let (dlr_iface, r1_down) = if dlr.is_some() {
-        (
-            "\n[[router.interface]]\nname = \"to-dlr\"\n".to_owned(),
-            "\"to-r2\", \"to-dlr\"".to_owned(),
-        )
-    } else {
-        (String::new(), "\"to-r2\"".to_owned())
-    };
-    let vars = [
-        ("admin", ROUTER_ADMIN.to_owned()),
-        ("group", group.to_string()),
-        ("source", source.to_string()),
-        ("dlr_iface", dlr_iface),
-        ("r1_down", r1_down),
-    ];
-    let r1_cfg = write_config(&topo, "r1-router", R1_TOML, &vars)?;
-    let r2_cfg = write_config(&topo, "r2-router", R2_TOML, &vars)?;
+    let [r1_toml, r2_toml] = router_configs(&topo, group, dlr.is_some());
+    let r1_cfg = daemon::write_config(&topo.lab, "r1-router", &r1_toml.to_string())?;
+    let r2_cfg = daemon::write_config(&topo.lab, "r2-router", &r2_toml.to_string())?;
     let r1 = start_daemon(
         &topo,
         &topo.r1.ns,
@@ -776,17 +619,7 @@ fn run(opts: &Options) -> Result<bool> {
     );
     println!();
     println!("== metrics and admin API during the run (from another terminal, as root)");
-    print!(
-        "{}",
-        curl_lines(&topo.r1.ns, ROUTER_ADMIN, "R1 pgm-routerd")
-    );
-    print!(
-        "{}",
-        curl_lines(&topo.r2.ns, ROUTER_ADMIN, "R2 pgm-routerd")
-    );
-    if let Some((ns, _, _)) = &dlr {
-        print!("{}", curl_lines(ns, DLR_ADMIN, "DLR pgm-dlrd"));
-    }
+    print!("{}", curl_lines(&topo, dlr.as_ref().map(|(ns, _, _)| ns)));
     println!(
         "  logs and configs: {} (run with --keep to look at them)",
         topo.lab.dir().display()
@@ -796,52 +629,21 @@ fn run(opts: &Options) -> Result<bool> {
 
     // The transfer: the receivers first, then the sender; loss starts once every receiver
     // has the session (a receiver whose first ODATA is lost starts its window after it).
-    let count = opts.count.to_string();
-    let size = SIZE.to_string();
-    let pgm_s = pgm.to_string_lossy().into_owned();
-    let network = |h: &Host| format!("{};{group}", h.addr());
+    let transfer = Transfer {
+        pgm: &pgm,
+        group,
+        count: opts.count,
+        size: SIZE,
+    };
     let mut receivers = Vec::new();
     for h in &topo.receivers {
-        receivers.push(topo.lab.spawn(
-            &h.ns,
-            &[
-                pgm_s.as_str(),
-                "recv",
-                "--ip",
-                "--network",
-                &network(h),
-                "--count",
-                &count,
-                "--verify",
-                "--size",
-                &size,
-                "--idle-timeout",
-                "15",
-                "-o",
-                "/dev/null",
-            ],
-        )?);
+        receivers.push(topo.lab.spawn(&h.ns, &transfer.recv_args(h.addr(), 15))?);
     }
     sleep(Duration::from_millis(1500))?;
     eprintln!("pgm-lab: sending {} messages from {source}", opts.count);
-    let sender = topo.lab.spawn(
-        &topo.source.ns,
-        &[
-            pgm_s.as_str(),
-            "send",
-            "--ip",
-            "--network",
-            &network(&topo.source),
-            "--count",
-            &count,
-            "--size",
-            &size,
-            "--rate",
-            "1000000",
-            "--linger",
-            "8",
-        ],
-    )?;
+    let sender = topo
+        .lab
+        .spawn(&topo.source.ns, &transfer.send_args(source, 1_000_000, 8))?;
     for (i, r) in receivers.iter().enumerate() {
         let mut started = false;
         for _ in 0..200 {
@@ -875,7 +677,7 @@ fn run(opts: &Options) -> Result<bool> {
             break;
         }
         if ticks % 20 == 0 {
-            if let Ok(m) = http(&topo.r2.ns, "GET", ROUTER_ADMIN, "/metrics") {
+            if let Ok(m) = admin::get(&topo.r2.ns, ROUTER_ADMIN, "/metrics") {
                 eprintln!(
                     "pgm-lab: {:>3} s: {running} receiver(s) running; R2 NAKs received {}, NCFs sent {}, RDATA forwarded {}",
                     ticks / 10,
@@ -909,13 +711,13 @@ fn run(opts: &Options) -> Result<bool> {
         .enumerate()
         .map(|(i, (h, p))| recv_result(&format!("rcv{}", i + 1), h, p))
         .collect();
-    let m1 = http(&topo.r1.ns, "GET", ROUTER_ADMIN, "/metrics")?;
-    let m2 = http(&topo.r2.ns, "GET", ROUTER_ADMIN, "/metrics")?;
-    let t1 = Json::parse(&http(&topo.r1.ns, "GET", ROUTER_ADMIN, "/api/v1/traffic")?)
+    let m1 = admin::get(&topo.r1.ns, ROUTER_ADMIN, "/metrics")?;
+    let m2 = admin::get(&topo.r2.ns, ROUTER_ADMIN, "/metrics")?;
+    let t1 = Json::parse(&admin::get(&topo.r1.ns, ROUTER_ADMIN, "/api/v1/traffic")?)
         .context("R1 /api/v1/traffic")?;
-    let t2 = Json::parse(&http(&topo.r2.ns, "GET", ROUTER_ADMIN, "/api/v1/traffic")?)
+    let t2 = Json::parse(&admin::get(&topo.r2.ns, ROUTER_ADMIN, "/api/v1/traffic")?)
         .context("R2 /api/v1/traffic")?;
-    let state2 = Json::parse(&http(&topo.r2.ns, "GET", ROUTER_ADMIN, "/api/v1/state")?)
+    let state2 = Json::parse(&admin::get(&topo.r2.ns, ROUTER_ADMIN, "/api/v1/state")?)
         .context("R2 /api/v1/state")?;
 
     let total = opts.count as u64;
@@ -954,27 +756,17 @@ fn run(opts: &Options) -> Result<bool> {
         )
     };
     println!("NAKs per hop (from /metrics)");
-    println!(
-        "  LAN A receivers -> R2 (lana)   {:>6}",
-        rx(&m2, "lana", "nak")
-    );
-    println!(
-        "  LAN B receiver  -> R2 (lanb)   {:>6}",
-        rx(&m2, "lanb", "nak")
-    );
-    println!(
-        "  R2 -> R1        (to-r1)        {:>6}",
-        tx(&m2, "to-r1", "nak")
-    );
-    println!(
-        "  R1 -> source    (to-src)       {:>6}",
-        tx(&m1, "to-src", "nak")
-    );
+    let mut hops = vec![
+        ("LAN A receivers -> R2 (lana)", rx(&m2, "lana", "nak")),
+        ("LAN B receiver  -> R2 (lanb)", rx(&m2, "lanb", "nak")),
+        ("R2 -> R1        (to-r1)", tx(&m2, "to-r1", "nak")),
+        ("R1 -> source    (to-src)", tx(&m1, "to-src", "nak")),
+    ];
     if dlr.is_some() {
-        println!(
-            "  R1 -> DLR       (to-dlr)       {:>6}",
-            tx(&m1, "to-dlr", "nak")
-        );
+        hops.push(("R1 -> DLR       (to-dlr)", tx(&m1, "to-dlr", "nak")));
+    }
+    for (hop, naks) in hops {
+        println!("  {hop:<31}{naks:>6}");
     }
     for (name, m) in [("R1", &m1), ("R2", &m2)] {
         println!(
@@ -1042,7 +834,7 @@ fn run(opts: &Options) -> Result<bool> {
     match &dlr {
         Some((ns, _, p)) => {
             println!("DLR (pgm-dlrd in {ns})");
-            match http(ns, "GET", DLR_ADMIN, "/metrics") {
+            match admin::get(ns, DLR_ADMIN, "/metrics") {
                 Ok(m) => {
                     let mut any = false;
                     for l in m.lines().filter(|l| l.starts_with("pgm_dlr_")) {
@@ -1059,7 +851,7 @@ fn run(opts: &Options) -> Result<bool> {
                 }
                 Err(e) => println!("  /metrics failed: {e:#} (running: {})", p.is_running()),
             }
-            let m = http(ns, "GET", DLR_ADMIN, "/metrics").unwrap_or_default();
+            let m = admin::get(ns, DLR_ADMIN, "/metrics").unwrap_or_default();
             println!(
                 "  repairs served from the DLR's cache: {} (RDATA sent: {}; NAKs redirected to it by R1: {})",
                 metric(&m, "pgm_dlr_repairs_served_total", &[]),
@@ -1084,29 +876,21 @@ fn run(opts: &Options) -> Result<bool> {
     if opts.keep {
         println!();
         println!("== --keep: the topology and the daemons stay up until Ctrl-C");
-        print!(
-            "{}",
-            curl_lines(&topo.r1.ns, ROUTER_ADMIN, "R1 pgm-routerd")
-        );
-        print!(
-            "{}",
-            curl_lines(&topo.r2.ns, ROUTER_ADMIN, "R2 pgm-routerd")
-        );
-        if let Some((ns, _, _)) = &dlr {
-            print!("{}", curl_lines(ns, DLR_ADMIN, "DLR pgm-dlrd"));
-        }
+        print!("{}", curl_lines(&topo, dlr.as_ref().map(|(ns, _, _)| ns)));
         println!("  another transfer (receiver first, then sender):");
         println!(
-            "    ip netns exec {} {} recv --ip --network '{}' --count {count} --verify --size {size} -o /dev/null",
+            "    ip netns exec {} {} recv --ip --network '{}' --count {} --verify --size {SIZE} -o /dev/null",
             topo.receivers[0].ns,
             pgm.display(),
-            network(&topo.receivers[0])
+            transfer.network(topo.receivers[0].addr()),
+            opts.count
         );
         println!(
-            "    ip netns exec {} {} send --ip --network '{}' --count {count} --size {size} --rate 1000000",
+            "    ip netns exec {} {} send --ip --network '{}' --count {} --size {SIZE} --rate 1000000",
             topo.source.ns,
             pgm.display(),
-            network(&topo.source)
+            transfer.network(source),
+            opts.count
         );
         println!("  logs, configs: {}", topo.lab.dir().display());
         let _ = std::io::stdout().flush();
@@ -1125,19 +909,60 @@ fn run(opts: &Options) -> Result<bool> {
 }
 
 /// The interfaces named in a router's traffic metrics.
-fn interfaces(metrics: &str) -> Vec<String> {
-    let mut v: Vec<String> = metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("pgm_router_sent_packets_total{")
-                || l.starts_with("pgm_router_received_packets_total{")
+fn interfaces(text: &str) -> Vec<String> {
+    let mut v: Vec<String> = metrics::samples(text)
+        .filter(|s| {
+            s.name == "pgm_router_sent_packets_total"
+                || s.name == "pgm_router_received_packets_total"
         })
-        .filter_map(|l| {
-            let rest = l.split_once("interface=\"")?.1;
-            Some(rest.split_once('"')?.0.to_owned())
-        })
+        .filter_map(|s| s.label("interface").map(str::to_owned))
         .collect();
     v.sort();
     v.dedup();
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_admin_api_json() {
+        let text = r#" {"interfaces": {"lana": {"in": {"rdata": {"packets": 12}}}, "x": []},
+                        "tsis": [{"tsi": "1.2.3.4.5.6.7", "last_spm_sqn": 9, "ok": true}, null],
+                        "empty": {}, "s": "a\"b\\n"} "#;
+        let j = Json::parse(text).unwrap();
+        let lana = j.path(&["interfaces", "lana", "in", "rdata", "packets"]);
+        assert_eq!(lana.map(Json::num), Some(12));
+        assert_eq!(j.get("interfaces").map(|i| i.entries().len()), Some(2));
+        let Some(Json::Arr(tsis)) = j.get("tsis") else {
+            panic!("{j:?}");
+        };
+        assert_eq!(tsis.len(), 2);
+        assert!(matches!(tsis[0].get("tsi"), Some(Json::Str(s)) if s == "1.2.3.4.5.6.7"));
+        assert_eq!(tsis[0].get("last_spm_sqn").map(Json::num), Some(9));
+        assert!(matches!(j.get("empty"), Some(Json::Obj(m)) if m.is_empty()));
+        assert!(matches!(j.get("s"), Some(Json::Str(s)) if s == "a\"b\\n"));
+        for bad in [
+            "",
+            "{",
+            "[1,",
+            "[1 2]",
+            "{\"a\" 1}",
+            "{1: 2}",
+            "{} x",
+            "\"abc",
+        ] {
+            assert!(Json::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn interfaces_of_the_traffic_metrics() {
+        let m = "pgm_router_sent_packets_total{interface=\"to-r1\",type=\"nak\"} 3\n\
+                 pgm_router_received_packets_total{interface=\"lana\",type=\"nak\"} 5\n\
+                 pgm_router_sent_packets_total{interface=\"lana\",type=\"ncf\"} 5\n\
+                 pgm_router_naks_received_total 5\n";
+        assert_eq!(interfaces(m), ["lana", "to-r1"]);
+    }
 }

@@ -61,10 +61,10 @@ pub mod pgm_pcap;
 pub mod ping;
 mod process;
 pub mod topology;
-mod util;
+pub(crate) mod util;
 
 pub use addr::AddrBlock;
-pub use capture::{Capture, tshark_count, tshark_fields};
+pub use capture::{Capture, CaptureFile, kernel_drops, tshark_count, tshark_fields};
 pub use delay::{Delay, DelayStats};
 pub use loss::{Hook, LossCounters, LossRule, LossSpec, Selector};
 pub use mroute::{McRoute, Smcroute};

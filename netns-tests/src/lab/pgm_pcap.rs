@@ -5,12 +5,20 @@
 //! protocol 113 as a [`PgmFrame`]: capture time, IP source and destination, IP options seen and
 //! the PGM bytes. Anything it cannot read (truncated records, other protocols, IPv6) is
 //! skipped, never a panic; the file header alone must be valid.
+//!
+//! [`PgmFrame`]'s accessors decode the PGM packet with `pgm_core::wire` (type, sequence
+//! numbers, SPM_PATH, NAK_SRC, OPT_REDIRECT), returning `None` or nothing for a packet that does
+//! not parse or is of another type; [`count`] and [`odata_sqns`] summarise a capture.
 
-use std::net::Ipv4Addr;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use pgm_core::wire::{
+    DataPacket, NakPacket, OptionType, OptionValue, Packet, PacketType, SpmPacket,
+};
 
 /// IP protocol number of PGM.
 const IPPROTO_PGM: u8 = 113;
@@ -26,8 +34,106 @@ pub struct PgmFrame {
     pub dst: Ipv4Addr,
     /// Whether the IP header carries the Router Alert option (RFC 2113).
     pub router_alert: bool,
+    /// Whether the IP header carries any option at all (Router Alert or another).
+    pub ip_options: bool,
     /// The PGM packet (IP payload).
     pub pgm: Vec<u8>,
+}
+
+impl PgmFrame {
+    /// The PGM packet type, if the PGM header parses.
+    pub fn packet_type(&self) -> Option<PacketType> {
+        Packet::new_checked(&self.pgm[..])
+            .ok()
+            .map(|p| p.packet_type())
+    }
+
+    /// Whether this is a PGM packet of type `t`.
+    pub fn is(&self, t: PacketType) -> bool {
+        self.packet_type() == Some(t)
+    }
+
+    /// The sequence number of an ODATA or RDATA packet.
+    pub fn data_sqn(&self) -> Option<u32> {
+        DataPacket::new_checked(&self.pgm[..])
+            .ok()
+            .map(|d| d.sqn().0)
+    }
+
+    /// Every sequence number a NAK, NNAK or NCF concerns: its own, then those of its
+    /// OPT_NAK_LIST (§9.3). Empty for other packets.
+    pub fn nak_sqns(&self) -> Vec<u32> {
+        NakPacket::new_checked(&self.pgm[..])
+            .map(|n| n.sqns().map(|q| q.0).collect())
+            .unwrap_or_default()
+    }
+
+    /// NAK_SRC of a NAK, NNAK or NCF: the source the packet says the data came from (§8.3).
+    pub fn nak_source(&self) -> Option<IpAddr> {
+        NakPacket::new_checked(&self.pgm[..])
+            .ok()
+            .map(|n| n.source_nla().0)
+    }
+
+    /// SPM_PATH of an SPM: the address of the last network element (or the source) that
+    /// forwarded it (§7.1, §8.1).
+    pub fn spm_path(&self) -> Option<IpAddr> {
+        SpmPacket::new_checked(&self.pgm[..])
+            .ok()
+            .map(|s| s.path().0)
+    }
+
+    /// The DLR a redirecting POLR announces in its OPT_REDIRECT (§9.5); `None` for other
+    /// packets.
+    pub fn redirect(&self) -> Option<IpAddr> {
+        let p = Packet::new_checked(&self.pgm[..]).ok()?;
+        if p.packet_type() != PacketType::Polr {
+            return None;
+        }
+        match p.options().find(OptionType::Redirect)?.value {
+            OptionValue::Redirect(nla) => Some(nla.0),
+            _ => None,
+        }
+    }
+}
+
+/// How many frames satisfy `f`.
+pub fn count(frames: &[PgmFrame], f: impl Fn(&PgmFrame) -> bool) -> usize {
+    frames.iter().filter(|p| f(p)).count()
+}
+
+/// The sequence numbers of the ODATA packets among `frames`.
+pub fn odata_sqns(frames: &[PgmFrame]) -> BTreeSet<u32> {
+    data_sqns(frames, PacketType::Odata).collect()
+}
+
+/// The sequence numbers of the packets of type `t` (ODATA or RDATA) among `frames`, in
+/// capture order.
+pub fn data_sqns(frames: &[PgmFrame], t: PacketType) -> impl Iterator<Item = u32> + '_ {
+    frames
+        .iter()
+        .filter(move |f| f.is(t))
+        .filter_map(PgmFrame::data_sqn)
+}
+
+/// Every sequence number asked for by the NAKs among `frames` that satisfy `f` (each NAK's own
+/// and its OPT_NAK_LIST's), in capture order.
+pub fn naked_sqns(frames: &[PgmFrame], f: impl Fn(&PgmFrame) -> bool) -> Vec<u32> {
+    frames
+        .iter()
+        .filter(|p| p.is(PacketType::Nak) && f(p))
+        .flat_map(PgmFrame::nak_sqns)
+        .collect()
+}
+
+/// The sequence numbers of the RDATA among `frames` that no NAK among them asked for: on a
+/// link captured as a whole, repairs that a network element should not have sent there
+/// (constrained RDATA forwarding, §7.8).
+pub fn unrequested_rdata(frames: &[PgmFrame]) -> Vec<u32> {
+    let naked: BTreeSet<u32> = naked_sqns(frames, |_| true).into_iter().collect();
+    data_sqns(frames, PacketType::Rdata)
+        .filter(|s| !naked.contains(s))
+        .collect()
 }
 
 /// Reads the PGM/IP packets of the pcap file at `path`, in capture order.
@@ -123,6 +229,7 @@ fn pgm_frame(at: Duration, ip: &[u8]) -> Option<PgmFrame> {
         src: addr(12)?,
         dst: addr(16)?,
         router_alert: has_router_alert(ip.get(20..ihl)?),
+        ip_options: ihl > 20,
         pgm: ip.get(ihl..end)?.to_vec(),
     })
 }
@@ -193,7 +300,9 @@ mod tests {
         assert_eq!(f[0].pgm, b"pgm-a");
         assert_eq!(f[0].src, Ipv4Addr::new(10, 0, 0, 2));
         assert_eq!(f[0].dst, Ipv4Addr::new(239, 1, 2, 3));
+        assert!(f[0].ip_options);
         assert!(!f[1].router_alert);
+        assert!(!f[1].ip_options);
         assert_eq!(f[1].at, Duration::from_micros(6_000_001));
     }
 

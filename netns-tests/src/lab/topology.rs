@@ -27,14 +27,15 @@
 //! default route, so nothing can leave the lab. R1 and R2 have static routes to every subnet and
 //! unicast forwarding on, so receivers reach the source and both routers (NAKs are unicast
 //! upstream). Multicast forwarding is left to the test: [`RefTopology::start_baseline_mrouting`]
-//! (smcroute), or the PGM network element.
+//! (smcroute), or the PGM network element ([`RefTopology::start_routers`]).
 
 use std::net::Ipv4Addr;
 
 use anyhow::Result;
 
 use super::mroute::{McRoute, Smcroute};
-use super::{Lab, Ns};
+use super::{Lab, Ns, Process};
+use crate::daemon::{Daemon, RouterConfig};
 
 /// An interface with its IPv4 address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -286,6 +287,47 @@ impl RefTopology {
             &self.r2.ns,
             &[McRoute::sg(&self.r2.upstream.name, s, group, &r2_out)],
         )?;
+        Ok([r1, r2])
+    }
+
+    /// `base` with R1's interfaces (`to-src`, then `to-r2`) and, for `Some(group)`, a static
+    /// route for (source, `group`) from `to-src` to `to-r2`.
+    pub fn r1_config(&self, base: &RouterConfig, route: Option<Ipv4Addr>) -> RouterConfig {
+        self.router_config(&self.r1, base, route)
+    }
+
+    /// `base` with R2's interfaces (`to-r1`, then `lana`, `lanb`) and, for `Some(group)`, a
+    /// static route for (source, `group`) from `to-r1` to `lana` and `lanb`.
+    pub fn r2_config(&self, base: &RouterConfig, route: Option<Ipv4Addr>) -> RouterConfig {
+        self.router_config(&self.r2, base, route)
+    }
+
+    fn router_config(
+        &self,
+        router: &Router,
+        base: &RouterConfig,
+        route: Option<Ipv4Addr>,
+    ) -> RouterConfig {
+        let up = router.upstream.name.as_str();
+        let down: Vec<&str> = router.downstream.iter().map(|i| i.name.as_str()).collect();
+        let mut config = base.clone().interfaces(&[up]).interfaces(&down);
+        if let Some(group) = route {
+            config = config.route(group, self.source.addr(), up, &down);
+        }
+        config
+    }
+
+    /// Starts `routerd` (a [`Daemon`] for `pgm-routerd`) on R1 with the configuration `r1`
+    /// and on R2 with `r2` (see [`RefTopology::r1_config`]), in that order; their processes
+    /// are labelled `routerd-r1` and `routerd-r2`.
+    pub fn start_routers(
+        &self,
+        routerd: &Daemon,
+        r1: &RouterConfig,
+        r2: &RouterConfig,
+    ) -> Result<[Process; 2]> {
+        let r1 = routerd.start(&self.lab, &self.r1.ns, "routerd-r1", &r1.to_string())?;
+        let r2 = routerd.start(&self.lab, &self.r2.ns, "routerd-r2", &r2.to_string())?;
         Ok([r1, r2])
     }
 }
