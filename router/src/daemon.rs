@@ -622,13 +622,16 @@ impl Daemon {
                             continue;
                         }
                         tracing::debug!(group = %c.group, ifindex, join = c.join, %reporter, "IGMP");
-                        if !c.join && self.table.is_member(ifindex, c.group) {
+                        let querying = self
+                            .pending_queries
+                            .iter()
+                            .any(|q| (q.1, q.2) == (ifindex, c.group));
+                        if !c.join && !querying && self.table.is_member(ifindex, c.group) {
                             // A leave: ask whether members remain before the membership
                             // lapses (LEAVE_GRACE), twice, a second apart (RFC 3376 §6.4.2,
-                            // Last Member Query Count 2).
+                            // Last Member Query Count 2). The host's repeats of its leave
+                            // do not restart the queries.
                             self.group_query(ifindex, c.group);
-                            self.pending_queries
-                                .retain(|q| (q.1, q.2) != (ifindex, c.group));
                             self.pending_queries.push((
                                 now + LAST_MEMBER_QUERY_IVL,
                                 ifindex,
