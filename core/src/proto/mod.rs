@@ -86,3 +86,18 @@ pub(crate) fn rng_from_seed(seed: u64) -> EngineRng {
     use rand::SeedableRng;
     EngineRng::seed_from_u64(seed)
 }
+
+/// The hasher of the tables whose keys come from the network (TSIs, sequence numbers):
+/// foldhash, much faster than SipHash, keyed with random bits from the OS (through std's
+/// `RandomState`: 64 per process, 64 more per table) so that colliding keys cannot be
+/// chosen in advance.
+pub(crate) type KeyedHasher = foldhash::fast::SeedableRandomState;
+
+/// A new [`KeyedHasher`].
+pub(crate) fn keyed_hasher() -> KeyedHasher {
+    use std::hash::{BuildHasher, RandomState};
+    static SHARED: std::sync::OnceLock<foldhash::SharedSeed> = std::sync::OnceLock::new();
+    let random = || RandomState::new().hash_one(0x5eed_u64);
+    let shared = SHARED.get_or_init(|| foldhash::SharedSeed::from_u64(random()));
+    foldhash::fast::SeedableRandomState::with_seed(random(), shared)
+}

@@ -24,19 +24,16 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use foldhash::SharedSeed;
-use foldhash::fast::SeedableRandomState;
 use rand::Rng;
 
 use super::slab::Slab;
 use super::source::MalformedCounts;
 use super::timers::{Clock, Fifo, Tick, Ticks, TimerLanes};
 use super::{EngineRng, rng_from_seed};
+use super::{KeyedHasher, keyed_hasher};
 use crate::wire::{
     Body, MAX_NAK_LIST, NakPacket, NakRepr, Nla, OptionList, OptionType, OptionValue, Opx, Packet,
     PacketType, PgmOption, PollRepr, PollSubtype, PolrPacket, Repr, SpmPacket, Sqn, SqnList, Tsi,
@@ -374,19 +371,6 @@ fn state_mut<'a>(
     sqn: u32,
 ) -> Option<&'a mut RepairState> {
     Some(&mut slab.get_mut(*t.repairs.get(&sqn)?)?.st)
-}
-
-/// The hasher of the tables whose keys come from the network (TSIs, sequence numbers):
-/// foldhash, much faster than SipHash, keyed with random bits from the OS (through std's
-/// `RandomState`: 64 per process, 64 more per engine) so that colliding keys cannot be
-/// chosen in advance.
-type KeyedHasher = SeedableRandomState;
-
-fn keyed_hasher() -> KeyedHasher {
-    static SHARED: OnceLock<SharedSeed> = OnceLock::new();
-    let random = || RandomState::new().hash_one(0x5eed_u64);
-    let shared = SHARED.get_or_init(|| SharedSeed::from_u64(random()));
-    SeedableRandomState::with_seed(random(), shared)
 }
 
 /// Source path state of one TSI (§7.1).

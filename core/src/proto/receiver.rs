@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 use super::source::MalformedCounts;
-use super::{Destination, EngineRng, RecvMeta, Transmit, rng_from_seed};
+use super::{Destination, EngineRng, KeyedHasher, RecvMeta, Transmit, keyed_hasher, rng_from_seed};
 use crate::wire::{
     Body, DataPacket, MAX_NAK_LIST, NakPacket, NakRepr, Nla, OptionList, OptionValue, Packet,
     PacketType, PgmOption, PollPacket, PollSubtype, PolrRepr, Repr, SpmPacket, Sqn, SqnList, Tsi,
@@ -396,7 +396,7 @@ enum PendingTx {
 #[derive(Debug)]
 pub struct Receiver {
     config: ReceiverConfig,
-    peers: HashMap<Tsi, Peer>,
+    peers: HashMap<Tsi, Peer, KeyedHasher>,
     rng: EngineRng,
     rand_node_id: u32,
     events: VecDeque<Event>,
@@ -414,7 +414,7 @@ impl Receiver {
         let rand_node_id = rng.random();
         Self {
             config,
-            peers: HashMap::new(),
+            peers: HashMap::with_hasher(keyed_hasher()),
             rng,
             rand_node_id,
             events: VecDeque::new(),
@@ -1085,7 +1085,7 @@ impl Receiver {
 
 /// The peer for `tsi`, created (with a session-start event) if there is room.
 fn peer_entry<'a>(
-    peers: &'a mut HashMap<Tsi, Peer>,
+    peers: &'a mut HashMap<Tsi, Peer, KeyedHasher>,
     events: &mut VecDeque<Event>,
     stats: &mut ReceiverStats,
     max_sources: usize,
@@ -1093,14 +1093,16 @@ fn peer_entry<'a>(
     tsi: Tsi,
     source_addr: IpAddr,
 ) -> Option<&'a mut Peer> {
-    if !peers.contains_key(&tsi) {
-        if peers.len() >= max_sources {
-            stats.sources_refused += 1;
-            return None;
-        }
-        peers.insert(
-            tsi,
-            Peer {
+    let known = peers.len();
+    let p = match peers.entry(tsi) {
+        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+        std::collections::hash_map::Entry::Vacant(v) => {
+            if known >= max_sources {
+                stats.sources_refused += 1;
+                return None;
+            }
+            events.push_back(Event::SessionStart { tsi });
+            v.insert(Peer {
                 tsi,
                 source_addr,
                 nak_target: None,
@@ -1121,11 +1123,9 @@ fn peer_entry<'a>(
                 poll_round0: None,
                 ncf_rtt: RttEstimate::default(),
                 rdata_rtt: RttEstimate::default(),
-            },
-        );
-        events.push_back(Event::SessionStart { tsi });
-    }
-    let p = peers.get_mut(&tsi)?;
+            })
+        }
+    };
     p.last_heard = now;
     Some(p)
 }
