@@ -144,7 +144,7 @@ impl Drop for Handle {
 /// let transport = TransportConfig::new(Encapsulation::UDP, group, iface);
 /// let sender = Sender::bind(SenderConfig::new(engine, transport))?;
 /// for i in 0..1000u32 {
-///     sender.send(&i.to_be_bytes()).await?; // waits while the transmit window is full
+///     sender.send(&i.to_be_bytes()).await?; // waits while the send queue is full
 /// }
 /// sender.flush().await?; // every message has left as ODATA
 /// let stats = sender.close().await?; // OPT_FIN, then linger for repairs
