@@ -29,6 +29,17 @@ fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
     }
 }
 
+/// Points header `i` at `names[i]` and the one iovec `iovs[i]`, for every header given.
+fn link(hdrs: &mut [libc::mmsghdr], names: &mut [libc::sockaddr_in], iovs: &mut [libc::iovec]) {
+    for ((h, name), iov) in hdrs.iter_mut().zip(names).zip(iovs) {
+        let h = &mut h.msg_hdr;
+        h.msg_name = (name as *mut libc::sockaddr_in).cast();
+        h.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        h.msg_iov = iov;
+        h.msg_iovlen = 1;
+    }
+}
+
 /// Sends each `(destination, datagram)` of `msgs` (at most [`SEND_BATCH`] are looked at) in
 /// one `sendmmsg` call on `fd`. Returns how many left, at least one, or the error of the
 /// first; a caller retries the rest. `WouldBlock` when the send buffer is full.
@@ -52,13 +63,7 @@ pub fn send_batch(fd: BorrowedFd<'_>, msgs: &[(SocketAddrV4, &[u8])]) -> io::Res
             iov_len: data.len(),
         };
     }
-    for i in 0..n {
-        let h = &mut hdrs[i].msg_hdr;
-        h.msg_name = (&mut names[i] as *mut libc::sockaddr_in).cast();
-        h.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        h.msg_iov = &mut iovs[i];
-        h.msg_iovlen = 1;
-    }
+    link(&mut hdrs[..n], &mut names, &mut iovs);
     // SAFETY: every header points at a name and one iovec in the arrays above, which live
     // until the call returns; each iovec describes a datagram of `msgs`, borrowed for the
     // call, which the kernel only reads. `n` ≤ the arrays' length.
@@ -151,13 +156,7 @@ pub fn recv_batch(fd: BorrowedFd<'_>, bufs: &mut RecvBuffers) -> io::Result<usiz
             iov_len: chunk.len(),
         };
     }
-    for i in 0..RECV_BATCH {
-        let h = &mut hdrs[i].msg_hdr;
-        h.msg_name = (&mut names[i] as *mut libc::sockaddr_in).cast();
-        h.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        h.msg_iov = &mut iovs[i];
-        h.msg_iovlen = 1;
-    }
+    link(&mut hdrs, &mut names, &mut iovs);
     // SAFETY: each header points at its own name and iovec; each iovec describes a distinct
     // slot of `bufs.buf`, which is borrowed mutably for the call. All live until it returns.
     // A null timeout with MSG_DONTWAIT returns at once with what is queued.
@@ -224,13 +223,7 @@ mod tests {
             for i in 0..n {
                 match bufs.get(i) {
                     Some((from, data)) => {
-                        assert_eq!(
-                            from,
-                            Some(match tx.local_addr().unwrap() {
-                                std::net::SocketAddr::V4(a) => a,
-                                _ => unreachable!(),
-                            })
-                        );
+                        assert_eq!(from, Some(v4(&tx)));
                         got.push(Some(data.to_vec()));
                     }
                     None => got.push(None),
