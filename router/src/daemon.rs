@@ -131,14 +131,16 @@ pub(crate) struct Daemon {
     mroute: Option<Watched<MrouteSocket>>,
     ra: Watched<RecvSocket>,
     unicast: Watched<RecvSocket>,
-    intercept: Option<Watched<RecvSocket>>,
+    /// Intercept sockets (nftables mode), one per upstream interface of an intercepted group,
+    /// opened when the first such group appears; bounded by the interfaces.
+    intercept: BTreeMap<u32, Watched<RecvSocket>>,
     senders: HashMap<u32, HdrInclSender>,
     nft: Option<NftTable>,
     table: RouteTable,
     /// (S,G) -> route pushed to the engine (and the MFC in full mode).
     installed: BTreeMap<(Ipv4Addr, Ipv4Addr), Route>,
-    /// (group, ifindex) joined on the intercept socket.
-    joined: HashSet<(Ipv4Addr, u32)>,
+    /// (group, upstream ifindex) intercepted: what the intercept sockets pass to the engine.
+    intercepted: HashSet<(Ipv4Addr, u32)>,
     nft_groups: HashSet<Ipv4Addr>,
     dedup: Dedup,
     /// Second group-specific queries due after leaves: (when, ifindex, group). At most one
@@ -193,14 +195,10 @@ impl Daemon {
         let open = |k| RecvSocket::open(k).with_context(|| format!("cannot open the {k:?} socket"));
         let ra = Watched::new(open(RecvSocketKind::RouterAlert)?)?;
         let unicast = Watched::new(open(RecvSocketKind::Unicast)?)?;
-        let (intercept, nft) = if r.intercept == InterceptMode::Nftables {
-            let t = NftTable::install(NFT_TABLE).context("cannot install the nftables table")?;
-            (
-                Some(Watched::new(open(RecvSocketKind::Intercept)?)?),
-                Some(t),
-            )
+        let nft = if r.intercept == InterceptMode::Nftables {
+            Some(NftTable::install(NFT_TABLE).context("cannot install the nftables table")?)
         } else {
-            (None, None)
+            None
         };
         let mut senders = HashMap::new();
         for i in ifaces.iter().filter(|i| i.pgm) {
@@ -223,12 +221,12 @@ impl Daemon {
             mroute,
             ra,
             unicast,
-            intercept,
+            intercept: BTreeMap::new(),
             senders,
             nft,
             table,
             installed: BTreeMap::new(),
-            joined: HashSet::new(),
+            intercepted: HashSet::new(),
             nft_groups: HashSet::new(),
             dedup: Dedup::new(Duration::from_millis(200), 8192),
             pending_queries: Vec::new(),
@@ -321,23 +319,31 @@ impl Daemon {
         }
     }
 
-    /// Makes `group` intercepted on `iif` (nftables mode): the forward rule's set, and a join
-    /// on the intercept socket.
+    /// Makes `group` intercepted on `iif` (nftables mode): the forward rule's set, and the
+    /// intercept socket of `iif` (an `AF_PACKET` tap, opened on first use) passing the
+    /// group's packets to the engine. No group is joined: a membership would make the kernel
+    /// deliver a local copy of every forwarded ODATA.
     fn intercept_group(&mut self, group: Ipv4Addr, iif: u32) {
-        let (Some(nft), Some(sock)) = (&self.nft, &self.intercept) else {
-            return;
-        };
+        let Some(nft) = &self.nft else { return };
         if self.nft_groups.insert(group) {
             if let Err(e) = nft.add_group(group) {
                 tracing::warn!(%group, error = %e, "cannot add the group to the nftables set");
             }
         }
-        if self.joined.insert((group, iif)) {
-            if let Err(e) = sock.get_ref().join(group, iif) {
-                tracing::warn!(%group, ifindex = iif, error = %e, "cannot join for interception");
-            } else {
-                tracing::debug!(%group, ifindex = iif, "intercepting group");
+        if let std::collections::btree_map::Entry::Vacant(slot) = self.intercept.entry(iif) {
+            match RecvSocket::open_intercept(iif).and_then(Watched::new) {
+                Ok(w) => {
+                    slot.insert(w);
+                }
+                Err(e) => {
+                    // Retried with the next route of a group upstream there.
+                    tracing::warn!(ifindex = iif, error = %e, "cannot open the intercept socket");
+                    return;
+                }
             }
+        }
+        if self.intercepted.insert((group, iif)) {
+            tracing::debug!(%group, ifindex = iif, "intercepting group");
         }
     }
 
@@ -463,13 +469,30 @@ impl Daemon {
         }
     }
 
-    /// Drains one receive socket until it would block (the error returned then).
+    /// Drains one receive socket (every intercept socket for `Intercept`) until it would
+    /// block (the error returned then).
     fn drain(&mut self, via: RecvSocketKind, now: Instant) -> io::Result<()> {
+        if via != RecvSocketKind::Intercept {
+            return self.drain_one(via, 0, now);
+        }
+        let mut result = Err(io::ErrorKind::WouldBlock.into());
+        let upstreams: Vec<u32> = self.intercept.keys().copied().collect();
+        for iif in upstreams {
+            match self.drain_one(via, iif, now) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => result = other,
+            }
+        }
+        result
+    }
+
+    /// Drains the socket `via` (the intercept socket of `iif` for `Intercept`).
+    fn drain_one(&mut self, via: RecvSocketKind, iif: u32, now: Instant) -> io::Result<()> {
         loop {
             let w = match via {
                 RecvSocketKind::RouterAlert => &self.ra,
                 RecvSocketKind::Unicast => &self.unicast,
-                RecvSocketKind::Intercept => match &self.intercept {
+                RecvSocketKind::Intercept => match self.intercept.get(&iif) {
                     Some(s) => s,
                     None => return Ok(()),
                 },
@@ -492,6 +515,13 @@ impl Daemon {
             .ok();
         let label = ty.map_or("malformed", PacketType::label);
         if self.iface_by_index(r.ifindex).is_none() {
+            return;
+        }
+        // The tap sees every group: only intercepted ones are ours (the kernel forwards the
+        // others, and the Router Alert socket gets those that bear the option).
+        if via == RecvSocketKind::Intercept
+            && !self.intercepted.contains(&(r.destination, r.ifindex))
+        {
             return;
         }
         if via != RecvSocketKind::Unicast {
@@ -611,7 +641,7 @@ impl Daemon {
                     if self.iface_by_index(ifindex).is_none() {
                         continue;
                     }
-                    // Our own address: our own report (the intercept joins).
+                    // Our own address: our own report (a membership of the router host's).
                     if self.ifaces.iter().any(|i| i.addr == reporter) {
                         continue;
                     }
@@ -749,7 +779,7 @@ impl Daemon {
                     g?;
                     self.drain_logged(RecvSocketKind::Unicast);
                 }
-                g = readable(self.intercept.as_ref()) => {
+                g = any_readable(&self.intercept) => {
                     g?;
                     self.drain_logged(RecvSocketKind::Intercept);
                 }
@@ -825,6 +855,23 @@ impl<T: std::os::fd::AsFd> Watched<T> {
     fn try_io<R>(&self, f: impl FnOnce(&T) -> io::Result<R>) -> io::Result<R> {
         self.ready.try_io(Interest::READABLE, || f(&self.sock))
     }
+}
+
+/// Waits until one of `ws` is readable (pending forever without any). The caller then drains
+/// them all until they would block.
+async fn any_readable<K>(ws: &BTreeMap<K, Watched<RecvSocket>>) -> io::Result<()> {
+    if ws.is_empty() {
+        return std::future::pending().await;
+    }
+    std::future::poll_fn(|cx| {
+        for w in ws.values() {
+            if let std::task::Poll::Ready(r) = w.ready.poll_recv_ready(cx) {
+                return std::task::Poll::Ready(r);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// Waits until an optional socket is readable (pending forever without a socket). The

@@ -28,13 +28,14 @@
 //!
 //! - `kernel`: smcroute (Debian's `smcrouted`), no PGM daemon: the kernel-only baseline;
 //! - `nft`: `pgm-routerd`, `mode = "full"`, `intercept = "nftables"` (the daemon owns the MFC;
-//!   its nftables FORWARD rule stops every PGM type but ODATA for the group, its intercept
-//!   socket joins the group on `to-src`, so the kernel also delivers a local copy of each
-//!   packet, which the socket's BPF filter drops if it is ODATA);
+//!   its nftables FORWARD rule stops every PGM type but ODATA for the group, and its intercept
+//!   socket, an `AF_PACKET` tap on `to-src` with a BPF filter, hands those types to it; no
+//!   group is joined, so the kernel delivers no local copy of ODATA);
 //! - `ra`: `pgm-routerd`, `mode = "full"`, `intercept = "router-alert"`;
-//! - diagnostics, to attribute the cost of `nft`: `kjoin` is smcroute plus the daemon's
-//!   intercept socket (`pgm_core::net::router::RecvSocket`, kind `Intercept`) joined to the
-//!   group on `to-src`, and no daemon; `knft` is smcroute plus the daemon's nftables table
+//! - diagnostics, to attribute the cost of `nft`: `kjoin` is smcroute plus the
+//!   membership-based intercept socket the daemon used before its tap
+//!   (`pgm_core::net::router::RecvSocket::open`, kind `Intercept`) joined to the group on
+//!   `to-src`, and no daemon; `knft` is smcroute plus the daemon's nftables table
 //!   (`NftTable`, the group in its set), and no daemon.
 //!
 //! Senders (`--senders`), in-process threads inside the namespaces, `sendmmsg` in batches of
@@ -52,7 +53,16 @@
 //! veth, the receiver's socket queue) runs in the softirq of the sending thread, so the sender
 //! thread's CPU time per packet (`CLOCK_THREAD_CPUTIME_ID`; this kernel has no separate IRQ
 //! time accounting) is reported as well: it moves much less than rates do when other work
-//! competes for the CPUs. Every configuration's lab is built once; for each repeat, sender and
+//! competes for the CPUs.
+//!
+//! `--recv busy` (the default) has the receiver poll with `MSG_DONTWAIT` and never sleep;
+//! `--recv block` has it sleep in `recvmmsg` until a packet comes. With a sleeping receiver,
+//! each packet that finds it asleep pays a cross-CPU wake-up in the sender's softirq, which
+//! in this 2-vCPU guest costs more than the whole router (`perf`: `sock_def_readable` under
+//! the sender's `sendmmsg`, 4 to 17 % of the samples); how often that happens depends on
+//! whether the receiver keeps up, so a small change in the path's cost turns into a large
+//! and unstable one in the rate. Polling takes that term out, so the figure is the path's.
+//! Every configuration's lab is built once; for each repeat, sender and
 //! size, the configurations run back to back, starting one further each repeat. Figures are
 //! medians over repeats; the ratios are router / kernel-only.
 //!
@@ -371,6 +381,8 @@ struct Opts {
     build: bool,
     sysctl: bool,
     verbose: bool,
+    /// The receiver polls with `MSG_DONTWAIT` instead of sleeping in `recvmmsg`.
+    recv_busy: bool,
 }
 
 const USAGE: &str = "\
@@ -378,7 +390,7 @@ usage: router_bench [--count N] [--sizes 64,1400] [--repeat K] [--modes kernel,n
                     [--senders udp,pgm] [--naks N] [--nak-rate PER_SEC] [--nak-modes nft,ra]
                     [--nak-repeat K] [--src-rate BYTES_PER_SEC] [--no-throughput]
                     [--no-latency] [--no-build]
-                    [--no-sysctl] [--verbose]
+                    [--no-sysctl] [--verbose] [--recv busy|block]
 Needs root. Progress on stderr, the report (markdown) on stdout.";
 
 fn parse_opts(args: &[String]) -> Result<Opts> {
@@ -398,6 +410,7 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
         build: true,
         sysctl: true,
         verbose: false,
+        recv_busy: true,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -431,6 +444,13 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             "--no-build" => o.build = false,
             "--no-sysctl" => o.sysctl = false,
             "--verbose" => o.verbose = true,
+            "--recv" => {
+                o.recv_busy = match v()?.as_str() {
+                    "busy" => true,
+                    "block" => false,
+                    x => bail!("unknown --recv {x:?} (busy, block)"),
+                }
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -706,7 +726,7 @@ impl Mmsg {
 
     /// One `recvmmsg` (waits for the first datagram, up to the socket's read timeout).
     /// Returns how many arrived; 0 on timeout.
-    fn recv(&mut self, fd: RawFd) -> Result<usize> {
+    fn recv(&mut self, fd: RawFd, busy: bool) -> Result<usize> {
         for k in 0..self.hdrs.len() {
             self.iov[k].iov_len = self.slot;
             self.hdrs[k].msg_len = 0;
@@ -717,7 +737,11 @@ impl Mmsg {
                 fd,
                 self.hdrs.as_mut_ptr(),
                 self.hdrs.len() as libc::c_uint,
-                libc::MSG_WAITFORONE,
+                if busy {
+                    libc::MSG_DONTWAIT
+                } else {
+                    libc::MSG_WAITFORONE
+                },
                 std::ptr::null_mut(),
             )
         };
@@ -888,17 +912,31 @@ fn blast_send(
     })
 }
 
-/// Receives what `blast_send` sends, until `count` arrived or nothing came for `idle` after
-/// the first (or for 30 s before it). Sends `()` on `ready` once joined.
-fn blast_recv(
+/// What one run's receiver expects.
+struct RecvJob {
     kind: SenderKind,
+    /// The receiving interface's address, and the group joined there.
     bind: Ipv4Addr,
     group: Ipv4Addr,
     sport: u16,
     count: u64,
     size: usize,
-    ready: &mpsc::Sender<()>,
-) -> Result<RecvStats> {
+    /// Poll instead of sleeping (`--recv busy`).
+    busy: bool,
+}
+
+/// Receives what `blast_send` sends, until `count` arrived or nothing came for `idle` after
+/// the first (or for 30 s before it). Sends `()` on `ready` once joined.
+fn blast_recv(job: RecvJob, ready: &mpsc::Sender<()>) -> Result<RecvStats> {
+    let RecvJob {
+        kind,
+        bind,
+        group,
+        sport,
+        count,
+        size,
+        busy,
+    } = job;
     let sock = match kind {
         SenderKind::Udp => {
             let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
@@ -925,7 +963,7 @@ fn blast_recv(
     let mut last = t0;
     'outer: loop {
         check_stop()?;
-        let n = m.recv(fd)?;
+        let n = m.recv(fd, busy)?;
         let t = now();
         if n == 0 {
             let quiet = match first {
@@ -1047,14 +1085,23 @@ impl Outcome {
     }
 }
 
-fn run_one(t: &Topo, sender: SenderKind, size: usize, count: u64) -> Result<Outcome> {
+fn run_one(t: &Topo, sender: SenderKind, size: usize, count: u64, busy: bool) -> Result<Outcome> {
     static RUNS: AtomicU16 = AtomicU16::new(0);
     let sport = BENCH_SPORT.wrapping_add(RUNS.fetch_add(1, Ordering::Relaxed));
     let (ready_tx, ready_rx) = mpsc::channel();
     let (rcv_addr, group) = (t.rcv_addr, t.group);
-    let rx = t
-        .rcv
-        .spawn_thread(move || blast_recv(sender, rcv_addr, group, sport, count, size, &ready_tx));
+    let rx = t.rcv.spawn_thread(move || {
+        let job = RecvJob {
+            kind: sender,
+            bind: rcv_addr,
+            group,
+            sport,
+            count,
+            size,
+            busy,
+        };
+        blast_recv(job, &ready_tx)
+    });
     if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
         let r = rx.join();
         bail!("receiver did not start: {r:?}");
@@ -1166,7 +1213,7 @@ fn throughput(o: &Opts, bins: &Bins, res: &mut ThroughputResults) {
                         sender.name(),
                         b.mode.name()
                     );
-                    match run_one(&b.t, sender, size, o.count) {
+                    match run_one(&b.t, sender, size, o.count, o.recv_busy) {
                         Ok(out) => {
                             eprintln!(
                                 "{label}: received {}/{} ({} missing) in {:.3} s = {} pkt/s, \
@@ -1908,9 +1955,15 @@ fn main() -> Result<()> {
         throughput(&o, &bins, &mut res);
         let _ = writeln!(
             report,
-            "\n## Throughput ({} packets per run, medians of {} repeats; load average now {})\n",
+            "\n## Throughput ({} packets per run, medians of {} repeats; receiver {}; load \
+             average now {})\n",
             o.count,
             o.repeat,
+            if o.recv_busy {
+                "polling (--recv busy)"
+            } else {
+                "sleeping in recvmmsg (--recv block)"
+            },
             loadavg()
         );
         report.push_str(&throughput_report(&o, &res));

@@ -130,6 +130,14 @@ impl Ns {
         Ok(())
     }
 
+    /// The IPv4 multicast memberships of the hosts' sockets in this namespace, as
+    /// `(interface, group)`, from `/proc/net/igmp` (read by a thread inside it).
+    pub fn igmp_memberships(&self) -> Result<Vec<(String, Ipv4Addr)>> {
+        // `/proc/self` is the process, whose namespace is not this thread's.
+        let text = self.run(|| fs::read_to_string("/proc/thread-self/net/igmp"))??;
+        Ok(parse_proc_igmp(&text))
+    }
+
     /// Runs `f` on a new thread inside this namespace and returns its result. A panic in `f` is
     /// propagated to the caller.
     pub fn run<T: Send, F: FnOnce() -> T + Send>(&self, f: F) -> Result<T> {
@@ -619,4 +627,51 @@ fn kill_netns_pids(name: &str) {
 fn remove_netns(name: &str) {
     kill_netns_pids(name);
     let _ = run_output(ip_cmd(None, &["netns", "del", name]), SETUP_TIMEOUT);
+}
+
+/// Parses `/proc/net/igmp`: an interface line (`1\tlo        :     1      V3`) followed by its
+/// groups, one per line, in hex of the address in host byte order (`010000E0` = 224.0.0.1).
+fn parse_proc_igmp(text: &str) -> Vec<(String, Ipv4Addr)> {
+    let mut out = Vec::new();
+    let mut iface = String::new();
+    for line in text.lines().skip(1) {
+        if !line.starts_with(char::is_whitespace) {
+            iface = line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned();
+            continue;
+        }
+        let Some(hex) = line.split_whitespace().next() else {
+            continue;
+        };
+        if let Ok(v) = u32::from_str_radix(hex, 16) {
+            out.push((iface.clone(), Ipv4Addr::from(v.to_le_bytes())));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod igmp_tests {
+    use super::*;
+
+    #[test]
+    fn proc_igmp_is_parsed() {
+        let text = "Idx\tDevice    : Count Querier\tGroup    Users Timer\tReporter\n\
+                    1\tlo        :     1      V3\n\
+                    \t\t\t\t010000E0     1 0:00000000\t\t0\n\
+                    5\tto-src    :     2      V3\n\
+                    \t\t\t\t01ECC0EF     1 0:00000000\t\t0\n\
+                    \t\t\t\t010000E0     1 0:00000000\t\t0\n";
+        assert_eq!(
+            parse_proc_igmp(text),
+            vec![
+                ("lo".to_owned(), Ipv4Addr::new(224, 0, 0, 1)),
+                ("to-src".to_owned(), Ipv4Addr::new(239, 192, 236, 1)),
+                ("to-src".to_owned(), Ipv4Addr::new(224, 0, 0, 1)),
+            ]
+        );
+    }
 }

@@ -4,8 +4,9 @@
 //! - [`mroute`]: the multicast-routing control socket (`MRT_INIT` on a raw IGMP socket),
 //!   VIFs and `(S,G)` MFC entries, `IGMPMSG_NOCACHE` upcalls and IGMP membership reports
 //!   (v1/v2/v3) heard on it, IGMPv3 general queries.
-//! - [`sockets`]: the receive sockets (Router Alert, unicast, intercept), each telling the
-//!   interface a packet arrived on, and the `IP_HDRINCL` sender that writes the IP header
+//! - [`sockets`]: the receive sockets (Router Alert, unicast, and the intercept: an
+//!   `AF_PACKET` tap per upstream interface, joining no group), each telling the interface a
+//!   packet arrived on, and the `IP_HDRINCL` sender that writes the IP header
 //!   itself (spoofed ODATA-source address, Router Alert option, TTL) and leaves by a chosen
 //!   interface.
 //! - [`nft`]: the nftables table that stops kernel forwarding of every PGM type but ODATA for

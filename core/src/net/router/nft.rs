@@ -2,12 +2,13 @@
 //! Alert (OpenPGM's default): multicast forwarded by the kernel passes the FORWARD hook, where
 //!
 //! ```text
-//! ip protocol 113 ip daddr @groups @th,32,8 != 4 counter drop
+//! ip protocol 113 @th,32,8 != 4 ip daddr @groups counter drop
 //! ```
 //!
 //! stops the forwarding of every PGM type but ODATA (`@th,32,8` is the PGM type byte) for the
-//! assisted groups; the intercept socket ([`super::sockets`]) receives local copies and the
-//! daemon forwards them per RFC 3208 §7. The table is the daemon's: created at start (any
+//! assisted groups; the intercept socket ([`super::sockets`], an `AF_PACKET` tap on the
+//! upstream interface) has already received them, and the daemon forwards them per RFC 3208
+//! §7. The type is tested before the set lookup, so an ODATA packet costs two compares. The table is the daemon's: created at start (any
 //! leftover of a crashed run replaced) and deleted by [`NftTable::remove`] or on drop.
 
 use std::io::{self, Write};
@@ -101,7 +102,7 @@ fn ruleset(name: &str) -> String {
          \tset groups {{ type ipv4_addr; }}\n\
          \tchain forward {{\n\
          \t\ttype filter hook forward priority -10; policy accept;\n\
-         \t\tip protocol 113 ip daddr @groups @th,32,8 != 4 counter drop\n\
+         \t\tip protocol 113 @th,32,8 != 4 ip daddr @groups counter drop\n\
          \t}}\n\
          }}\n"
     )
