@@ -14,8 +14,8 @@ use anyhow::{Context, Result, bail};
 use pgm_config::{Config, InterceptMode, RouterMode, RouterSection};
 use pgm_core::net::iface;
 use pgm_core::net::router::{
-    HdrInclSender, MAXVIFS, MrouteMsg, MrouteSocket, NftTable, RecvSocket, RecvSocketKind,
-    UpcallKind, procfs,
+    HdrInclSender, MAXVIFS, MrouteMsg, MrouteSocket, NflogSocket, NftTable, RecvSocket,
+    RecvSocketKind, UpcallKind, nflog, procfs,
 };
 use pgm_core::proto::network_element::{
     IfIndex, NeConfig, NeInterface, NeRecvMeta, NetworkElement,
@@ -38,6 +38,9 @@ const LAST_MEMBER_QUERY_IVL: Duration = Duration::from_secs(1);
 const KERNEL_POLL: Duration = Duration::from_secs(1);
 /// The nftables table the daemon owns.
 const NFT_TABLE: &str = "pgm_routerd";
+/// The `nfnetlink_log` group of the intercept (per network namespace): PGM's IP protocol
+/// number.
+const NFLOG_GROUP: u16 = 113;
 
 /// The clock (the one place the daemon reads it).
 #[expect(
@@ -131,15 +134,14 @@ pub(crate) struct Daemon {
     mroute: Option<Watched<MrouteSocket>>,
     ra: Watched<RecvSocket>,
     unicast: Watched<RecvSocket>,
-    /// Intercept sockets (nftables mode), one per upstream interface of an intercepted group,
-    /// opened when the first such group appears; bounded by the interfaces.
-    intercept: BTreeMap<u32, Watched<RecvSocket>>,
+    /// nftables mode: the packets the forward rule stops, logged to the daemon.
+    intercept: Option<Watched<NflogSocket>>,
     senders: HashMap<u32, HdrInclSender>,
     nft: Option<NftTable>,
     table: RouteTable,
     /// (S,G) -> route pushed to the engine (and the MFC in full mode).
     installed: BTreeMap<(Ipv4Addr, Ipv4Addr), Route>,
-    /// (group, upstream ifindex) intercepted: what the intercept sockets pass to the engine.
+    /// (group, upstream ifindex) intercepted: what the intercept passes to the engine.
     intercepted: HashSet<(Ipv4Addr, u32)>,
     nft_groups: HashSet<Ipv4Addr>,
     dedup: Dedup,
@@ -195,10 +197,16 @@ impl Daemon {
         let open = |k| RecvSocket::open(k).with_context(|| format!("cannot open the {k:?} socket"));
         let ra = Watched::new(open(RecvSocketKind::RouterAlert)?)?;
         let unicast = Watched::new(open(RecvSocketKind::Unicast)?)?;
-        let nft = if r.intercept == InterceptMode::Nftables {
-            Some(NftTable::install(NFT_TABLE).context("cannot install the nftables table")?)
+        let (intercept, nft) = if r.intercept == InterceptMode::Nftables {
+            // The log group first: the rule that logs to it must find it bound.
+            let log = NflogSocket::open(NFLOG_GROUP).with_context(|| {
+                format!("cannot bind nfnetlink_log group {NFLOG_GROUP} (the intercept)")
+            })?;
+            let t = NftTable::install(NFT_TABLE, NFLOG_GROUP)
+                .context("cannot install the nftables table")?;
+            (Some(Watched::new(log)?), Some(t))
         } else {
-            None
+            (None, None)
         };
         let mut senders = HashMap::new();
         for i in ifaces.iter().filter(|i| i.pgm) {
@@ -221,7 +229,7 @@ impl Daemon {
             mroute,
             ra,
             unicast,
-            intercept: BTreeMap::new(),
+            intercept,
             senders,
             nft,
             table,
@@ -319,27 +327,15 @@ impl Daemon {
         }
     }
 
-    /// Makes `group` intercepted on `iif` (nftables mode): the forward rule's set, and the
-    /// intercept socket of `iif` (an `AF_PACKET` tap, opened on first use) passing the
-    /// group's packets to the engine. No group is joined: a membership would make the kernel
-    /// deliver a local copy of every forwarded ODATA.
+    /// Makes `group` intercepted on `iif` (nftables mode): the group joins the forward rule's
+    /// set, whose log statement then hands the daemon the packets the rule stops. No group is
+    /// joined: a membership would make the kernel deliver a local copy of every forwarded
+    /// ODATA.
     fn intercept_group(&mut self, group: Ipv4Addr, iif: u32) {
         let Some(nft) = &self.nft else { return };
         if self.nft_groups.insert(group) {
             if let Err(e) = nft.add_group(group) {
                 tracing::warn!(%group, error = %e, "cannot add the group to the nftables set");
-            }
-        }
-        if let std::collections::btree_map::Entry::Vacant(slot) = self.intercept.entry(iif) {
-            match RecvSocket::open_intercept(iif).and_then(Watched::new) {
-                Ok(w) => {
-                    slot.insert(w);
-                }
-                Err(e) => {
-                    // Retried with the next route of a group upstream there.
-                    tracing::warn!(ifindex = iif, error = %e, "cannot open the intercept socket");
-                    return;
-                }
             }
         }
         if self.intercepted.insert((group, iif)) {
@@ -469,39 +465,26 @@ impl Daemon {
         }
     }
 
-    /// Drains one receive socket (every intercept socket for `Intercept`) until it would
-    /// block (the error returned then).
+    /// Drains one receive socket until it would block (the error returned then).
     fn drain(&mut self, via: RecvSocketKind, now: Instant) -> io::Result<()> {
-        if via != RecvSocketKind::Intercept {
-            return self.drain_one(via, 0, now);
-        }
-        let mut result = Err(io::ErrorKind::WouldBlock.into());
-        let upstreams: Vec<u32> = self.intercept.keys().copied().collect();
-        for iif in upstreams {
-            match self.drain_one(via, iif, now) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                other => result = other,
-            }
-        }
-        result
-    }
-
-    /// Drains the socket `via` (the intercept socket of `iif` for `Intercept`).
-    fn drain_one(&mut self, via: RecvSocketKind, iif: u32, now: Instant) -> io::Result<()> {
         loop {
-            let w = match via {
-                RecvSocketKind::RouterAlert => &self.ra,
-                RecvSocketKind::Unicast => &self.unicast,
-                RecvSocketKind::Intercept => match self.intercept.get(&iif) {
-                    Some(s) => s,
+            let buf = &mut self.buf;
+            let res = match via {
+                RecvSocketKind::RouterAlert => self.ra.try_io(|s| s.recv(buf)),
+                RecvSocketKind::Unicast => self.unicast.try_io(|s| s.recv(buf)),
+                RecvSocketKind::Intercept => match &self.intercept {
+                    Some(s) => s.try_io(|s| s.recv(buf)),
                     None => return Ok(()),
                 },
             };
-            let buf = &mut self.buf;
-            let res = w.try_io(|s| s.recv(buf));
             let r = match res {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => continue,
+                Err(e) if nflog::is_overrun(&e) => {
+                    // The kernel dropped log messages: the socket's buffer was full.
+                    self.lock().extra.intercept_overruns += 1;
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             self.handle(via, now, r);
@@ -517,8 +500,8 @@ impl Daemon {
         if self.iface_by_index(r.ifindex).is_none() {
             return;
         }
-        // The tap sees every group: only intercepted ones are ours (the kernel forwards the
-        // others, and the Router Alert socket gets those that bear the option).
+        // The rule stops the group's packets on every interface; the daemon takes those that
+        // came in where the group is routed from (as a membership there would have).
         if via == RecvSocketKind::Intercept
             && !self.intercepted.contains(&(r.destination, r.ifindex))
         {
@@ -779,7 +762,7 @@ impl Daemon {
                     g?;
                     self.drain_logged(RecvSocketKind::Unicast);
                 }
-                g = any_readable(&self.intercept) => {
+                g = readable(self.intercept.as_ref()) => {
                     g?;
                     self.drain_logged(RecvSocketKind::Intercept);
                 }
@@ -855,23 +838,6 @@ impl<T: std::os::fd::AsFd> Watched<T> {
     fn try_io<R>(&self, f: impl FnOnce(&T) -> io::Result<R>) -> io::Result<R> {
         self.ready.try_io(Interest::READABLE, || f(&self.sock))
     }
-}
-
-/// Waits until one of `ws` is readable (pending forever without any). The caller then drains
-/// them all until they would block.
-async fn any_readable<K>(ws: &BTreeMap<K, Watched<RecvSocket>>) -> io::Result<()> {
-    if ws.is_empty() {
-        return std::future::pending().await;
-    }
-    std::future::poll_fn(|cx| {
-        for w in ws.values() {
-            if let std::task::Poll::Ready(r) = w.ready.poll_recv_ready(cx) {
-                return std::task::Poll::Ready(r);
-            }
-        }
-        std::task::Poll::Pending
-    })
-    .await
 }
 
 /// Waits until an optional socket is readable (pending forever without a socket). The

@@ -192,6 +192,14 @@ impl Metrics {
                 |s| s.extra.send_errors,
             ),
             (
+                counter(
+                    &r,
+                    "intercept_overruns_total",
+                    "intercepted packets lost because the daemon's log socket was full",
+                ),
+                |s| s.extra.intercept_overruns,
+            ),
+            (
                 counter(&r, "mfc_updates_total", "MFC entries installed or changed"),
                 |s| s.extra.mfc_updates,
             ),

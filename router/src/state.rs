@@ -29,6 +29,8 @@ pub(crate) struct Extra {
     pub(crate) duplicates: u64,
     pub(crate) odata_slow_path: u64,
     pub(crate) send_errors: u64,
+    /// Intercepted packets the kernel could not log to the daemon (its socket was full).
+    pub(crate) intercept_overruns: u64,
     pub(crate) mfc_updates: u64,
     pub(crate) igmp_reports: u64,
     pub(crate) upcalls: BTreeMap<&'static str, u64>,
@@ -191,6 +193,7 @@ impl Shared {
                 "duplicates_suppressed": self.extra.duplicates,
                 "odata_slow_path": self.extra.odata_slow_path,
                 "send_errors": self.extra.send_errors,
+                "intercept_overruns": self.extra.intercept_overruns,
                 "mfc_updates": self.extra.mfc_updates,
                 "igmp_reports": self.extra.igmp_reports,
                 "mroute_upcalls": self.extra.upcalls,

@@ -45,7 +45,6 @@ mod sqn;
 mod tsi;
 mod view;
 
-pub(crate) use checksum::sum as checksum_sum;
 pub use checksum::{checksum, combine as checksum_combine, update as checksum_update};
 pub use data::{DataPacket, DataRepr};
 pub use error::WireError;

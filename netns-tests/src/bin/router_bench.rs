@@ -28,9 +28,9 @@
 //!
 //! - `kernel`: smcroute (Debian's `smcrouted`), no PGM daemon: the kernel-only baseline;
 //! - `nft`: `pgm-routerd`, `mode = "full"`, `intercept = "nftables"` (the daemon owns the MFC;
-//!   its nftables FORWARD rule stops every PGM type but ODATA for the group, and its intercept
-//!   socket, an `AF_PACKET` tap on `to-src` with a BPF filter, hands those types to it; no
-//!   group is joined, so the kernel delivers no local copy of ODATA);
+//!   its nftables FORWARD rule stops every PGM type but ODATA for the group and logs those
+//!   packets to the daemon over `nfnetlink_log`; no group is joined, so the kernel delivers no
+//!   local copy of ODATA);
 //! - `ra`: `pgm-routerd`, `mode = "full"`, `intercept = "router-alert"`;
 //! - diagnostics, to attribute the cost of `nft`: `kjoin` is smcroute plus the
 //!   membership-based intercept socket the daemon used before its tap
@@ -1171,7 +1171,7 @@ fn setup_bench(mode: Mode, bins: &Bins) -> Result<Bench> {
             Ok(s)
         })??),
         Mode::KernelNft => Extra::Nft(t.r1.run(move || -> Result<NftTable> {
-            let n = NftTable::install(BENCH_NFT_TABLE)?;
+            let n = NftTable::install(BENCH_NFT_TABLE, 113)?;
             n.add_group(group)?;
             Ok(n)
         })??),

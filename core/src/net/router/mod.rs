@@ -4,25 +4,28 @@
 //! - [`mroute`]: the multicast-routing control socket (`MRT_INIT` on a raw IGMP socket),
 //!   VIFs and `(S,G)` MFC entries, `IGMPMSG_NOCACHE` upcalls and IGMP membership reports
 //!   (v1/v2/v3) heard on it, IGMPv3 general queries.
-//! - [`sockets`]: the receive sockets (Router Alert, unicast, and the intercept: an
-//!   `AF_PACKET` tap per upstream interface, joining no group), each telling the interface a
-//!   packet arrived on, and the `IP_HDRINCL` sender that writes the IP header
+//! - [`sockets`]: the raw receive sockets (Router Alert, unicast), each telling the
+//!   interface a packet arrived on, and the `IP_HDRINCL` sender that writes the IP header
 //!   itself (spoofed ODATA-source address, Router Alert option, TTL) and leaves by a chosen
 //!   interface.
 //! - [`nft`]: the nftables table that stops kernel forwarding of every PGM type but ODATA for
-//!   assisted groups (sources that omit Router Alert).
+//!   assisted groups (sources that omit Router Alert) and logs what it stops to
+//! - [`nflog`]: the daemon's `nfnetlink_log` socket, which receives those packets with the
+//!   interface each came in on.
 //! - [`procfs`]: the kernel's multicast routing table as `/proc/net/ip_mr_vif` and
 //!   `/proc/net/ip_mr_cache` show it (assist-only mode, beside smcroute or pimd).
 //!
 //! Everything here is IPv4 and Linux only, and needs `CAP_NET_ADMIN` + `CAP_NET_RAW`.
 
 pub mod mroute;
+pub mod nflog;
 pub mod nft;
 pub mod procfs;
 pub mod sockets;
 mod sys;
 
 pub use mroute::{IgmpChange, MAXVIFS, MrouteMsg, MrouteSocket, UpcallKind};
+pub use nflog::NflogSocket;
 pub use nft::NftTable;
 pub use procfs::{KernelMfc, KernelVif};
 pub use sockets::{HdrInclSender, Received, RecvSocket, RecvSocketKind};

@@ -2,14 +2,15 @@
 //! Alert (OpenPGM's default): multicast forwarded by the kernel passes the FORWARD hook, where
 //!
 //! ```text
-//! ip protocol 113 @th,32,8 != 4 ip daddr @groups counter drop
+//! ip protocol 113 @th,32,8 != 4 ip daddr @groups counter log group G queue-threshold 1 drop
 //! ```
 //!
 //! stops the forwarding of every PGM type but ODATA (`@th,32,8` is the PGM type byte) for the
-//! assisted groups; the intercept socket ([`super::sockets`], an `AF_PACKET` tap on the
-//! upstream interface) has already received them, and the daemon forwards them per RFC 3208
-//! §7. The type is tested before the set lookup, so an ODATA packet costs two compares. The table is the daemon's: created at start (any
-//! leftover of a crashed run replaced) and deleted by [`NftTable::remove`] or on drop.
+//! assisted groups and logs each packet it stops to `nfnetlink_log` group `G`, where the
+//! daemon's [`super::nflog::NflogSocket`] receives it and the daemon forwards it per RFC 3208
+//! §7. The type is tested before the set lookup, so an ODATA packet costs two compares. The
+//! table is the daemon's: created at start (any leftover of a crashed run replaced) and
+//! deleted by [`NftTable::remove`] or on drop.
 
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
@@ -23,8 +24,9 @@ pub struct NftTable {
 }
 
 impl NftTable {
-    /// Creates table `ip <name>` with an empty `groups` set and the forward rule.
-    pub fn install(name: &str) -> io::Result<Self> {
+    /// Creates table `ip <name>` with an empty `groups` set and the forward rule, which logs
+    /// what it stops to `nfnetlink_log` group `log_group`.
+    pub fn install(name: &str, log_group: u16) -> io::Result<Self> {
         if name.is_empty()
             || !name
                 .bytes()
@@ -35,7 +37,7 @@ impl NftTable {
                 format!("bad nftables table name {name:?}"),
             ));
         }
-        nft_script(&ruleset(name))?;
+        nft_script(&ruleset(name, log_group))?;
         Ok(Self {
             name: name.to_owned(),
             removed: false,
@@ -94,7 +96,7 @@ impl Drop for NftTable {
 }
 
 /// The table, replacing any leftover of the same name.
-fn ruleset(name: &str) -> String {
+fn ruleset(name: &str, log_group: u16) -> String {
     format!(
         "table ip {name} {{}}\n\
          delete table ip {name}\n\
@@ -102,7 +104,8 @@ fn ruleset(name: &str) -> String {
          \tset groups {{ type ipv4_addr; }}\n\
          \tchain forward {{\n\
          \t\ttype filter hook forward priority -10; policy accept;\n\
-         \t\tip protocol 113 @th,32,8 != 4 ip daddr @groups counter drop\n\
+         \t\tip protocol 113 @th,32,8 != 4 ip daddr @groups counter \
+         log group {log_group} queue-threshold 1 drop\n\
          \t}}\n\
          }}\n"
     )
@@ -136,9 +139,11 @@ mod tests {
 
     #[test]
     fn ruleset_names_the_table_everywhere() {
-        let r = ruleset("pgm_routerd");
+        let r = ruleset("pgm_routerd", 113);
         assert_eq!(r.matches("ip pgm_routerd").count(), 3);
-        assert!(r.contains("@th,32,8 != 4"));
-        assert!(NftTable::install("bad name;").is_err());
+        // The type before the set: ODATA never reaches the lookup.
+        assert!(r.contains("ip protocol 113 @th,32,8 != 4 ip daddr @groups"));
+        assert!(r.contains("log group 113 queue-threshold 1 drop"));
+        assert!(NftTable::install("bad name;", 113).is_err());
     }
 }
