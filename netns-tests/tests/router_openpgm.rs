@@ -48,19 +48,30 @@ const SIZE: usize = 1000;
 /// at this rate, and our sender is capped alike.
 const RATE: u64 = 1_000_000;
 
+/// How R2 gets its route for the group.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum R2Route {
+    /// A static (S,G) route, installed in the MFC before any traffic.
+    Static,
+    /// From the kernel's upcall on the first packet and the IGMP memberships of LAN A and
+    /// LAN B: the packets the kernel queued meanwhile are forwarded when the daemon installs
+    /// the MFC entry, so the group must be intercepted by then.
+    Learned,
+}
+
 /// Runs the scenario: `sender` on the source, `receivers[i]` on rcv1, rcv2, rcv3.
-fn scenario(tag: &str, sender: Peer, receivers: [Peer; 3]) {
+fn scenario(tag: &str, sender: Peer, receivers: [Peer; 3], r2_route: R2Route) {
     let topo = RefTopology::build(tag).expect("build the reference topology");
     let group = topo.group(1);
     let src = topo.source.addr();
     let pgm = bins::cargo_bin("pgm-core", "pgm").expect("build pgm");
     let peer = openpgm_peer().expect("build the OpenPGM peer");
 
-    // Full mode, nftables intercept, static (S,G) routes on both routers (installed in the
-    // MFC before any traffic, so no ODATA is lost to MFC resolution).
+    // Full mode, nftables intercept, a static (S,G) route on R1 (installed in the MFC before
+    // any traffic, so no ODATA is lost to MFC resolution), on R2 per `r2_route`.
     let base = RouterConfig::new().mode("full").intercept("nftables");
     let r1_cfg = topo.r1_config(&base, Some(group));
-    let r2_cfg = topo.r2_config(&base, Some(group));
+    let r2_cfg = topo.r2_config(&base, (r2_route == R2Route::Static).then_some(group));
     let routerd = bins::cargo_bin("pgm-router", "pgm-routerd").expect("build pgm-routerd");
     let routerd = Daemon::new(routerd).rust_log("info,pgm_routerd=debug");
     let [r1, r2] = topo
@@ -272,6 +283,30 @@ fn scenario(tag: &str, sender: Peer, receivers: [Peer; 3]) {
         "SPMs on LAN A must carry R2's LAN A address"
     );
     assert!(spm_lana.iter().all(|p| p.src == r2_lana || p.src == src));
+    // The source's first SPM reaches LAN A: with a learned route it comes before the route
+    // exists, is logged, and makes the route (the kernel's queued copy is stopped).
+    let spm_sqns: BTreeSet<u32> = spm_lana
+        .iter()
+        .filter_map(|p| Some(u32::from_be_bytes(p.pgm.get(16..20)?.try_into().ok()?)))
+        .collect();
+    assert!(
+        spm_sqns.contains(&0),
+        "the source's first SPM never reached LAN A: {spm_sqns:?}"
+    );
+    // The routers forward SPMs with the hop count the kernel gives ODATA: one less per hop
+    // (the intercept sees a packet before the kernel decrements its TTL).
+    let ttls = |t: PacketType| -> BTreeSet<u8> {
+        rcv1_pkts
+            .iter()
+            .filter(|p| p.src == src && p.is(t))
+            .map(|p| p.ttl)
+            .collect()
+    };
+    assert_eq!(
+        ttls(PacketType::Spm),
+        ttls(PacketType::Odata),
+        "TTL of SPMs vs ODATA on LAN A"
+    );
     assert_eq!(
         paths(&up_pkts),
         BTreeSet::from([IpAddr::V4(r1_down)]),
@@ -284,7 +319,8 @@ fn scenario(tag: &str, sender: Peer, receivers: [Peer; 3]) {
     );
 
     // The receivers NAK R2 (seen arriving on R2's `lana`), each LAN A receiver does, and none
-    // NAKs the source directly.
+    // NAKs the source directly once R2's first SPM is on LAN A. (Before it, with a route
+    // learned on the first packets, a receiver that lost some may NAK the ODATA source.)
     let naks_to_r2 = |from: Ipv4Addr| {
         count(&r2a_pkts, |p| {
             p.src == from && p.dst == r2_lana && p.is(PacketType::Nak)
@@ -295,7 +331,13 @@ fn scenario(tag: &str, sender: Peer, receivers: [Peer; 3]) {
         .iter()
         .map(|h| naks_to_r2(h.addr()))
         .collect();
-    let naks_lana_src = count(&r2a_pkts, |p| p.dst == src && p.is(PacketType::Nak));
+    let first_spm = r2a_pkts
+        .iter()
+        .position(|p| p.is(PacketType::Spm))
+        .expect("an SPM on LAN A");
+    let naks_lana_src = count(&r2a_pkts[first_spm..], |p| {
+        p.dst == src && p.is(PacketType::Nak)
+    });
     let naks_lanb_r2 = count(&lanb_pkts, |p| {
         p.dst == topo.r2_lan_b().addr && p.is(PacketType::Nak)
     });
@@ -345,8 +387,10 @@ fn scenario(tag: &str, sender: Peer, receivers: [Peer; 3]) {
         "RDATA for LAN A's losses leaked onto LAN B: {leaked:?}"
     );
     let rdata_lana = count(&rcv1_pkts, |p| p.is(PacketType::Rdata));
+    // (With a learned route LAN B loses the packets sent before the MFC entry went in too, and
+    // its receiver asks for them.)
     assert!(
-        rdata_lana > rdata_lanb * 5,
+        r2_route == R2Route::Learned || rdata_lana > rdata_lanb * 5,
         "{rdata_lana} RDATA on LAN A, {rdata_lanb} on LAN B"
     );
 
@@ -404,8 +448,12 @@ fn scenario(tag: &str, sender: Peer, receivers: [Peer; 3]) {
         naks_at_src.len() as f64 / lost_odata.max(1) as f64,
         rdata_lanb
     );
+    // With a learned route the kernel keeps only 4 of the packets that come before the MFC
+    // entry (`ipmr_cache_unresolved`); OpenPGM opens with a burst, so ~40-100 sequence numbers
+    // are lost on both LANs at once, partly before the receivers know R2, and the ratio
+    // measures that start-up rather than elimination. It is asserted with static routes.
     assert!(
-        ratio <= 1.1,
+        r2_route == R2Route::Learned || ratio <= 1.1,
         "{ratio:.3} NAKs per lost sequence number at the source ({bad_at_src} NAKs there with \
          a wrong NAK_SRC)"
     );
@@ -421,6 +469,7 @@ fn openpgm_receivers_on_lan_a_nftables() {
         "opgmrx",
         Peer::Ours,
         [Peer::OpenPgm, Peer::OpenPgm, Peer::Ours],
+        R2Route::Static,
     );
 }
 
@@ -433,6 +482,26 @@ fn openpgm_default_source_nftables() {
         "opgmtx",
         Peer::OpenPgm,
         [Peer::Ours, Peer::Ours, Peer::Ours],
+        R2Route::Static,
+    );
+}
+
+/// As above, with R2's route learned from IGMP and the first packets: the OpenPGM source's
+/// first SPMs come before R2 has a route. The group has members, so R2 already intercepts
+/// it: the logged SPM goes out with R2's address in SPM_PATH (whether the kernel's upcall or
+/// the logged packet itself made the route first), and the copy the kernel queued for the
+/// unresolved route is stopped when the entry goes in (otherwise it would reach LAN A with
+/// R1's address).
+#[test]
+fn openpgm_default_source_learned_route_nftables() {
+    if lab::skip_without_root("openpgm_default_source_learned_route_nftables") {
+        return;
+    }
+    scenario(
+        "opgmtxl",
+        Peer::OpenPgm,
+        [Peer::Ours, Peer::Ours, Peer::Ours],
+        R2Route::Learned,
     );
 }
 
@@ -450,5 +519,6 @@ fn openpgm_default_source_with_openpgm_receiver_nftables() {
         "opgmtx2",
         Peer::OpenPgm,
         [Peer::Ours, Peer::OpenPgm, Peer::Ours],
+        R2Route::Static,
     );
 }

@@ -198,12 +198,14 @@ impl Daemon {
         let ra = Watched::new(open(RecvSocketKind::RouterAlert)?)?;
         let unicast = Watched::new(open(RecvSocketKind::Unicast)?)?;
         let (intercept, nft) = if r.intercept == InterceptMode::Nftables {
-            // The log group first: the rule that logs to it must find it bound.
+            // The table first: it replaces any leftover of a crashed run, whose filled set
+            // would log into the socket while it is being configured. Its own set is empty
+            // until the routes go in, after the socket is bound.
+            let t = NftTable::install(NFT_TABLE, NFLOG_GROUP)
+                .context("cannot install the nftables table")?;
             let log = NflogSocket::open(NFLOG_GROUP).with_context(|| {
                 format!("cannot bind nfnetlink_log group {NFLOG_GROUP} (the intercept)")
             })?;
-            let t = NftTable::install(NFT_TABLE, NFLOG_GROUP)
-                .context("cannot install the nftables table")?;
             (Some(Watched::new(log)?), Some(t))
         } else {
             (None, None)
@@ -291,6 +293,7 @@ impl Daemon {
             }
             RouterMode::AssistOnly => self.refresh_kernel(),
         }
+        self.sync_intercept();
     }
 
     /// Sends a group-specific query for `group` on interface `ifindex`.
@@ -348,6 +351,9 @@ impl Daemon {
         if self.installed.get(&(source, group)) == Some(&route) {
             return;
         }
+        // Intercept first: installing the MFC entry makes the kernel forward at once what it
+        // queued for this (S,G) while unresolved, and the rule must stop those SPMs already.
+        self.intercept_group(group, route.iif);
         if let Some(m) = &self.mroute {
             let vif = |i: u32| self.iface_by_index(i).map(|f| f.vif);
             let Some(parent) = vif(route.iif) else { return };
@@ -368,7 +374,6 @@ impl Daemon {
             s.routes.insert((source, group), route.clone());
             s.extra.mfc_updates += 1;
         }
-        self.intercept_group(group, route.iif);
         self.installed.insert((source, group), route);
     }
 
@@ -382,6 +387,39 @@ impl Daemon {
         let mut s = self.lock();
         s.engine.remove_route(IpAddr::V4(source), IpAddr::V4(group));
         s.routes.remove(&(source, group));
+    }
+
+    /// nftables mode: makes the intercepted groups those of the installed routes and, in full
+    /// mode, those with members on a downstream LAN, so that a group's first packets are
+    /// logged before its route exists; and the (group, upstream) pairs those of the routes.
+    /// Both stay bounded by the routes and memberships.
+    fn sync_intercept(&mut self) {
+        let Some(nft) = &self.nft else { return };
+        let mut pairs: HashSet<(Ipv4Addr, u32)> = self
+            .installed
+            .iter()
+            .map(|(&(_, g), r)| (g, r.iif))
+            .collect();
+        if self.mode == RouterMode::Full {
+            // Static routes, with a source or without (then no route is installed until one).
+            pairs.extend(self.table.statics.iter().map(|s| (s.group, s.upstream)));
+        }
+        let mut want: HashSet<Ipv4Addr> = pairs.iter().map(|&(g, _)| g).collect();
+        if self.mode == RouterMode::Full {
+            want.extend(self.table.memberships().into_iter().map(|(_, g)| g));
+        }
+        for &g in want.difference(&self.nft_groups) {
+            if let Err(e) = nft.add_group(g) {
+                tracing::warn!(group = %g, error = %e, "cannot add the group to the nftables set");
+            }
+        }
+        for &g in self.nft_groups.difference(&want) {
+            if let Err(e) = nft.remove_group(g) {
+                tracing::warn!(group = %g, error = %e, "cannot remove the group from the nftables set");
+            }
+        }
+        self.nft_groups = want;
+        self.intercepted = pairs;
     }
 
     /// Makes sure the engine knows the route of `(source, group)` before it sees a packet of
@@ -428,6 +466,7 @@ impl Daemon {
                 self.apply_route(s, g, r);
             }
         }
+        self.sync_intercept();
         let m = self.table.memberships();
         self.lock().memberships = m;
     }
@@ -479,7 +518,10 @@ impl Daemon {
             };
             let r = match res {
                 Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => continue,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    self.lock().extra.undecodable += 1;
+                    continue;
+                }
                 Err(e) if nflog::is_overrun(&e) => {
                     // The kernel dropped log messages: the socket's buffer was full.
                     self.lock().extra.intercept_overruns += 1;
@@ -500,12 +542,19 @@ impl Daemon {
         if self.iface_by_index(r.ifindex).is_none() {
             return;
         }
-        // The rule stops the group's packets on every interface; the daemon takes those that
-        // came in where the group is routed from (as a membership there would have).
-        if via == RecvSocketKind::Intercept
-            && !self.intercepted.contains(&(r.destination, r.ifindex))
-        {
-            return;
+        // The rules take the group's packets on every interface; the daemon takes those that
+        // came in where the group is routed from (as a membership there would have). The
+        // kernel would not forward the others either (wrong incoming interface). A packet of
+        // a group with members but no route yet (its first SPM, say) makes the route, as the
+        // kernel's upcall would.
+        if via == RecvSocketKind::Intercept {
+            if !self.intercepted.contains(&(r.destination, r.ifindex)) {
+                self.ensure_route(r.source, r.destination, r.ifindex);
+            }
+            if !self.intercepted.contains(&(r.destination, r.ifindex)) {
+                self.lock().extra.intercept_foreign += 1;
+                return;
+            }
         }
         if via != RecvSocketKind::Unicast {
             let tag = u8::from(via == RecvSocketKind::Intercept);

@@ -1,5 +1,7 @@
 //! De-duplication of a packet seen through two receive sockets (Router Alert and intercept)
-//! within a short window.
+//! within a short window. The intercept's logging rule skips packets with Router Alert, so
+//! this is a safety net: a packet whose Router Alert option the rule did not recognise would
+//! otherwise reach the engine twice.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};

@@ -195,9 +195,25 @@ impl Metrics {
                 counter(
                     &r,
                     "intercept_overruns_total",
-                    "intercepted packets lost because the daemon's log socket was full",
+                    "times the kernel reported intercepted packets lost (the daemon's log socket was full; one or more each)",
                 ),
                 |s| s.extra.intercept_overruns,
+            ),
+            (
+                counter(
+                    &r,
+                    "intercept_foreign_total",
+                    "intercepted packets that came in on an interface their group is not routed from, dropped",
+                ),
+                |s| s.extra.intercept_foreign,
+            ),
+            (
+                counter(
+                    &r,
+                    "undecodable_total",
+                    "received datagrams that held no IPv4 packet to handle, dropped",
+                ),
+                |s| s.extra.undecodable,
             ),
             (
                 counter(&r, "mfc_updates_total", "MFC entries installed or changed"),

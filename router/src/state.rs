@@ -29,8 +29,12 @@ pub(crate) struct Extra {
     pub(crate) duplicates: u64,
     pub(crate) odata_slow_path: u64,
     pub(crate) send_errors: u64,
-    /// Intercepted packets the kernel could not log to the daemon (its socket was full).
+    /// Times the kernel reported log messages of the intercept lost (its socket was full).
     pub(crate) intercept_overruns: u64,
+    /// Intercepted packets that came in on an interface their group is not routed from.
+    pub(crate) intercept_foreign: u64,
+    /// Received datagrams that held no IPv4 packet to handle (dropped).
+    pub(crate) undecodable: u64,
     pub(crate) mfc_updates: u64,
     pub(crate) igmp_reports: u64,
     pub(crate) upcalls: BTreeMap<&'static str, u64>,
@@ -194,6 +198,8 @@ impl Shared {
                 "odata_slow_path": self.extra.odata_slow_path,
                 "send_errors": self.extra.send_errors,
                 "intercept_overruns": self.extra.intercept_overruns,
+                "intercept_foreign": self.extra.intercept_foreign,
+                "undecodable": self.extra.undecodable,
                 "mfc_updates": self.extra.mfc_updates,
                 "igmp_reports": self.extra.igmp_reports,
                 "mroute_upcalls": self.extra.upcalls,

@@ -32,6 +32,8 @@ pub struct PgmFrame {
     pub src: Ipv4Addr,
     /// IPv4 destination address.
     pub dst: Ipv4Addr,
+    /// IPv4 time to live as captured.
+    pub ttl: u8,
     /// Whether the IP header carries the Router Alert option (RFC 2113).
     pub router_alert: bool,
     /// Whether the IP header carries any option at all (Router Alert or another).
@@ -228,6 +230,7 @@ fn pgm_frame(at: Duration, ip: &[u8]) -> Option<PgmFrame> {
         at,
         src: addr(12)?,
         dst: addr(16)?,
+        ttl: *ip.get(8)?,
         router_alert: has_router_alert(ip.get(20..ihl)?),
         ip_options: ihl > 20,
         pgm: ip.get(ihl..end)?.to_vec(),

@@ -1,15 +1,16 @@
-//! The intercept of nftables mode: the packets the daemon's FORWARD rule stops (every PGM
-//! type but ODATA of an assisted group, see [`super::nft`]) are handed to it by the same
-//! rule's `log group` statement, over `nfnetlink_log` (`NETLINK_NETFILTER`).
+//! The intercept of nftables mode: every PGM packet but ODATA of an assisted group (see
+//! [`super::nft`]) is handed to the daemon by a PREROUTING rule's `log group` statement, over
+//! `nfnetlink_log` (`NETLINK_NETFILTER`), once per packet and as it arrived; a FORWARD rule
+//! stops the kernel forwarding it.
 //!
-//! So ODATA pays for the rule's two compares and nothing else: no group membership (which
+//! So ODATA pays for the rules' compares and nothing else: no group membership (which
 //! would make the kernel deliver a local copy of every forwarded packet, and copy each
 //! forwarded header because the buffer is then shared), and no packet tap running a filter
 //! on every frame of the upstream interface. Both were measured (`BENCHMARKS.md`).
 //!
 //! The socket binds one log group of its network namespace, asks for whole packets
 //! (`NFULNL_COPY_PACKET`) and for each to be sent at once (queue threshold 1; the rule says
-//! the same). Each message carries the packet from its IP header and the interface it came
+//! the same), and takes a large receive buffer (`SO_RCVBUFFORCE`, past `rmem_max`). Each message carries the packet from its IP header and the interface it came
 //! in on. The kernel's messages are parsed here, by hand: no maintained Rust crate speaks
 //! `nfnetlink_log` without linking the C `libnetfilter_log`.
 
@@ -20,6 +21,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::sockets::{Received, parse_ip};
+use super::sys::setsockopt_int;
 
 // linux/netlink.h, linux/netfilter/nfnetlink.h, linux/netfilter/nfnetlink_log.h.
 const NLMSG_HDR: usize = 16;
@@ -32,7 +34,6 @@ const NFULNL_MSG_PACKET: u16 = 0;
 const NFULNL_MSG_CONFIG: u16 = 1;
 const NFULA_CFG_CMD: u16 = 1;
 const NFULA_CFG_MODE: u16 = 2;
-const NFULA_CFG_NLBUFSIZ: u16 = 3;
 const NFULA_CFG_TIMEOUT: u16 = 4;
 const NFULA_CFG_QTHRESH: u16 = 5;
 const NFULNL_CFG_CMD_BIND: u8 = 1;
@@ -42,8 +43,12 @@ const NFULA_PAYLOAD: u16 = 9;
 /// `NLA_TYPE_MASK`: the attribute type without the nested / byte-order flags.
 const NLA_TYPE_MASK: u16 = 0x3fff;
 
-/// The largest datagram the kernel sends: the configured buffer size.
-const NLBUFSIZ: usize = 128 * 1024;
+/// The receive buffer for datagrams: a whole IP packet and the message around it. (The
+/// kernel's log buffer is left at its default: with a queue threshold of 1 a larger one buys
+/// nothing, and it would be allocated for every packet.)
+const NLBUFSIZ: usize = 70 * 1024;
+/// The socket's receive buffer, forced past `net.core.rmem_max`.
+const RCVBUF: libc::c_int = 8 << 20;
 
 /// One `nfnetlink_log` group, bound for receiving.
 #[derive(Debug)]
@@ -70,14 +75,16 @@ fn nl_error(errno: i32, what: &str) -> io::Error {
 
 impl NflogSocket {
     /// Binds log group `group` of the calling thread's network namespace (needs
-    /// `CAP_NET_ADMIN`). Fails if another socket holds the group (`EBUSY`).
+    /// `CAP_NET_ADMIN`). Fails if another socket holds the group (`EPERM`).
     pub fn open(group: u16) -> io::Result<Self> {
         let sock = Socket::new(
             Domain::from(libc::AF_NETLINK),
             Type::RAW,
             Some(Protocol::from(libc::NETLINK_NETFILTER)),
         )?;
-        let _ = sock.set_recv_buffer_size(8 << 20);
+        if setsockopt_int(&sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RCVBUF).is_err() {
+            let _ = sock.set_recv_buffer_size(RCVBUF as usize);
+        }
         let s = Self {
             sock,
             group,
@@ -87,9 +94,7 @@ impl NflogSocket {
                 at: 0,
             }),
         };
-        let copy_range = u32::try_from(NLBUFSIZ / 2)
-            .unwrap_or(u32::MAX)
-            .to_be_bytes();
+        let copy_range = 0xffffu32.to_be_bytes();
         let mode = [
             copy_range[0],
             copy_range[1],
@@ -98,18 +103,16 @@ impl NflogSocket {
             NFULNL_COPY_PACKET,
             0,
         ];
-        let nlbufsiz = u32::try_from(NLBUFSIZ).unwrap_or(u32::MAX).to_be_bytes();
-        let steps: [(&str, u16, &[u8]); 4] = [
+        let steps: [(&str, u16, &[u8]); 3] = [
             ("bind", NFULA_CFG_CMD, &[NFULNL_CFG_CMD_BIND]),
             ("copy mode", NFULA_CFG_MODE, &mode),
-            ("buffer size", NFULA_CFG_NLBUFSIZ, &nlbufsiz),
             ("queue threshold", NFULA_CFG_QTHRESH, &1u32.to_be_bytes()),
         ];
         for (seq, (what, attr, value)) in (1u32..).zip(steps) {
             s.configure(seq, what, attr, value)?;
         }
         // A flush timeout of 1/100 s in case a rule sets a larger queue threshold.
-        s.configure(5, "flush timeout", NFULA_CFG_TIMEOUT, &1u32.to_be_bytes())?;
+        s.configure(4, "flush timeout", NFULA_CFG_TIMEOUT, &1u32.to_be_bytes())?;
         s.sock.set_nonblocking(true)?;
         Ok(s)
     }
@@ -136,8 +139,8 @@ impl NflogSocket {
 
     /// Receives the next logged packet into `buf` (from its IP header) and where it arrived.
     /// `WouldBlock` when none is waiting; `InvalidData` for a message that holds no usable
-    /// packet (skip it); `ENOBUFS` (`Other`) when the kernel dropped messages because the
-    /// socket's buffer was full.
+    /// packet (skip it); `ENOBUFS` ([`is_overrun`]) once after the kernel dropped one or more
+    /// messages because the socket's buffer was full.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
         let mut rx = self.rx.borrow_mut();
         loop {
@@ -169,8 +172,8 @@ impl NflogSocket {
     }
 }
 
-/// Whether `e`, from [`NflogSocket::recv`], says the kernel dropped log messages because the
-/// socket's buffer was full (`ENOBUFS`). Reading goes on after it.
+/// Whether `e`, from [`NflogSocket::recv`], says the kernel dropped log messages (one or
+/// more) because the socket's buffer was full (`ENOBUFS`). Reading goes on after it.
 pub fn is_overrun(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ENOBUFS)
 }

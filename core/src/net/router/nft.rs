@@ -1,16 +1,21 @@
 //! The nftables table through which the network element assists sources that omit Router
-//! Alert (OpenPGM's default): multicast forwarded by the kernel passes the FORWARD hook, where
+//! Alert (OpenPGM's default). Two rules match every PGM type but ODATA (`@th,32,8` is the PGM
+//! type byte) sent to an assisted group:
 //!
 //! ```text
-//! ip protocol 113 @th,32,8 != 4 ip daddr @groups counter log group G queue-threshold 1 drop
+//! prerouting: ip protocol 113 @th,32,8 != 4 ip daddr @groups ip option ra missing
+//!                 log group G queue-threshold 1
+//! forward:    ip protocol 113 @th,32,8 != 4 ip daddr @groups counter drop
 //! ```
 //!
-//! stops the forwarding of every PGM type but ODATA (`@th,32,8` is the PGM type byte) for the
-//! assisted groups and logs each packet it stops to `nfnetlink_log` group `G`, where the
-//! daemon's [`super::nflog::NflogSocket`] receives it and the daemon forwards it per RFC 3208
-//! §7. The type is tested before the set lookup, so an ODATA packet costs two compares. The
-//! table is the daemon's: created at start (any leftover of a crashed run replaced) and
-//! deleted by [`NftTable::remove`] or on drop.
+//! The first hands each such packet, once and as it arrived (TTL not yet decremented, whether
+//! or not the kernel would forward it), to `nfnetlink_log` group `G`, where the daemon's
+//! [`super::nflog::NflogSocket`] receives it; packets with Router Alert are left to the
+//! daemon's Router Alert socket. The second stops the kernel forwarding them (once per
+//! outgoing interface), so the daemon forwards them per RFC 3208 §7. Local delivery is left
+//! alone. The type is tested before the set lookup, so an ODATA packet costs two compares in
+//! each hook. The table is the daemon's: created at start (any leftover of a crashed run
+//! replaced) and deleted by [`NftTable::remove`] or on drop.
 
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
@@ -24,8 +29,8 @@ pub struct NftTable {
 }
 
 impl NftTable {
-    /// Creates table `ip <name>` with an empty `groups` set and the forward rule, which logs
-    /// what it stops to `nfnetlink_log` group `log_group`.
+    /// Creates table `ip <name>` with an empty `groups` set and the two rules, logging to
+    /// `nfnetlink_log` group `log_group`.
     pub fn install(name: &str, log_group: u16) -> io::Result<Self> {
         if name.is_empty()
             || !name
@@ -102,10 +107,14 @@ fn ruleset(name: &str, log_group: u16) -> String {
          delete table ip {name}\n\
          table ip {name} {{\n\
          \tset groups {{ type ipv4_addr; }}\n\
+         \tchain prerouting {{\n\
+         \t\ttype filter hook prerouting priority -140; policy accept;\n\
+         \t\tip protocol 113 @th,32,8 != 4 ip daddr @groups ip option ra missing \
+         log group {log_group} queue-threshold 1\n\
+         \t}}\n\
          \tchain forward {{\n\
          \t\ttype filter hook forward priority -10; policy accept;\n\
-         \t\tip protocol 113 @th,32,8 != 4 ip daddr @groups counter \
-         log group {log_group} queue-threshold 1 drop\n\
+         \t\tip protocol 113 @th,32,8 != 4 ip daddr @groups counter drop\n\
          \t}}\n\
          }}\n"
     )
@@ -142,8 +151,13 @@ mod tests {
         let r = ruleset("pgm_routerd", 113);
         assert_eq!(r.matches("ip pgm_routerd").count(), 3);
         // The type before the set: ODATA never reaches the lookup.
-        assert!(r.contains("ip protocol 113 @th,32,8 != 4 ip daddr @groups"));
-        assert!(r.contains("log group 113 queue-threshold 1 drop"));
+        assert_eq!(
+            r.matches("ip protocol 113 @th,32,8 != 4 ip daddr @groups")
+                .count(),
+            2
+        );
+        assert!(r.contains("ra missing log group 113 queue-threshold 1\n"));
+        assert!(r.contains("@groups counter drop\n"));
         assert!(NftTable::install("bad name;", 113).is_err());
     }
 }
