@@ -74,13 +74,17 @@ impl Default for AdminSection {
 }
 
 /// `[router]`: the PGM network element (`pgm-routerd`).
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouterSection {
     /// `mode`: `"full"` or `"assist-only"`. Default `"full"`.
     pub mode: RouterMode,
     /// `intercept`: how PGM packets reach the daemon, `"nftables"` or `"router-alert"`.
     /// Default `"nftables"`.
     pub intercept: InterceptMode,
+    /// `nflog_group`: the `nfnetlink_log` group (of the router's network namespace) through
+    /// which the nftables intercept hands packets to the daemon; it must be free (ulogd, for
+    /// one, binds groups). Default [`DEFAULT_NFLOG_GROUP`].
+    pub nflog_group: u16,
     /// `[[router.interface]]`: the interfaces the daemon serves. At least one, at most 64
     /// (the engine's limit), each listed once.
     pub interfaces: Vec<RouterInterface>,
@@ -93,6 +97,24 @@ pub struct RouterSection {
     pub limits: RouterLimits,
     /// `[router.poll]`: polling of the downstream receivers and DLRs (§14, Appendix D).
     pub poll: PollSettings,
+}
+
+/// The default `nflog_group`: PGM's IP protocol number.
+pub const DEFAULT_NFLOG_GROUP: u16 = 113;
+
+impl Default for RouterSection {
+    fn default() -> Self {
+        Self {
+            mode: RouterMode::default(),
+            intercept: InterceptMode::default(),
+            nflog_group: DEFAULT_NFLOG_GROUP,
+            interfaces: Vec::new(),
+            static_routes: Vec::new(),
+            timers: RouterTimers::default(),
+            limits: RouterLimits::default(),
+            poll: PollSettings::default(),
+        }
+    }
 }
 
 /// Who owns multicast routing on the host.

@@ -29,6 +29,7 @@ mod keys {
     pub(super) const ROUTER: &[&str] = &[
         "mode",
         "intercept",
+        "nflog_group",
         "interface",
         "route",
         "timers",
@@ -183,6 +184,7 @@ fn router(ctx: &mut Ctx<'_>, mut section: Section<'_, '_>) -> RouterSection {
             ("router-alert", InterceptMode::RouterAlert),
         ],
     );
+    section.integer(ctx, "nflog_group", &mut router.nflog_group, 0..=65_535);
 
     // Interfaces: each listed once, named properly.
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();

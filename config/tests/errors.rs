@@ -305,6 +305,29 @@ fn other_contradictions() {
 }
 
 #[test]
+fn nflog_group_is_a_16_bit_group() {
+    let text = "[router]\nnflog_group = 65536\n[[router.interface]]\nname = \"eth0\"\n";
+    assert_eq!(
+        errors(text),
+        vec![e(2, 15, "router.nflog_group", ErrorKind::OutOfRange)]
+    );
+    let text = "[router]\nnflog_group = -1\n[[router.interface]]\nname = \"eth0\"\n";
+    assert_eq!(
+        errors(text),
+        vec![e(2, 15, "router.nflog_group", ErrorKind::OutOfRange)]
+    );
+    for (given, want) in [
+        ("", 113),
+        ("nflog_group = 0\n", 0),
+        ("nflog_group = 65535\n", 65535),
+    ] {
+        let text = format!("[router]\n{given}[[router.interface]]\nname = \"eth0\"\n");
+        let router = Config::from_str(&text, "t").unwrap().router.unwrap();
+        assert_eq!(router.nflog_group, want, "{given:?}");
+    }
+}
+
+#[test]
 fn limits_out_of_range() {
     let text = format!(
         "{IFACES}[router.limits]\nmax_tsis = 0\nmax_repair_states = 10_000_001\n[router.poll]\nmask_bits = 32\n"

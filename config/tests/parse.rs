@@ -151,6 +151,7 @@ listen = "[::1]:9100"
 [router]
 mode = "assist-only"
 intercept = "router-alert"
+nflog_group = 7
 
 [[router.interface]]
 name = "eth0"
@@ -221,6 +222,7 @@ rxw_sqns = 2000
         RouterSection {
             mode: RouterMode::AssistOnly,
             intercept: InterceptMode::RouterAlert,
+            nflog_group: 7,
             interfaces: vec![
                 RouterInterface::new("eth0"),
                 RouterInterface {
@@ -303,11 +305,11 @@ rxw_sqns = 2000
     assert_eq!(config.locations.file, "full.toml");
     assert_eq!(
         config.locations.position("router.timers.nak_elim_ivl"),
-        Some((20, 16))
+        Some((21, 16))
     );
     assert_eq!(
         config.locations.position("router.interface[1].name"),
-        Some((13, 8))
+        Some((14, 8))
     );
 }
 

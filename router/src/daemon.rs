@@ -38,9 +38,6 @@ const LAST_MEMBER_QUERY_IVL: Duration = Duration::from_secs(1);
 const KERNEL_POLL: Duration = Duration::from_secs(1);
 /// The nftables table the daemon owns.
 const NFT_TABLE: &str = "pgm_routerd";
-/// The `nfnetlink_log` group of the intercept (per network namespace): PGM's IP protocol
-/// number.
-const NFLOG_GROUP: u16 = 113;
 
 /// The clock (the one place the daemon reads it).
 #[expect(
@@ -201,10 +198,14 @@ impl Daemon {
             // The table first: it replaces any leftover of a crashed run, whose filled set
             // would log into the socket while it is being configured. Its own set is empty
             // until the routes go in, after the socket is bound.
-            let t = NftTable::install(NFT_TABLE, NFLOG_GROUP)
-                .context("cannot install the nftables table")?;
-            let log = NflogSocket::open(NFLOG_GROUP).with_context(|| {
-                format!("cannot bind nfnetlink_log group {NFLOG_GROUP} (the intercept)")
+            let group = r.nflog_group;
+            let t =
+                NftTable::install(NFT_TABLE, group).context("cannot install the nftables table")?;
+            let log = NflogSocket::open(group).with_context(|| {
+                format!(
+                    "cannot bind nfnetlink_log group {group} (router.nflog_group, the \
+                     intercept; is another program using it?)"
+                )
             })?;
             (Some(Watched::new(log)?), Some(t))
         } else {
