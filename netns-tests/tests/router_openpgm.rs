@@ -12,7 +12,7 @@
 //! the source sees at most 1.1 NAKed sequence numbers per lost one. Shown from the daemons'
 //! `/metrics` and packet captures decoded with `pgm_core::wire`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
@@ -422,23 +422,41 @@ fn scenario(tag: &str, sender: Peer, receivers: [Peer; 3], r2_route: R2Route) {
     let sent = odata_sqns(&src_pkts);
     let lost_odata = sent.difference(&odata_sqns(&rcv1_pkts)).count();
     let unresolved = sent.difference(&odata_sqns(&lanb_pkts)).count();
-    // Losses inside a receiver host: sequence numbers whose ODATA reached LAN A (rcv1's
-    // capture) that a LAN A receiver still NAKed. The OpenPGM receiver sometimes misses a
-    // burst of a few dozen when its process is descheduled (seen at HEAD 42211dd too, with
-    // the same router); those are losses the routers must eliminate like any other.
-    let on_lan_a = odata_sqns(&rcv1_pkts);
-    let receivers_naked: BTreeSet<u32> = naked_sqns(&r2a_pkts, |p| p.dst == r2_lana)
-        .into_iter()
-        .collect();
-    let host_lost = receivers_naked
+    // Losses inside a receiver host: copies (ODATA or RDATA) of a sequence number that
+    // reached LAN A (rcv1's capture) and that a LAN A receiver still NAKed afterwards, before
+    // the next copy. The OpenPGM receiver sometimes misses a burst of a few dozen when its
+    // process is descheduled, and then their first repairs as well (seen at HEAD 42211dd
+    // too, with the same router); each is a loss the routers must eliminate like any other.
+    let mut events: BTreeMap<u32, Vec<(Duration, bool)>> = BTreeMap::new();
+    for p in &rcv1_pkts {
+        if p.is(PacketType::Odata) || p.is(PacketType::Rdata) {
+            if let Some(sqn) = p.data_sqn() {
+                events.entry(sqn).or_default().push((p.at, true));
+            }
+        }
+    }
+    for p in r2a_pkts
         .iter()
-        .filter(|s| on_lan_a.contains(s))
-        .count();
+        .filter(|p| p.dst == r2_lana && p.is(PacketType::Nak))
+    {
+        for sqn in p.nak_sqns() {
+            if let Some(v) = events.get_mut(&sqn) {
+                v.push((p.at, false));
+            }
+        }
+    }
+    let host_lost: usize = events
+        .values_mut()
+        .map(|v| {
+            v.sort();
+            v.windows(2).filter(|w| w[0].1 && !w[1].1).count()
+        })
+        .sum();
     let lost = usize::try_from(dropped).unwrap() + unresolved + host_lost;
     let ratio = naks_at_src.len() as f64 / lost as f64;
     eprintln!(
         "{tag}: {} ODATA sent, {lost_odata} lost on LAN A, {dropped} PGM packets dropped there, \
-         {host_lost} NAKed by a receiver there after reaching LAN A, {unresolved} missing on \
+         {host_lost} copies NAKed by a receiver after reaching LAN A, {unresolved} missing on \
          LAN B; {} NAKed sqns at the source ({ratio:.3} per loss, \
          {:.3} per lost ODATA); NAKs to R2 per LAN A receiver {per_rcv:?} (R2 metrics: \
          {m2_naks_lana} NAKs received on lana), {naks_lanb_r2} from LAN B; {naks_r2_r1} NAKs \
