@@ -1,12 +1,16 @@
 //! Packet captures with tcpdump inside a lab namespace, and decoding them with tshark.
 //!
 //! tcpdump runs as
-//! `tcpdump -i <iface> -w <file> -U --immediate-mode -B 65536 -n -Z root [filter]`:
+//! `tcpdump -i <iface> -w <file> -U --immediate-mode -B 65536 -s 4096 -n -Z root [filter]`:
 //!
 //! - packets are written as they arrive;
 //! - the kernel buffer is 64 MiB (`-B` counts KiB): with libpcap's default of 2 MiB, tcpdump
 //!   lost 5-8% of the packets of a loaded 2-core machine ("dropped by kernel"), which skews every
 //!   count a test takes from a capture. [`Capture::finish`] reports how many were lost anyway;
+//! - the snapshot length is 4096 bytes (every lab link has an MTU of 1500): in immediate mode
+//!   libpcap's ring has one slot per packet, sized for the snapshot length, so the default of
+//!   262144 bytes left 256 slots in 64 MiB, and a tcpdump that fell 256 packets behind on a
+//!   loaded machine lost packets (seen in CI: 10-93 per capture of a router test);
 //! - `-Z root` keeps tcpdump from switching to the `tcpdump` user, which could not write into
 //!   the lab directory.
 
@@ -27,6 +31,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// tcpdump's kernel buffer (`-B`), in KiB: 64 MiB.
 const BUFFER_KIB: &str = "65536";
+/// Bytes kept of each packet: more than a lab link's MTU.
+const SNAPLEN: &str = "4096";
 
 /// A running tcpdump (see [`Lab::capture`]). Dropping it kills tcpdump; the file stays until the
 /// lab is dropped.
@@ -108,7 +114,7 @@ impl Lab {
         let path_str = path.to_string_lossy().into_owned();
         #[rustfmt::skip]
         let mut args = vec!["tcpdump", "-i", iface, "-w", &path_str, "-U", "--immediate-mode",
-                            "-B", BUFFER_KIB, "-n", "-Z", "root"];
+                            "-B", BUFFER_KIB, "-s", SNAPLEN, "-n", "-Z", "root"];
         if let Some(filter) = filter {
             args.push(filter);
         }
