@@ -331,12 +331,15 @@ fn scenario(tag: &str, sender: Peer, receivers: [Peer; 3], r2_route: R2Route) {
         .iter()
         .map(|h| naks_to_r2(h.addr()))
         .collect();
-    let first_spm = r2a_pkts
+    // (A NAK already queued in a receiver when R2's SPM reached it still goes to the source:
+    // 100 ms of grace.)
+    let first_spm_at = r2a_pkts
         .iter()
-        .position(|p| p.is(PacketType::Spm))
+        .find(|p| p.is(PacketType::Spm))
+        .map(|p| p.at)
         .expect("an SPM on LAN A");
-    let naks_lana_src = count(&r2a_pkts[first_spm..], |p| {
-        p.dst == src && p.is(PacketType::Nak)
+    let naks_lana_src = count(&r2a_pkts, |p| {
+        p.dst == src && p.is(PacketType::Nak) && p.at > first_spm_at + Duration::from_millis(100)
     });
     let naks_lanb_r2 = count(&lanb_pkts, |p| {
         p.dst == topo.r2_lan_b().addr && p.is(PacketType::Nak)
