@@ -289,7 +289,6 @@ impl Daemon {
                             self.apply_route(src, s.group, route);
                         }
                     }
-                    self.intercept_group(s.group, s.upstream);
                 }
             }
             RouterMode::AssistOnly => self.refresh_kernel(),

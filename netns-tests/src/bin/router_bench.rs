@@ -106,6 +106,7 @@ use pgm_core::wire::{Body, DataRepr, Gsi, NakRepr, Nla, OptionList, Repr, SpmRep
 use pgm_netns_tests::bins::target_dir;
 use pgm_netns_tests::daemon::{Daemon, RouterConfig};
 use pgm_netns_tests::lab::{Lab, McRoute, Ns, Process, Smcroute, is_root, kernel_drops, read_pgm};
+use pgm_netns_tests::mmsg::Mmsg;
 use pgm_netns_tests::{admin, metrics};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -647,115 +648,6 @@ fn nft_dropped(t: &Topo, table: &str) -> Option<u64> {
 // ---------------------------------------------------------------------------------------
 // Batched datagram I/O
 
-/// `batch` `mmsghdr`s over one buffer of `batch` slots of `slot` bytes.
-struct Mmsg {
-    buf: Vec<u8>,
-    iov: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
-    slot: usize,
-}
-
-impl Mmsg {
-    fn new(batch: usize, slot: usize) -> Self {
-        let mut buf = vec![0u8; batch * slot];
-        let base = buf.as_mut_ptr();
-        let iov: Vec<libc::iovec> = (0..batch)
-            .map(|k| libc::iovec {
-                // In bounds: k * slot < batch * slot = buf.len().
-                iov_base: base.wrapping_add(k * slot).cast(),
-                iov_len: slot,
-            })
-            .collect();
-        let mut m = Self {
-            buf,
-            iov,
-            hdrs: Vec::with_capacity(batch),
-            slot,
-        };
-        for k in 0..batch {
-            // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
-            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            h.msg_hdr.msg_iov = m.iov.as_mut_ptr().wrapping_add(k);
-            h.msg_hdr.msg_iovlen = 1;
-            m.hdrs.push(h);
-        }
-        m
-    }
-
-    fn slot_mut(&mut self, k: usize) -> &mut [u8] {
-        &mut self.buf[k * self.slot..(k + 1) * self.slot]
-    }
-
-    fn received(&self, k: usize) -> &[u8] {
-        let len = (self.hdrs[k].msg_len as usize).min(self.slot);
-        &self.buf[k * self.slot..k * self.slot + len]
-    }
-
-    /// Sends slots `0..n` (each `len` bytes) on the connected `fd`; retries until all left.
-    fn send(&mut self, fd: RawFd, n: usize, len: usize) -> Result<()> {
-        for k in 0..n {
-            self.iov[k].iov_len = len;
-        }
-        let mut sent = 0;
-        while sent < n {
-            // SAFETY: the headers point at `self.iov`, whose entries point into `self.buf`;
-            // both live in `self` for the whole call, and `sent + (n - sent) <= hdrs.len()`.
-            let r = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    self.hdrs.as_mut_ptr().add(sent),
-                    (n - sent) as libc::c_uint,
-                    0,
-                )
-            };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                match e.raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    Some(libc::ENOBUFS | libc::EAGAIN) => {
-                        thread::yield_now();
-                        continue;
-                    }
-                    _ => return Err(e).context("sendmmsg"),
-                }
-            }
-            sent += r as usize;
-        }
-        Ok(())
-    }
-
-    /// One `recvmmsg` (waits for the first datagram, up to the socket's read timeout).
-    /// Returns how many arrived; 0 on timeout.
-    fn recv(&mut self, fd: RawFd, busy: bool) -> Result<usize> {
-        for k in 0..self.hdrs.len() {
-            self.iov[k].iov_len = self.slot;
-            self.hdrs[k].msg_len = 0;
-        }
-        // SAFETY: as in `send`; the kernel writes at most `slot` bytes into each slot.
-        let r = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.hdrs.as_mut_ptr(),
-                self.hdrs.len() as libc::c_uint,
-                if busy {
-                    libc::MSG_DONTWAIT
-                } else {
-                    libc::MSG_WAITFORONE
-                },
-                std::ptr::null_mut(),
-            )
-        };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::EAGAIN | libc::EINTR) => Ok(0),
-                _ => Err(e).context("recvmmsg"),
-            };
-        }
-        Ok(r as usize)
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Throughput: senders and receiver
 
@@ -1044,6 +936,11 @@ struct Cell {
     mode: Mode,
 }
 
+/// `n` per second over `secs` (0 if no time passed).
+fn per_sec(n: f64, secs: f64) -> f64 {
+    if secs > 0.0 { n / secs } else { 0.0 }
+}
+
 #[derive(Clone, Debug)]
 struct Outcome {
     recv: RecvStats,
@@ -1052,27 +949,15 @@ struct Outcome {
 
 impl Outcome {
     fn pps(&self) -> f64 {
-        if self.recv.secs > 0.0 {
-            self.recv.received as f64 / self.recv.secs
-        } else {
-            0.0
-        }
+        per_sec(self.recv.received as f64, self.recv.secs)
     }
 
     fn mbps(&self) -> f64 {
-        if self.recv.secs > 0.0 {
-            self.recv.bytes as f64 / self.recv.secs / 1e6
-        } else {
-            0.0
-        }
+        per_sec(self.recv.bytes as f64, self.recv.secs) / 1e6
     }
 
     fn send_pps(&self) -> f64 {
-        if self.send.secs > 0.0 {
-            self.send.sent as f64 / self.send.secs
-        } else {
-            0.0
-        }
+        per_sec(self.send.sent as f64, self.send.secs)
     }
 
     /// The sender thread's CPU time per packet, in µs.

@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use pgm_netns_tests::bins::{openpgm_peer, target_dir};
 use pgm_netns_tests::lab::{Lab, LossSpec, Ns, Selector, is_root};
+use pgm_netns_tests::mmsg::Mmsg;
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// The UDP port of every data packet (PGM/UDP multicast and unicast, and plain UDP).
@@ -211,51 +212,6 @@ fn udpmc_main(args: &[String]) -> Result<()> {
     }
 }
 
-/// A batch of `mmsghdr`s over one contiguous buffer of `batch` slots of `slot` bytes.
-struct MmsgBatch {
-    buf: Vec<u8>,
-    iov: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
-    slot: usize,
-}
-
-impl MmsgBatch {
-    fn new(batch: usize, slot: usize) -> Self {
-        let mut buf = vec![0u8; batch * slot];
-        let base = buf.as_mut_ptr();
-        let iov: Vec<libc::iovec> = (0..batch)
-            .map(|k| libc::iovec {
-                // In bounds: k * slot < batch * slot = buf.len().
-                iov_base: base.wrapping_add(k * slot).cast(),
-                iov_len: slot,
-            })
-            .collect();
-        let mut b = Self {
-            buf,
-            iov,
-            hdrs: Vec::with_capacity(batch),
-            slot,
-        };
-        for k in 0..batch {
-            // SAFETY: mmsghdr is plain old data; all-zero is a valid value (null pointers,
-            // zero lengths).
-            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            h.msg_hdr.msg_iov = b.iov.as_mut_ptr().wrapping_add(k);
-            h.msg_hdr.msg_iovlen = 1;
-            b.hdrs.push(h);
-        }
-        b
-    }
-
-    fn slot_mut(&mut self, k: usize) -> &mut [u8] {
-        &mut self.buf[k * self.slot..(k + 1) * self.slot]
-    }
-
-    fn slot(&self, k: usize, len: usize) -> &[u8] {
-        &self.buf[k * self.slot..k * self.slot + len.min(self.slot)]
-    }
-}
-
 fn udpmc_send(o: &UdpOpts) -> Result<()> {
     let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     sock.set_multicast_if_v4(&o.bind)
@@ -265,7 +221,7 @@ fn udpmc_send(o: &UdpOpts) -> Result<()> {
     sock.bind(&SocketAddrV4::new(o.bind, 0).into())?;
     sock.connect(&SocketAddrV4::new(o.group, o.port).into())?;
     let fd = sock.as_raw_fd();
-    let mut b = MmsgBatch::new(o.batch, o.size);
+    let mut b = Mmsg::new(o.batch, o.size);
     let t0 = now();
     let mut i = 0u64;
     while i < o.count {
@@ -273,32 +229,7 @@ fn udpmc_send(o: &UdpOpts) -> Result<()> {
         for k in 0..n {
             pattern_fill(SEED, i + k as u64, b.slot_mut(k));
         }
-        let mut sent = 0;
-        while sent < n {
-            // SAFETY: the headers point at `b.iov`, whose entries point into `b.buf`; all
-            // live in `b` for the whole call, and `sent + (n - sent) <= hdrs.len()`.
-            let r = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    b.hdrs.as_mut_ptr().add(sent),
-                    (n - sent) as libc::c_uint,
-                    0,
-                )
-            };
-            if r < 0 {
-                let e = std::io::Error::last_os_error();
-                match e.raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    // The device queue was full (not on veth, which has none): retry.
-                    Some(libc::ENOBUFS | libc::EAGAIN) => {
-                        thread::yield_now();
-                        continue;
-                    }
-                    _ => return Err(e).context("sendmmsg"),
-                }
-            }
-            sent += r as usize;
-        }
+        b.send(fd, n, o.size)?;
         i += n as u64;
     }
     let secs = t0.elapsed().as_secs_f64();
@@ -322,7 +253,7 @@ fn udpmc_recv(o: &UdpOpts) -> Result<()> {
     sock.set_read_timeout(Some(Duration::from_millis(100)))?;
     let fd = sock.as_raw_fd();
     // One spare byte per slot reveals a datagram longer than expected (MSG_TRUNC).
-    let mut b = MmsgBatch::new(o.batch, o.size + 1);
+    let mut b = Mmsg::new(o.batch, o.size + 1);
     let mut expect = vec![0u8; o.size];
     println!("READY");
 
@@ -331,23 +262,9 @@ fn udpmc_recv(o: &UdpOpts) -> Result<()> {
     let mut first: Option<Instant> = None;
     let mut last = t0;
     'outer: loop {
-        // SAFETY: as in udpmc_send; the kernel writes at most `slot` bytes into each slot.
-        let r = unsafe {
-            libc::recvmmsg(
-                fd,
-                b.hdrs.as_mut_ptr(),
-                o.batch as libc::c_uint,
-                libc::MSG_WAITFORONE,
-                std::ptr::null_mut(),
-            )
-        };
+        let r = b.recv(fd, false)?;
         let t = now();
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EAGAIN | libc::EINTR) => {}
-                _ => return Err(e).context("recvmmsg"),
-            }
+        if r == 0 {
             let quiet = match first {
                 Some(_) => t.duration_since(last).as_secs_f64() > o.idle,
                 None => t.duration_since(t0).as_secs_f64() > o.timeout,
@@ -361,12 +278,11 @@ fn udpmc_recv(o: &UdpOpts) -> Result<()> {
             first = Some(t);
         }
         last = t;
-        for k in 0..r as usize {
-            let h = &b.hdrs[k];
-            let len = h.msg_len as usize;
-            let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-            let data = b.slot(k, len);
-            if truncated || len != o.size {
+        for k in 0..r {
+            // A longer datagram fills the spare byte of its slot: its length is not `size`.
+            let data = b.received(k);
+            let len = data.len();
+            if len != o.size {
                 bad += 1;
                 continue;
             }
