@@ -103,16 +103,16 @@ impl NflogSocket {
             NFULNL_COPY_PACKET,
             0,
         ];
-        let steps: [(&str, u16, &[u8]); 3] = [
+        let steps: [(&str, u16, &[u8]); 4] = [
             ("bind", NFULA_CFG_CMD, &[NFULNL_CFG_CMD_BIND]),
             ("copy mode", NFULA_CFG_MODE, &mode),
             ("queue threshold", NFULA_CFG_QTHRESH, &1u32.to_be_bytes()),
+            // 1/100 s, in case a rule sets a larger queue threshold.
+            ("flush timeout", NFULA_CFG_TIMEOUT, &1u32.to_be_bytes()),
         ];
         for (seq, (what, attr, value)) in (1u32..).zip(steps) {
             s.configure(seq, what, attr, value)?;
         }
-        // A flush timeout of 1/100 s in case a rule sets a larger queue threshold.
-        s.configure(4, "flush timeout", NFULA_CFG_TIMEOUT, &1u32.to_be_bytes())?;
         s.sock.set_nonblocking(true)?;
         Ok(s)
     }
