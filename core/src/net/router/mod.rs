@@ -17,15 +17,21 @@
 //!
 //! Everything here is IPv4 and Linux only, and needs `CAP_NET_ADMIN` + `CAP_NET_RAW`.
 
+pub mod igmp;
+pub mod intercept;
 pub mod mroute;
+pub mod netdev;
+mod netlink;
 pub mod nflog;
-pub mod nft;
+pub mod nftables;
+pub mod plane;
 pub mod procfs;
 pub mod sockets;
 mod sys;
 
-pub use mroute::{IgmpChange, MAXVIFS, MrouteMsg, MrouteSocket, UpcallKind};
+pub use igmp::{IgmpChange, IgmpQuerier, IgmpReport};
+pub use intercept::InterceptTable;
+pub use mroute::{MAXVIFS, MrouteMsg, MrouteSocket, UpcallKind};
 pub use nflog::NflogSocket;
-pub use nft::NftTable;
 pub use procfs::{KernelMfc, KernelVif};
 pub use sockets::{HdrInclSender, Received, RecvSocket, RecvSocketKind};

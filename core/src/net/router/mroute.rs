@@ -12,10 +12,10 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
-use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 
+use super::igmp::{self, IgmpReport};
 use super::sys::{pktinfo_ifindex, recvmsg_with_control, setsockopt_bytes, setsockopt_int};
-use crate::net::raw::ROUTER_ALERT_OPTION;
 
 const MRT_INIT: libc::c_int = 200;
 const MRT_DONE: libc::c_int = 201;
@@ -29,7 +29,6 @@ pub const MAXVIFS: usize = 32;
 
 /// The IGMPv3 report address, joined to hear reports.
 pub const IGMPV3_REPORTS: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 22);
-const ALL_SYSTEMS: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 1);
 
 /// The kind of a kernel upcall (`igmpmsg.im_msgtype`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,15 +39,6 @@ pub enum UpcallKind {
     WrongVif,
     /// `IGMPMSG_WHOLEPKT` or newer kinds, not used here.
     Other(u8),
-}
-
-/// A membership change heard in an IGMP report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IgmpChange {
-    /// The group.
-    pub group: Ipv4Addr,
-    /// Joined (true) or left (false).
-    pub join: bool,
 }
 
 /// What the mroute socket received.
@@ -65,15 +55,8 @@ pub enum MrouteMsg {
         /// The packet's group.
         group: Ipv4Addr,
     },
-    /// An IGMP membership report or leave, with the interface it arrived on (0 if unknown).
-    Igmp {
-        /// Interface index of arrival.
-        ifindex: u32,
-        /// The reporting host.
-        reporter: Ipv4Addr,
-        /// The changes it reports.
-        changes: Vec<IgmpChange>,
-    },
+    /// An IGMP membership report or leave.
+    Igmp(IgmpReport),
     /// Anything else (queries, our own packets): ignored.
     Other,
 }
@@ -105,14 +88,7 @@ impl MrouteSocket {
             }
         })?;
         setsockopt_int(&sock, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)?;
-        sock.set_multicast_loop_v4(false)?;
-        sock.set_multicast_ttl_v4(1)?;
-        setsockopt_bytes(
-            &sock,
-            libc::IPPROTO_IP,
-            libc::IP_OPTIONS,
-            &ROUTER_ALERT_OPTION,
-        )?;
+        igmp::prepare_sender(&sock)?;
         Ok(Self { sock })
     }
 
@@ -167,28 +143,15 @@ impl MrouteSocket {
             .join_multicast_v4_n(&IGMPV3_REPORTS, &InterfaceIndexOrAddress::Index(ifindex))
     }
 
-    /// Sends an IGMPv3 general query (max response 10 s) out of the interface with address
-    /// `iface_addr`, so hosts already members report.
+    /// Sends an IGMPv3 general query out of the interface with address `iface_addr`.
     pub fn send_general_query(&self, iface_addr: Ipv4Addr) -> io::Result<()> {
-        self.sock.set_multicast_if_v4(&iface_addr)?;
-        let mut q = [0x11, 100, 0, 0, 0, 0, 0, 0, 0x02, 125, 0, 0];
-        let c = crate::wire::checksum(&q);
-        q[2..4].copy_from_slice(&c.to_be_bytes());
-        let dst = SockAddr::from(std::net::SocketAddrV4::new(ALL_SYSTEMS, 0));
-        self.sock.send_to(&q, &dst).map(drop)
+        igmp::send_general_query(&self.sock, iface_addr)
     }
 
-    /// Sends an IGMPv3 group-specific query for `group` (max response 1 s, the Last Member
-    /// Query Interval of RFC 3376 §8.8) to the group, out of the interface with address
-    /// `iface_addr`: after a leave, members that remain report within a second.
+    /// Sends an IGMPv3 group-specific query for `group` out of the interface with address
+    /// `iface_addr`.
     pub fn send_group_query(&self, iface_addr: Ipv4Addr, group: Ipv4Addr) -> io::Result<()> {
-        self.sock.set_multicast_if_v4(&iface_addr)?;
-        let g = group.octets();
-        let mut q = [0x11, 10, 0, 0, g[0], g[1], g[2], g[3], 0x02, 125, 0, 0];
-        let c = crate::wire::checksum(&q);
-        q[2..4].copy_from_slice(&c.to_be_bytes());
-        let dst = SockAddr::from(std::net::SocketAddrV4::new(group, 0));
-        self.sock.send_to(&q, &dst).map(drop)
+        igmp::send_group_query(&self.sock, iface_addr, group)
     }
 
     /// Receives one message (`WouldBlock` when none is queued).
@@ -254,71 +217,16 @@ pub fn parse_mroute_msg(p: &[u8], ifindex: u32) -> MrouteMsg {
             group: addr(16),
         };
     }
-    if p[9] != libc::IPPROTO_IGMP as u8 || p[0] >> 4 != 4 {
-        return MrouteMsg::Other;
+    match igmp::parse_report(p, ifindex) {
+        Some(r) => MrouteMsg::Igmp(r),
+        None => MrouteMsg::Other,
     }
-    let ihl = usize::from(p[0] & 0x0f) * 4;
-    if ihl < 20 || p.len() < ihl + 8 {
-        return MrouteMsg::Other;
-    }
-    let reporter = addr(12);
-    let igmp = &p[ihl..];
-    let group = Ipv4Addr::new(igmp[4], igmp[5], igmp[6], igmp[7]);
-    let changes = match igmp[0] {
-        // v1 and v2 reports
-        0x12 | 0x16 if group.is_multicast() => vec![IgmpChange { group, join: true }],
-        // v2 leave
-        0x17 if group.is_multicast() => vec![IgmpChange { group, join: false }],
-        0x22 => parse_v3_report(igmp),
-        _ => return MrouteMsg::Other,
-    };
-    MrouteMsg::Igmp {
-        ifindex,
-        reporter,
-        changes,
-    }
-}
-
-/// The group records of an IGMPv3 report (RFC 3376 §4.2), as joins and leaves. Source lists
-/// are not tracked: any interest in a group makes the interface an outgoing one.
-fn parse_v3_report(igmp: &[u8]) -> Vec<IgmpChange> {
-    let n = usize::from(u16::from_be_bytes([igmp[6], igmp[7]]));
-    let mut out = Vec::new();
-    let mut at = 8;
-    for _ in 0..n {
-        if igmp.len() < at + 8 {
-            break;
-        }
-        let (ty, aux, nsrc) = (
-            igmp[at],
-            usize::from(igmp[at + 1]),
-            usize::from(u16::from_be_bytes([igmp[at + 2], igmp[at + 3]])),
-        );
-        let group = Ipv4Addr::new(igmp[at + 4], igmp[at + 5], igmp[at + 6], igmp[at + 7]);
-        at += 8 + 4 * nsrc + 4 * aux;
-        if !group.is_multicast() {
-            continue;
-        }
-        let join = match ty {
-            // MODE_IS_EXCLUDE, CHANGE_TO_EXCLUDE
-            2 | 4 => Some(true),
-            // MODE_IS_INCLUDE, ALLOW_NEW with sources
-            1 | 5 if nsrc > 0 => Some(true),
-            // CHANGE_TO_INCLUDE {} is a leave
-            3 if nsrc == 0 => Some(false),
-            3 => Some(true),
-            _ => None,
-        };
-        if let Some(join) = join {
-            out.push(IgmpChange { group, join });
-        }
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::raw::ROUTER_ALERT_OPTION;
 
     fn ip(proto: u8, payload: &[u8]) -> Vec<u8> {
         let mut p = vec![
@@ -348,65 +256,13 @@ mod tests {
     }
 
     #[test]
-    fn v2_and_v3_reports_are_parsed() {
+    fn igmp_reports_are_passed_on() {
         let p = ip(2, &[0x16, 0, 0, 0, 239, 1, 1, 1]);
-        let MrouteMsg::Igmp {
-            changes,
-            ifindex,
-            reporter,
-        } = parse_mroute_msg(&p, 4)
-        else {
-            panic!()
-        };
-        assert_eq!((ifindex, reporter), (4, Ipv4Addr::new(10, 0, 3, 11)));
-        assert_eq!(
-            changes,
-            vec![IgmpChange {
-                group: Ipv4Addr::new(239, 1, 1, 1),
-                join: true
-            }]
-        );
-        let p = ip(2, &[0x17, 0, 0, 0, 239, 1, 1, 1]);
-        let MrouteMsg::Igmp { changes, .. } = parse_mroute_msg(&p, 4) else {
-            panic!()
-        };
-        assert!(!changes[0].join);
-        // v3: TO_EX {} for 239.1.1.2, TO_IN {} for 239.1.1.3, ALLOW {10.0.0.1} for 239.1.1.4
-        let mut v3 = vec![0x22, 0, 0, 0, 0, 0, 0, 3];
-        v3.extend_from_slice(&[4, 0, 0, 0, 239, 1, 1, 2]);
-        v3.extend_from_slice(&[3, 0, 0, 0, 239, 1, 1, 3]);
-        v3.extend_from_slice(&[5, 0, 0, 1, 239, 1, 1, 4, 10, 0, 0, 1]);
-        let MrouteMsg::Igmp { changes, .. } = parse_mroute_msg(&ip(2, &v3), 4) else {
-            panic!()
-        };
-        let g = |d| Ipv4Addr::new(239, 1, 1, d);
-        assert_eq!(
-            changes,
-            vec![
-                IgmpChange {
-                    group: g(2),
-                    join: true
-                },
-                IgmpChange {
-                    group: g(3),
-                    join: false
-                },
-                IgmpChange {
-                    group: g(4),
-                    join: true
-                },
-            ]
-        );
-        // truncated records are ignored, queries are Other
-        assert!(matches!(
-            parse_mroute_msg(&ip(2, &v3[..20]), 4),
-            MrouteMsg::Igmp { .. }
-        ));
+        assert!(matches!(parse_mroute_msg(&p, 4), MrouteMsg::Igmp(r) if r.ifindex == 4));
         assert_eq!(
             parse_mroute_msg(&ip(2, &[0x11, 0, 0, 0, 0, 0, 0, 0]), 4),
             MrouteMsg::Other
         );
-        assert_eq!(parse_mroute_msg(&[1, 2, 3], 4), MrouteMsg::Other);
     }
 
     #[test]

@@ -16,19 +16,18 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::Socket;
 
+use super::netlink::{
+    self, NFGENMSG, NLM_F_ACK, NLM_F_REQUEST, Writer, ack_of, attrs, invalid, next_message,
+    recv_into,
+};
 use super::sockets::{Received, parse_ip};
 use super::sys::setsockopt_int;
 
-// linux/netlink.h, linux/netfilter/nfnetlink.h, linux/netfilter/nfnetlink_log.h.
-const NLMSG_HDR: usize = 16;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
-const NFGENMSG: usize = 4;
+// linux/netfilter/nfnetlink.h, linux/netfilter/nfnetlink_log.h.
 const NFNL_SUBSYS_ULOG: u16 = 4;
 const NFULNL_MSG_PACKET: u16 = 0;
 const NFULNL_MSG_CONFIG: u16 = 1;
@@ -40,8 +39,6 @@ const NFULNL_CFG_CMD_BIND: u8 = 1;
 const NFULNL_COPY_PACKET: u8 = 2;
 const NFULA_IFINDEX_INDEV: u16 = 4;
 const NFULA_PAYLOAD: u16 = 9;
-/// `NLA_TYPE_MASK`: the attribute type without the nested / byte-order flags.
-const NLA_TYPE_MASK: u16 = 0x3fff;
 
 /// The receive buffer for datagrams: a whole IP packet and the message around it. (The
 /// kernel's log buffer is left at its default: with a queue threshold of 1 a larger one buys
@@ -77,11 +74,7 @@ impl NflogSocket {
     /// Binds log group `group` of the calling thread's network namespace (needs
     /// `CAP_NET_ADMIN`). Fails if another socket holds the group (`EPERM`).
     pub fn open(group: u16) -> io::Result<Self> {
-        let sock = Socket::new(
-            Domain::from(libc::AF_NETLINK),
-            Type::RAW,
-            Some(Protocol::from(libc::NETLINK_NETFILTER)),
-        )?;
+        let sock = netlink::netfilter_socket()?;
         if setsockopt_int(&sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RCVBUF).is_err() {
             let _ = sock.set_recv_buffer_size(RCVBUF as usize);
         }
@@ -184,91 +177,29 @@ impl AsFd for NflogSocket {
     }
 }
 
-fn invalid(why: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, why.to_string())
-}
-
-#[allow(unsafe_code)]
-fn recv_into(sock: &Socket, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
-    // SAFETY: the descriptor is open for the life of `sock`; the kernel writes at most
-    // `buf.len()` bytes into `buf`.
-    let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
-}
-
 /// An `nfnetlink_log` config request for `group`: one attribute.
 fn config_message(seq: u32, group: u16, attr: u16, value: &[u8]) -> Vec<u8> {
-    let attr_len = 4 + value.len();
-    let len = NLMSG_HDR + NFGENMSG + align4(attr_len);
-    let mut m = Vec::with_capacity(len);
-    m.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_ne_bytes());
-    m.extend_from_slice(&((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG).to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    // nfgenmsg: AF_UNSPEC, NFNETLINK_V0, the group (big-endian).
-    m.extend_from_slice(&[0, 0]);
-    m.extend_from_slice(&group.to_be_bytes());
-    m.extend_from_slice(&u16::try_from(attr_len).unwrap_or(u16::MAX).to_ne_bytes());
-    m.extend_from_slice(&attr.to_ne_bytes());
-    m.extend_from_slice(value);
-    m.resize(len, 0);
-    m
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-/// One netlink message: its type and what follows its header.
-struct Message<'a> {
-    kind: u16,
-    seq: u32,
-    body: &'a [u8],
-}
-
-/// The first netlink message of `data` and the offset of the next; `None` if truncated.
-fn next_message(data: &[u8]) -> Option<(Message<'_>, usize)> {
-    let hdr = data.get(..NLMSG_HDR)?;
-    let len = usize::try_from(u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]])).ok()?;
-    let body = data.get(NLMSG_HDR..len)?;
-    let msg = Message {
-        kind: u16::from_ne_bytes([hdr[4], hdr[5]]),
-        seq: u32::from_ne_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]),
-        body,
-    };
-    Some((msg, align4(len).min(data.len())))
-}
-
-/// The errno of the acknowledgement of request `seq` in `data` (0: success); `None` if
-/// `data` holds none.
-fn ack_of(data: &[u8], seq: u32) -> Option<i32> {
-    let mut rest = data;
-    while let Some((m, next)) = next_message(rest) {
-        if m.kind == NLMSG_ERROR && m.seq == seq {
-            let e = m.body.get(..4)?;
-            return Some(-i32::from_ne_bytes([e[0], e[1], e[2], e[3]]));
-        }
-        if next == 0 {
-            break;
-        }
-        rest = &rest[next..];
-    }
-    None
+    let mut w = Writer::default();
+    w.begin(
+        (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG,
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        0,
+        group,
+    );
+    w.put(attr, value);
+    w.end();
+    w.bytes().to_vec()
 }
 
 /// The arrival interface and the packet of an `NFULNL_MSG_PACKET` body.
 fn packet_attrs(body: &[u8]) -> io::Result<(u32, &[u8])> {
-    let mut attrs = body
+    let all = body
         .get(NFGENMSG..)
         .ok_or_else(|| invalid("short nfnetlink message"))?;
     let (mut ifindex, mut payload) = (None, None);
-    while attrs.len() >= 4 {
-        let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
-        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & NLA_TYPE_MASK;
-        let value = attrs
-            .get(4..len)
-            .ok_or_else(|| invalid("bad netlink attribute length"))?;
+    for a in attrs(all) {
+        let (kind, value) = a?;
         match kind {
             NFULA_IFINDEX_INDEV => {
                 let b: [u8; 4] = value
@@ -279,7 +210,6 @@ fn packet_attrs(body: &[u8]) -> io::Result<(u32, &[u8])> {
             NFULA_PAYLOAD => payload = Some(value),
             _ => {}
         }
-        attrs = attrs.get(align4(len)..).unwrap_or_default();
     }
     match (ifindex, payload) {
         (Some(i), Some(p)) => Ok((i, p)),
@@ -290,6 +220,7 @@ fn packet_attrs(body: &[u8]) -> io::Result<(u32, &[u8])> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::netlink::{NLMSG_HDR, align4};
     use super::*;
 
     fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
@@ -347,22 +278,6 @@ mod tests {
         assert_eq!(u16::from_ne_bytes([m[20], m[21]]), 5);
         assert_eq!(u16::from_ne_bytes([m[22], m[23]]), NFULA_CFG_CMD);
         assert_eq!(m[24], NFULNL_CFG_CMD_BIND);
-    }
-
-    #[test]
-    fn acks_are_matched_by_sequence() {
-        let ack = |seq: u32, errno: i32| {
-            let mut body = (-errno).to_ne_bytes().to_vec();
-            body.extend(vec![0; 16]);
-            message(NLMSG_ERROR, seq, &body)
-        };
-        assert_eq!(ack_of(&ack(3, 0), 3), Some(0));
-        assert_eq!(ack_of(&ack(3, libc::EBUSY), 3), Some(libc::EBUSY));
-        let mut two = ack(2, 0);
-        two.extend(ack(3, libc::EPERM));
-        assert_eq!(ack_of(&two, 3), Some(libc::EPERM));
-        assert_eq!(ack_of(&ack(2, 0), 3), None);
-        assert_eq!(ack_of(&[1, 2, 3], 3), None);
     }
 
     #[test]
