@@ -13,6 +13,7 @@
 //!     section: "router",
 //!     has_section: |c| c.router.is_some(),
 //!     interface_exists: |name| std::path::Path::new("/sys/class/net").join(name).exists(),
+//!     describe: |_| Ok(Vec::new()),
 //! };
 //!
 //! fn main() -> std::process::ExitCode {
@@ -49,6 +50,9 @@ pub struct DaemonSpec {
     /// Whether a network interface of that name exists (for
     /// [`Config::check_interfaces`]).
     pub interface_exists: fn(&str) -> bool,
+    /// What `--check-config` adds after the file itself passed: lines to print (what the
+    /// daemon would do on this host), or why it could not run here.
+    pub describe: fn(&Config) -> Result<Vec<String>, String>,
 }
 
 /// The command line every daemon takes.
@@ -119,8 +123,20 @@ where
         }
     };
     if matches.get_flag("check-config") {
-        let _ = writeln!(std::io::stdout(), "{}: configuration OK", path.display());
-        return ExitCode::SUCCESS;
+        return match (spec.describe)(&config) {
+            Ok(lines) => {
+                let mut out = std::io::stdout();
+                let _ = writeln!(out, "{}: configuration OK", path.display());
+                for l in lines {
+                    let _ = writeln!(out, "{l}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "{}: {e}", path.display());
+                ExitCode::FAILURE
+            }
+        };
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -163,6 +179,7 @@ mod tests {
         section: "dlr",
         has_section: |c| c.dlr.is_some(),
         interface_exists: |name| name == "eth0",
+        describe: |_| Ok(Vec::new()),
     };
 
     #[test]

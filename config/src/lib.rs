@@ -44,9 +44,9 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors, ErrorKind};
 pub use model::{
-    AdminSection, Config, DEFAULT_NFLOG_GROUP, DlrSection, DlrServe, DlrSession, HostEncapsulation,
-    HostNetwork, HostSection, InterceptMode, Locations, PollSettings, RouterInterface,
-    RouterLimits, RouterMode, RouterSection, RouterTimers, StaticRoute, Tsi,
+    AdminSection, Config, DEFAULT_NFLOG_GROUP, Dataplane, DlrSection, DlrServe, DlrSession,
+    HostEncapsulation, HostNetwork, HostSection, InterceptMode, Locations, PollSettings,
+    RouterInterface, RouterLimits, RouterMode, RouterSection, RouterTimers, StaticRoute, Tsi,
 };
 pub use values::{format_duration, parse_byte_size, parse_duration};
 

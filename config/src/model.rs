@@ -78,6 +78,8 @@ impl Default for AdminSection {
 pub struct RouterSection {
     /// `mode`: `"full"` or `"assist-only"`. Default `"full"`.
     pub mode: RouterMode,
+    /// `dataplane`: what forwards multicast, `"auto"`, `"netdev"` or `"mroute"`.
+    pub dataplane: Dataplane,
     /// `intercept`: how PGM packets reach the daemon, `"nftables"` or `"router-alert"`.
     /// Default `"nftables"`.
     pub intercept: InterceptMode,
@@ -106,6 +108,7 @@ impl Default for RouterSection {
     fn default() -> Self {
         Self {
             mode: RouterMode::default(),
+            dataplane: Dataplane::default(),
             intercept: InterceptMode::default(),
             nflog_group: DEFAULT_NFLOG_GROUP,
             interfaces: Vec::new(),
@@ -127,6 +130,23 @@ pub enum RouterMode {
     /// `"assist-only"`: beside smcroute or pimd, which own the kernel's multicast routing;
     /// the daemon reads the kernel MFC and only adds PGM network-element assist.
     AssistOnly,
+}
+
+/// What forwards ODATA in the kernel, and how the daemon gets the other PGM packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dataplane {
+    /// `"auto"`: `"mroute"` where the kernel has multicast routing (`CONFIG_IP_MROUTE`),
+    /// `"netdev"` elsewhere; always `"mroute"` in assist-only mode.
+    #[default]
+    Auto,
+    /// `"netdev"`: nftables netdev-family ingress chains forward ODATA (`dup`) and hand the
+    /// daemon every other PGM packet and IGMP through `nfnetlink_log`; needs no kernel
+    /// multicast routing. Full mode only.
+    Netdev,
+    /// `"mroute"`: the kernel's multicast routing (`MRT_INIT`, VIFs, MFC) forwards ODATA;
+    /// Router Alert and, with `intercept = "nftables"`, an nftables intercept bring the
+    /// other packets. Needs `CONFIG_IP_MROUTE`.
+    Mroute,
 }
 
 /// How PGM packets are diverted to the daemon.
@@ -200,6 +220,9 @@ pub struct RouterTimers {
     /// `tsi_expiry`: source path state not refreshed by an SPM for this long is dropped.
     /// Default `"60s"`: twelve ambient SPM intervals of our source's default. Not zero.
     pub tsi_expiry: Duration,
+    /// `route_idle`: a learned `(S,G)` route the daemon hears nothing of (no SPM, no other
+    /// packet) for this long is dropped. Default `"180s"`. Not zero.
+    pub route_idle: Duration,
 }
 
 impl Default for RouterTimers {
@@ -211,6 +234,7 @@ impl Default for RouterTimers {
             nak_elim_ivl: Duration::from_millis(100),
             ncf_holdoff: Duration::from_millis(10),
             tsi_expiry: Duration::from_secs(60),
+            route_idle: Duration::from_secs(180),
         }
     }
 }
@@ -224,6 +248,15 @@ pub struct RouterLimits {
     /// `max_repair_states`: most repair states over all TSIs. Default 65536. 1 to
     /// 10 000 000.
     pub max_repair_states: usize,
+    /// `max_routes`: most learned `(S,G)` routes (each also a kernel entry); beyond it the
+    /// least recently heard is evicted. Default 4096. 1 to 10 000 000.
+    pub max_routes: usize,
+    /// `max_memberships`: most IGMP (interface, group) memberships; reports for new ones
+    /// beyond it are refused. Default 4096. 1 to 10 000 000.
+    pub max_memberships: usize,
+    /// `learn_rate`: packets of sources without a route handed to the daemon per second at
+    /// most (netdev plane; the kernel drops the rest). Default 1000. 1 to 1 000 000.
+    pub learn_rate: u32,
 }
 
 impl Default for RouterLimits {
@@ -231,6 +264,9 @@ impl Default for RouterLimits {
         Self {
             max_tsis: 4096,
             max_repair_states: 65_536,
+            max_routes: 4096,
+            max_memberships: 4096,
+            learn_rate: 1000,
         }
     }
 }

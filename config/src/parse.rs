@@ -15,9 +15,9 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::model::{
-    AdminSection, Config, DlrSection, DlrServe, DlrSession, HostEncapsulation, HostNetwork,
-    HostSection, InterceptMode, Locations, PollSettings, RouterInterface, RouterLimits, RouterMode,
-    RouterSection, RouterTimers, StaticRoute, Tsi,
+    AdminSection, Config, Dataplane, DlrSection, DlrServe, DlrSession, HostEncapsulation,
+    HostNetwork, HostSection, InterceptMode, Locations, PollSettings, RouterInterface,
+    RouterLimits, RouterMode, RouterSection, RouterTimers, StaticRoute, Tsi,
 };
 use crate::values::{format_duration, parse_byte_size, parse_duration};
 use crate::{ConfigError, ConfigErrors, ErrorKind};
@@ -28,6 +28,7 @@ mod keys {
     pub(super) const ADMIN: &[&str] = &["listen"];
     pub(super) const ROUTER: &[&str] = &[
         "mode",
+        "dataplane",
         "intercept",
         "nflog_group",
         "interface",
@@ -45,8 +46,15 @@ mod keys {
         "nak_elim_ivl",
         "ncf_holdoff",
         "tsi_expiry",
+        "route_idle",
     ];
-    pub(super) const ROUTER_LIMITS: &[&str] = &["max_tsis", "max_repair_states"];
+    pub(super) const ROUTER_LIMITS: &[&str] = &[
+        "max_tsis",
+        "max_repair_states",
+        "max_routes",
+        "max_memberships",
+        "learn_rate",
+    ];
     pub(super) const ROUTER_POLL: &[&str] = &["interval", "backoff", "mask_bits"];
     pub(super) const DLR: &[&str] = &[
         "interfaces",
@@ -173,6 +181,16 @@ fn router(ctx: &mut Ctx<'_>, mut section: Section<'_, '_>) -> RouterSection {
         &[
             ("full", RouterMode::Full),
             ("assist-only", RouterMode::AssistOnly),
+        ],
+    );
+    section.choice(
+        ctx,
+        "dataplane",
+        &mut router.dataplane,
+        &[
+            ("auto", Dataplane::Auto),
+            ("netdev", Dataplane::Netdev),
+            ("mroute", Dataplane::Mroute),
         ],
     );
     section.choice(
@@ -346,6 +364,15 @@ fn router(ctx: &mut Ctx<'_>, mut section: Section<'_, '_>) -> RouterSection {
         );
     }
 
+    if router.mode == RouterMode::AssistOnly && router.dataplane == Dataplane::Netdev {
+        section.conflict(
+            ctx,
+            "dataplane",
+            "mode",
+            "dataplane = \"netdev\" forwards on its own and cannot run beside smcroute or pimd: assist-only mode reads the kernel's multicast routing table, which needs dataplane = \"mroute\" (or \"auto\")".to_owned(),
+        );
+    }
+
     if let Some(mut timers) = section.table(ctx, "timers") {
         router_timers(ctx, &mut timers, &mut router.timers);
         timers.finish(ctx);
@@ -354,9 +381,15 @@ fn router(ctx: &mut Ctx<'_>, mut section: Section<'_, '_>) -> RouterSection {
         let RouterLimits {
             max_tsis,
             max_repair_states,
+            max_routes,
+            max_memberships,
+            learn_rate,
         } = &mut router.limits;
         limits.integer(ctx, "max_tsis", max_tsis, LIMIT_RANGE);
         limits.integer(ctx, "max_repair_states", max_repair_states, LIMIT_RANGE);
+        limits.integer(ctx, "max_routes", max_routes, LIMIT_RANGE);
+        limits.integer(ctx, "max_memberships", max_memberships, LIMIT_RANGE);
+        limits.integer(ctx, "learn_rate", learn_rate, 1..=1_000_000);
         limits.finish(ctx);
     }
     if let Some(mut poll) = section.table(ctx, "poll") {
@@ -375,6 +408,7 @@ fn router_timers(ctx: &mut Ctx<'_>, section: &mut Section<'_, '_>, timers: &mut 
         nak_elim_ivl,
         ncf_holdoff,
         tsi_expiry,
+        route_idle,
     } = timers;
     section.duration(ctx, "nak_rpt_ivl", nak_rpt_ivl, true);
     section.duration(ctx, "nak_rpt_rte_ivl", nak_rpt_rte_ivl, true);
@@ -382,6 +416,7 @@ fn router_timers(ctx: &mut Ctx<'_>, section: &mut Section<'_, '_>, timers: &mut 
     section.duration(ctx, "nak_elim_ivl", nak_elim_ivl, true);
     section.duration(ctx, "ncf_holdoff", ncf_holdoff, false);
     section.duration(ctx, "tsi_expiry", tsi_expiry, true);
+    section.duration(ctx, "route_idle", route_idle, true);
     if *nak_elim_ivl >= *nak_rdata_ivl {
         section.conflict(
             ctx,

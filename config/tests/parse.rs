@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pgm_config::{
-    AdminSection, Config, DlrSection, DlrServe, DlrSession, HostEncapsulation, HostNetwork,
-    HostSection, InterceptMode, PollSettings, RouterInterface, RouterLimits, RouterMode,
-    RouterSection, RouterTimers, StaticRoute, Tsi,
+    AdminSection, Config, Dataplane, DlrSection, DlrServe, DlrSession, HostEncapsulation,
+    HostNetwork, HostSection, InterceptMode, PollSettings, RouterInterface, RouterLimits,
+    RouterMode, RouterSection, RouterTimers, StaticRoute, Tsi,
 };
 
 fn ms(n: u64) -> Duration {
@@ -43,9 +43,13 @@ fn engine_defaults() {
         RouterLimits::default(),
         RouterLimits {
             max_tsis: 4096,
-            max_repair_states: 65_536
+            max_repair_states: 65_536,
+            max_routes: 4096,
+            max_memberships: 4096,
+            learn_rate: 1000,
         }
     );
+    assert_eq!(timers.route_idle, ms(180_000));
     assert_eq!(
         PollSettings::default(),
         PollSettings {
@@ -56,6 +60,7 @@ fn engine_defaults() {
     );
     let router = RouterSection::default();
     assert_eq!(router.mode, RouterMode::Full);
+    assert_eq!(router.dataplane, Dataplane::Auto);
     assert_eq!(router.intercept, InterceptMode::Nftables);
     let host = HostSection::default();
     assert_eq!(host.nak_bo_ivl, ms(50));
@@ -150,6 +155,7 @@ listen = "[::1]:9100"
 
 [router]
 mode = "assist-only"
+dataplane = "mroute"
 intercept = "router-alert"
 nflog_group = 7
 
@@ -167,10 +173,14 @@ nak_rdata_ivl = "3s"
 nak_elim_ivl = "150ms"
 ncf_holdoff = "0s"
 tsi_expiry = "2m"
+route_idle = "5m"
 
 [router.limits]
 max_tsis = 100
 max_repair_states = 1_000
+max_routes = 50
+max_memberships = 60
+learn_rate = 200
 
 [router.poll]
 interval = "off"
@@ -221,6 +231,7 @@ rxw_sqns = 2000
         config.router.unwrap(),
         RouterSection {
             mode: RouterMode::AssistOnly,
+            dataplane: Dataplane::Mroute,
             intercept: InterceptMode::RouterAlert,
             nflog_group: 7,
             interfaces: vec![
@@ -238,10 +249,14 @@ rxw_sqns = 2000
                 nak_elim_ivl: ms(150),
                 ncf_holdoff: Duration::ZERO,
                 tsi_expiry: ms(120_000),
+                route_idle: ms(300_000),
             },
             limits: RouterLimits {
                 max_tsis: 100,
-                max_repair_states: 1000
+                max_repair_states: 1000,
+                max_routes: 50,
+                max_memberships: 60,
+                learn_rate: 200,
             },
             poll: PollSettings {
                 interval: None,

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pgm_core::proto::network_element::{
-    IfIndex, NeConfig, NeInterface, NeRecvMeta, NetworkElement,
+    IfIndex, NeConfig, NeInterface, NeRecvMeta, NeRoute, NetworkElement,
 };
 use pgm_core::wire::{
     Body, Gsi, NakRepr, Nla, OptionList, OptionValue, PgmOption, Repr, SpmRepr, Sqn, SqnList,
@@ -155,7 +155,14 @@ fn engine(max_repair_states: usize, now: Instant) -> NetworkElement {
     // No polls: they would only add POLL packets to the drained queue.
     cfg.poll_ivl = None;
     let mut ne = NetworkElement::new(cfg);
-    ne.set_route(IpAddr::V4(SOURCE), IpAddr::V4(GROUP), &[DOWN]);
+    ne.set_route(
+        Some(IpAddr::V4(SOURCE)),
+        IpAddr::V4(GROUP),
+        NeRoute {
+            upstream: UP,
+            downstream: vec![DOWN],
+        },
+    );
     ne.handle_packet(
         now,
         NeRecvMeta {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::proto::network_element::{IfIndex, NeRecvMeta, NetworkElement};
+use crate::proto::network_element::{IfIndex, NeRecvMeta, NeRoute, NetworkElement};
 use crate::proto::receiver::{Event, Receiver};
 use crate::proto::repairer::Repairer;
 use crate::proto::source::{SendError, Source};
@@ -328,7 +328,14 @@ impl Sim {
     ) -> usize {
         let ne = ne.map(|mut ne| {
             for r in &routes {
-                ne.set_route(r.source, r.group, &r.downstream);
+                ne.set_route(
+                    Some(r.source),
+                    r.group,
+                    NeRoute {
+                        upstream: r.upstream,
+                        downstream: r.downstream.clone(),
+                    },
+                );
             }
             Box::new(ne)
         });

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use pgm_core::proto::network_element::{
-    IfIndex, NeConfig, NeInterface, NeRecvMeta, NeTransmit, NetworkElement, RepairPhase,
+    IfIndex, NeConfig, NeInterface, NeRecvMeta, NeRoute, NeTransmit, NetworkElement, RepairPhase,
 };
 use pgm_core::wire::{
     Body, DataRepr, Gsi, NakRepr, Nla, OptFlags, OptionList, OptionType, OptionValue, Opx, Packet,
@@ -53,7 +53,14 @@ fn ne_with(f: impl FnOnce(&mut NeConfig)) -> NetworkElement {
     cfg.poll_ivl = None;
     f(&mut cfg);
     let mut ne = NetworkElement::new(cfg);
-    ne.set_route(SRC, GROUP, &[IF_A, IF_B]);
+    ne.set_route(
+        Some(SRC),
+        GROUP,
+        NeRoute {
+            upstream: IF_UP,
+            downstream: vec![IF_A, IF_B],
+        },
+    );
     ne
 }
 
@@ -202,6 +209,53 @@ fn spm_is_forwarded_on_each_outgoing_interface_with_its_path() {
     ne.handle_packet(now, from_upstream(), &spm(1));
     assert!(drain(&mut ne, now).is_empty());
     assert_eq!(ne.stats().spms_out_of_sequence, 1);
+}
+
+#[test]
+fn spms_set_path_state_only_from_the_routes_upstream_interface() {
+    let now = t0();
+    let mut ne = with_state(now);
+    // A host on LAN A sends an in-sequence SPM naming itself as the path: it is neither
+    // forwarded nor recorded, so NAKs still go to the real upstream neighbour.
+    let mut forged = spm(2);
+    let mut p = SpmPacket::new_checked(&mut forged[..]).expect("spm");
+    assert!(p.rewrite_path(Nla(RCV_A)));
+    let on_a = NeRecvMeta {
+        ifindex: IF_A,
+        ..from_upstream()
+    };
+    ne.handle_packet(now, on_a, &forged);
+    assert!(drain(&mut ne, now).is_empty());
+    assert_eq!(ne.stats().spms_wrong_interface, 1);
+    let snap = ne.tsi_snapshot(&TSI).expect("state");
+    assert_eq!(
+        (
+            snap.upstream_interface,
+            snap.upstream_neighbour,
+            snap.last_spm_sqn
+        ),
+        (IF_UP, UPSTREAM, Sqn(1))
+    );
+    // Without a route the interface cannot be checked: no path state either.
+    let other_group = NeRecvMeta {
+        destination: IpAddr::V4(Ipv4Addr::new(239, 9, 9, 9)),
+        ..from_upstream()
+    };
+    ne.handle_packet(now, other_group, &spm(3));
+    assert_eq!(ne.stats().spms_no_route, 1);
+    // A route for every source of the group is enough.
+    ne.set_route(
+        None,
+        other_group.destination,
+        NeRoute {
+            upstream: IF_UP,
+            downstream: vec![IF_B],
+        },
+    );
+    ne.handle_packet(now, other_group, &spm(3));
+    let out = drain(&mut ne, now);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0.ifindex, IF_B);
 }
 
 #[test]

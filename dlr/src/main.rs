@@ -32,6 +32,7 @@ const SPEC: DaemonSpec = DaemonSpec {
     section: "dlr",
     has_section: |c| c.dlr.is_some(),
     interface_exists: pgm_core::net::iface::exists,
+    describe: |_| Ok(Vec::new()),
 };
 
 fn main() -> ExitCode {

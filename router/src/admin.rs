@@ -45,8 +45,8 @@ pub(crate) async fn bind(
     changed: Arc<Notify>,
 ) -> anyhow::Result<impl Future<Output = ()>> {
     let app = App {
+        metrics: Arc::new(Metrics::new(Arc::clone(&shared))),
         shared,
-        metrics: Arc::new(Metrics::new()),
         changed,
     };
     let router = Router::new()
@@ -68,10 +68,7 @@ pub(crate) async fn bind(
 }
 
 async fn metrics(State(app): State<App>) -> impl IntoResponse {
-    let text = {
-        let s = app.lock();
-        app.metrics.render(&s)
-    };
+    let text = app.metrics.render();
     (
         [(
             header::CONTENT_TYPE,

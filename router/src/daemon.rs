@@ -1,43 +1,50 @@
-//! The driver: sockets, routing, and the engine, in one tokio task.
+//! The driver: sockets, the controller, the engine and the data plane's worker, wired in one
+//! tokio task.
 //!
-//! Thin by design (quinn's `ConnectionDriver` style): each wake-up handles what is ready
-//! (packets, upcalls, the engine's one timer, the periodic tick, signals), then drains the
-//! engine's transmits and re-arms the timer from `poll_timeout`.
+//! Thin by design (quinn's `ConnectionDriver` style): each wake-up hands what is ready (packets,
+//! kernel upcalls, IGMP reports, the kernel's routes in assist-only mode, signals) to the
+//! sans-IO controller and engine, carries out the controller's actions (engine routes, IGMP
+//! queries), drains the engine's transmits and re-arms one timer at the earliest deadline of
+//! both. Kernel transactions happen on the data plane's worker thread, never here.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use pgm_config::{Config, InterceptMode, RouterMode, RouterSection};
 use pgm_core::net::iface;
+use pgm_core::net::router::igmp::{self, QUERY_RESPONSE, STARTUP_QUERY_RESPONSE};
+use pgm_core::net::router::mroute_plane::MroutePlane;
+use pgm_core::net::router::netdev::{NetdevConfig, NetdevPlane, PlaneIface};
+use pgm_core::net::router::plane::{PlaneSync, RouteKey};
 use pgm_core::net::router::{
-    HdrInclSender, MAXVIFS, MrouteMsg, MrouteSocket, NflogSocket, NftTable, RecvSocket,
-    RecvSocketKind, UpcallKind, nflog, procfs,
+    HdrInclSender, IgmpQuerier, IgmpReport, InterceptTable, MAXVIFS, MrouteMsg, MrouteSocket,
+    NflogSocket, Received, RecvSocket, RecvSocketKind, UpcallKind, nflog,
 };
 use pgm_core::proto::network_element::{
-    IfIndex, NeConfig, NeInterface, NeRecvMeta, NetworkElement,
+    IfIndex, NeConfig, NeInterface, NeRecvMeta, NeRoute, NetworkElement,
 };
 use pgm_core::wire::{Packet, PacketType};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
+use crate::control::{Action, Controller, CtlConfig, StaticRoute};
+use crate::dataplane::{self, KernelRoutes, Plane, PlaneKind, PlaneStats, PlaneWorker};
 use crate::dedup::Dedup;
-use crate::routes::{KernelRoute, Route, RouteTable, StaticRoute};
 use crate::state::{Dir, Extra, Shared};
 
-/// How often IGMP general queries go out on every interface (RFC 3376 default).
-const QUERY_INTERVAL: Duration = Duration::from_secs(125);
-/// Between the two group-specific queries that follow a leave (RFC 3376 §8.8: 1 s).
-const LAST_MEMBER_QUERY_IVL: Duration = Duration::from_secs(1);
-/// How often the kernel's MFC is read in assist-only mode.
-const KERNEL_POLL: Duration = Duration::from_secs(1);
-/// The nftables table the daemon owns.
+/// The nftables table the daemon owns (either plane).
 const NFT_TABLE: &str = "pgm_routerd";
+/// Changes kept one by one between two transactions of the plane; past this, the next
+/// transaction replaces the whole state.
+const PLANE_SYNC_LIMIT: usize = 16_384;
+const IPPROTO_IGMP: u8 = 2;
 
 /// The clock (the one place the daemon reads it).
 #[expect(
@@ -80,6 +87,31 @@ fn resolve_interfaces(r: &RouterSection) -> Result<Vec<Iface>> {
     Ok(out)
 }
 
+/// The netdev plane's view of the interfaces: each must be Ethernet (a `dup` sends the
+/// frame with its link-layer header, whose source address is rewritten to the interface's).
+fn netdev_interfaces(ifaces: &[Iface]) -> Result<Vec<PlaneIface>> {
+    ifaces
+        .iter()
+        .map(|i| {
+            let (ty, mac) = iface::hardware_address(&i.name)
+                .with_context(|| format!("cannot read the link-layer address of {}", i.name))?;
+            if ty != iface::ARPHRD_ETHER {
+                bail!(
+                    "interface {} is not an Ethernet interface (link type {ty}): the netdev \
+                     data plane forwards between Ethernet interfaces only; use dataplane = \
+                     \"mroute\" on a kernel with multicast routing",
+                    i.name
+                );
+            }
+            Ok(PlaneIface {
+                name: i.name.clone(),
+                index: i.index,
+                mac,
+            })
+        })
+        .collect()
+}
+
 fn ne_config(r: &RouterSection, ifaces: &[Iface]) -> NeConfig {
     let mut c = NeConfig::new(
         ifaces
@@ -106,110 +138,153 @@ fn ne_config(r: &RouterSection, ifaces: &[Iface]) -> NeConfig {
     c
 }
 
-fn static_routes(r: &RouterSection, ifaces: &[Iface]) -> Vec<StaticRoute> {
+fn ctl_config(r: &RouterSection, ifaces: &[Iface], kind: PlaneKind) -> CtlConfig {
     let idx = |n: &str| ifaces.iter().find(|i| i.name == n).map(|i| i.index);
-    r.static_routes
-        .iter()
-        .filter_map(|s| {
-            Some(StaticRoute {
-                group: s.group,
-                source: s.source,
-                upstream: idx(&s.upstream)?,
-                downstream: s.downstream.iter().filter_map(|d| idx(d)).collect(),
+    CtlConfig {
+        full: r.mode == RouterMode::Full,
+        per_source: kind == PlaneKind::Mroute,
+        learn: kind == PlaneKind::Netdev,
+        statics: r
+            .static_routes
+            .iter()
+            .filter_map(|s| {
+                Some(StaticRoute {
+                    group: s.group,
+                    source: s.source,
+                    upstream: idx(&s.upstream)?,
+                    downstream: s.downstream.iter().filter_map(|d| idx(d)).collect(),
+                })
             })
-        })
-        .collect()
+            .collect(),
+        max_routes: r.limits.max_routes,
+        route_idle: r.timers.route_idle,
+        max_memberships: r.limits.max_memberships,
+    }
 }
 
 /// The daemon.
 pub(crate) struct Daemon {
     shared: Arc<Mutex<Shared>>,
     changed: Arc<Notify>,
-    config_path: std::path::PathBuf,
+    config_path: PathBuf,
     mode: RouterMode,
+    kind: PlaneKind,
     ifaces: Vec<Iface>,
-    mroute: Option<Watched<MrouteSocket>>,
-    ra: Watched<RecvSocket>,
+    worker: PlaneWorker,
+    /// Assist-only: the kernel's routes as the worker reads them.
+    kernel_routes: Option<watch::Receiver<KernelRoutes>>,
+    /// Mroute plane, full mode: upcalls and IGMP reports; queries.
+    mroute: Option<Watched<Arc<MrouteSocket>>>,
+    /// Netdev plane: queries (reports come through the intercept).
+    querier: Option<IgmpQuerier>,
+    /// Mroute plane: packets with Router Alert.
+    ra: Option<Watched<RecvSocket>>,
     unicast: Watched<RecvSocket>,
-    /// nftables mode: the packets the forward rule stops, logged to the daemon.
+    /// The `nfnetlink_log` intercept (netdev plane; mroute plane with nftables).
     intercept: Option<Watched<NflogSocket>>,
     senders: HashMap<u32, HdrInclSender>,
-    nft: Option<NftTable>,
-    table: RouteTable,
-    /// (S,G) -> route pushed to the engine (and the MFC in full mode).
-    installed: BTreeMap<(Ipv4Addr, Ipv4Addr), Route>,
-    /// (group, upstream ifindex) intercepted: what the intercept passes to the engine.
-    intercepted: HashSet<(Ipv4Addr, u32)>,
-    nft_groups: HashSet<Ipv4Addr>,
-    dedup: Dedup,
-    /// Second group-specific queries due after leaves: (when, ifindex, group). At most one
-    /// per membership (a new leave replaces it), so bounded by the membership table.
-    pending_queries: Vec<(Instant, u32, Ipv4Addr)>,
+    /// Mroute plane with both the Router Alert socket and the intercept.
+    dedup: Option<Dedup>,
     buf: Vec<u8>,
     txbuf: Vec<u8>,
 }
 
 impl Daemon {
-    /// Opens every socket and takes over (full mode) or reads (assist-only) multicast
-    /// routing.
-    pub(crate) fn start(config: &Config, config_path: std::path::PathBuf) -> Result<Self> {
+    /// Chooses and sets up the data plane, opens every socket and puts the static routes in.
+    pub(crate) fn start(config: &Config, config_path: PathBuf) -> Result<Self> {
         let r = config
             .router
             .as_ref()
             .context("the configuration has no [router] section")?;
+        let choice = dataplane::choose(r).map_err(anyhow::Error::msg)?;
         let ifaces = resolve_interfaces(r)?;
-        if r.mode == RouterMode::Full && ifaces.len() > MAXVIFS {
-            bail!("full mode supports at most {MAXVIFS} interfaces (the kernel's MAXVIFS)");
+        let full = r.mode == RouterMode::Full;
+        if choice.kind == PlaneKind::Mroute && full && ifaces.len() > MAXVIFS {
+            bail!("the mroute plane supports at most {MAXVIFS} interfaces (the kernel's MAXVIFS)");
         }
-        let engine = NetworkElement::new(ne_config(r, &ifaces));
-        let shared = Arc::new(Mutex::new(Shared {
-            engine,
-            traffic: BTreeMap::new(),
-            names: ifaces.iter().map(|i| (i.index, i.name.clone())).collect(),
-            extra: Extra::default(),
-            routes: BTreeMap::new(),
-            memberships: Vec::new(),
-            mode: match r.mode {
-                RouterMode::Full => "full",
-                RouterMode::AssistOnly => "assist-only",
-            },
-            intercept: match r.intercept {
-                InterceptMode::RouterAlert => "router-alert",
-                InterceptMode::Nftables => "nftables",
-            },
-        }));
-        let mroute = if r.mode == RouterMode::Full {
-            let m = MrouteSocket::open().context("cannot open the multicast routing socket")?;
-            for i in &ifaces {
-                m.add_vif(i.vif, i.index)
-                    .with_context(|| format!("cannot add a VIF for {}", i.name))?;
-                if let Err(e) = m.listen_reports(i.index) {
-                    tracing::warn!(interface = %i.name, error = %e, "cannot listen for IGMPv3 reports");
-                }
-            }
-            Some(Watched::new(m)?)
-        } else {
-            None
-        };
-        let open = |k| RecvSocket::open(k).with_context(|| format!("cannot open the {k:?} socket"));
-        let ra = Watched::new(open(RecvSocketKind::RouterAlert)?)?;
-        let unicast = Watched::new(open(RecvSocketKind::Unicast)?)?;
-        let (intercept, nft) = if r.intercept == InterceptMode::Nftables {
-            // The table first: it replaces any leftover of a crashed run, whose filled set
-            // would log into the socket while it is being configured. Its own set is empty
-            // until the routes go in, after the socket is bound.
-            let group = r.nflog_group;
-            let t =
-                NftTable::install(NFT_TABLE, group).context("cannot install the nftables table")?;
-            let log = NflogSocket::open(group).with_context(|| {
+        let sync = Arc::new(PlaneSync::new(PLANE_SYNC_LIMIT));
+        let mut ctl = Controller::new(
+            ctl_config(r, &ifaces, choice.kind),
+            Arc::clone(&sync),
+            now(),
+        );
+        let group = r.nflog_group;
+        let bind_log = || {
+            NflogSocket::open(group).with_context(|| {
                 format!(
                     "cannot bind nfnetlink_log group {group} (router.nflog_group, the \
                      intercept; is another program using it?)"
                 )
-            })?;
-            (Some(Watched::new(log)?), Some(t))
+            })
+        };
+        // The plane with the static state first, then the sockets that hand packets over.
+        let (mut plane, mroute, log) = match choice.kind {
+            PlaneKind::Netdev => {
+                let p = NetdevPlane::install(NetdevConfig {
+                    table: NFT_TABLE.to_owned(),
+                    interfaces: netdev_interfaces(&ifaces)?,
+                    log_group: group,
+                    intercept: true,
+                    learn_rate: r.limits.learn_rate,
+                    learn_burst: (r.limits.learn_rate / 10).max(10),
+                    owner: true,
+                })
+                .context("cannot install the netdev data plane")?;
+                (Plane::Netdev(p), None, Some(bind_log()?))
+            }
+            PlaneKind::Mroute => {
+                let m = if full {
+                    let m =
+                        MrouteSocket::open().context("cannot open the multicast routing socket")?;
+                    for i in &ifaces {
+                        m.add_vif(i.vif, i.index)
+                            .with_context(|| format!("cannot add a VIF for {}", i.name))?;
+                        if let Err(e) = m.listen_reports(i.index) {
+                            tracing::warn!(interface = %i.name, error = %e, "cannot listen for IGMPv3 reports");
+                        }
+                    }
+                    Some(Arc::new(m))
+                } else {
+                    None
+                };
+                let nft = r.intercept == InterceptMode::Nftables;
+                let table = if nft {
+                    Some(
+                        InterceptTable::install(NFT_TABLE, group, true)
+                            .context("cannot install the nftables intercept")?,
+                    )
+                } else {
+                    None
+                };
+                let vifs = ifaces.iter().map(|i| (i.index, i.vif)).collect();
+                let log = if nft { Some(bind_log()?) } else { None };
+                (
+                    Plane::Mroute(MroutePlane::new(m.clone(), vifs, table)),
+                    m,
+                    log,
+                )
+            }
+        };
+        plane.apply(&sync.take()).map_err(|e| {
+            anyhow::anyhow!("cannot put the static routes into the data plane: {e}")
+        })?;
+        let stats = Arc::new(PlaneStats::default());
+        let kernel_names =
+            (!full).then(|| ifaces.iter().map(|i| (i.name.clone(), i.index)).collect());
+        let (worker, kernel_routes) =
+            PlaneWorker::start(plane, sync, Arc::clone(&stats), kernel_names)
+                .context("cannot start the data plane's worker")?;
+
+        let open = |k| RecvSocket::open(k).with_context(|| format!("cannot open the {k:?} socket"));
+        let ra = match choice.kind {
+            PlaneKind::Mroute => Some(Watched::new(open(RecvSocketKind::RouterAlert)?)?),
+            PlaneKind::Netdev => None,
+        };
+        let unicast = Watched::new(open(RecvSocketKind::Unicast)?)?;
+        let querier = if choice.kind == PlaneKind::Netdev && full {
+            Some(IgmpQuerier::open().context("cannot open the IGMP querier's socket")?)
         } else {
-            (None, None)
+            None
         };
         let mut senders = HashMap::new();
         for i in ifaces.iter().filter(|i| i.pgm) {
@@ -219,40 +294,58 @@ impl Daemon {
                     .with_context(|| format!("cannot open the sender on {}", i.name))?,
             );
         }
-        let table = RouteTable {
-            statics: static_routes(r, &ifaces),
-            ..RouteTable::default()
+        let mut engine = NetworkElement::new(ne_config(r, &ifaces));
+        while let Some(a) = ctl.poll_action() {
+            if let Action::Route(key, route) = a {
+                set_engine_route(&mut engine, key, route.map(to_ne_route));
+            }
+        }
+        let intercept_label = match (choice.kind, r.intercept) {
+            (PlaneKind::Netdev, _) => "netdev",
+            (_, InterceptMode::RouterAlert) => "router-alert",
+            (_, InterceptMode::Nftables) => "nftables",
         };
-        let mut d = Self {
+        let shared = Arc::new(Mutex::new(Shared {
+            engine,
+            ctl,
+            traffic: Default::default(),
+            names: ifaces.iter().map(|i| (i.index, i.name.clone())).collect(),
+            extra: Extra::default(),
+            mode: match r.mode {
+                RouterMode::Full => "full",
+                RouterMode::AssistOnly => "assist-only",
+            },
+            intercept: intercept_label,
+            dataplane: (choice.kind.name(), choice.why.clone()),
+            plane: stats,
+            plane_base: Default::default(),
+        }));
+        let dedup =
+            (ra.is_some() && log.is_some()).then(|| Dedup::new(Duration::from_millis(200), 8192));
+        let d = Self {
             shared,
             changed: Arc::new(Notify::new()),
             config_path,
             mode: r.mode,
+            kind: choice.kind,
+            intercept: log.map(Watched::new).transpose()?,
+            mroute: mroute.map(Watched::new).transpose()?,
             ifaces,
-            mroute,
+            worker,
+            kernel_routes,
+            querier,
             ra,
             unicast,
-            intercept,
             senders,
-            nft,
-            table,
-            installed: BTreeMap::new(),
-            intercepted: HashSet::new(),
-            nft_groups: HashSet::new(),
-            dedup: Dedup::new(Duration::from_millis(200), 8192),
-            pending_queries: Vec::new(),
+            dedup,
             buf: vec![0; 65_536],
             txbuf: Vec::with_capacity(2048),
         };
-        d.startup_routes();
-        d.send_queries();
-        let (mode, intercept) = {
-            let s = d.lock();
-            (s.mode, s.intercept)
-        };
         tracing::info!(
-            mode,
-            intercept,
+            dataplane = choice.kind.name(),
+            reason = %choice.why,
+            mode = if full { "full" } else { "assist-only" },
+            intercept = intercept_label,
             interfaces = ?d.ifaces.iter().map(|i| &i.name).collect::<Vec<_>>(),
             "pgm-routerd started"
         );
@@ -268,239 +361,52 @@ impl Daemon {
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
-        self.shared
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn iface_by_index(&self, index: u32) -> Option<&Iface> {
         self.ifaces.iter().find(|i| i.index == index)
     }
 
-    /// Installs what is known before any traffic: source-specific static routes, and the
-    /// intercept of every statically routed group.
-    fn startup_routes(&mut self) {
-        match self.mode {
-            RouterMode::Full => {
-                let statics = self.table.statics.clone();
-                for s in &statics {
-                    if let Some(src) = s.source {
-                        if let Some(route) = self.table.resolve_full(src, s.group, None) {
-                            self.apply_route(src, s.group, route);
-                        }
+    /// Carries out the controller's actions: engine routes and IGMP queries.
+    fn drain_actions(&self, s: &mut Shared) {
+        while let Some(a) = s.ctl.poll_action() {
+            match a {
+                Action::Route(key, route) => {
+                    tracing::debug!(route = %key, ?route, "route");
+                    set_engine_route(&mut s.engine, key, route.map(to_ne_route));
+                    s.extra.route_updates += 1;
+                }
+                Action::GeneralQuery { startup } => {
+                    let max_resp = if startup {
+                        STARTUP_QUERY_RESPONSE
+                    } else {
+                        QUERY_RESPONSE
+                    };
+                    for i in &self.ifaces {
+                        self.query(i, None, max_resp);
+                    }
+                }
+                Action::GroupQuery { ifindex, group } => {
+                    if let Some(i) = self.iface_by_index(ifindex) {
+                        self.query(i, Some(group), 0);
                     }
                 }
             }
-            RouterMode::AssistOnly => self.refresh_kernel(),
         }
-        self.sync_intercept();
     }
 
-    /// Sends a group-specific query for `group` on interface `ifindex`.
-    fn group_query(&self, ifindex: u32, group: Ipv4Addr) {
-        let (Some(m), Some(i)) = (&self.mroute, self.iface_by_index(ifindex)) else {
-            return;
+    /// Sends a general (`group` `None`) or group-specific query on `i`.
+    fn query(&self, i: &Iface, group: Option<Ipv4Addr>, max_resp: u8) {
+        let r = match (&self.querier, &self.mroute, group) {
+            (Some(q), _, None) => q.send_general_query(i.addr, max_resp),
+            (Some(q), _, Some(g)) => q.send_group_query(i.addr, g),
+            (None, Some(m), None) => m.get_ref().send_general_query(i.addr, max_resp),
+            (None, Some(m), Some(g)) => m.get_ref().send_group_query(i.addr, g),
+            (None, None, _) => return,
         };
-        if let Err(e) = m.get_ref().send_group_query(i.addr, group) {
-            tracing::debug!(interface = %i.name, %group, error = %e, "IGMP group query not sent");
-        }
-    }
-
-    /// Sends the second query of each leave that is due.
-    fn send_pending_queries(&mut self, now: Instant) {
-        let due: Vec<(u32, Ipv4Addr)> = self
-            .pending_queries
-            .iter()
-            .filter(|q| q.0 <= now)
-            .map(|q| (q.1, q.2))
-            .collect();
-        self.pending_queries.retain(|q| q.0 > now);
-        for (ifindex, group) in due {
-            self.group_query(ifindex, group);
-        }
-    }
-
-    /// Sends an IGMPv3 general query on every interface (full mode), so members report.
-    fn send_queries(&self) {
-        let Some(m) = &self.mroute else { return };
-        for i in &self.ifaces {
-            if let Err(e) = m.get_ref().send_general_query(i.addr) {
-                tracing::debug!(interface = %i.name, error = %e, "IGMP query not sent");
-            }
-        }
-    }
-
-    /// Makes `group` intercepted on `iif` (nftables mode): the group joins the forward rule's
-    /// set, whose log statement then hands the daemon the packets the rule stops. No group is
-    /// joined: a membership would make the kernel deliver a local copy of every forwarded
-    /// ODATA.
-    fn intercept_group(&mut self, group: Ipv4Addr, iif: u32) {
-        let Some(nft) = &self.nft else { return };
-        if self.nft_groups.insert(group) {
-            if let Err(e) = nft.add_group(group) {
-                tracing::warn!(%group, error = %e, "cannot add the group to the nftables set");
-            }
-        }
-        if self.intercepted.insert((group, iif)) {
-            tracing::debug!(%group, ifindex = iif, "intercepting group");
-        }
-    }
-
-    /// Pushes a route to the kernel MFC (full mode), the engine and the intercept.
-    fn apply_route(&mut self, source: Ipv4Addr, group: Ipv4Addr, route: Route) {
-        if self.installed.get(&(source, group)) == Some(&route) {
-            return;
-        }
-        // Intercept first: installing the MFC entry makes the kernel forward at once what it
-        // queued for this (S,G) while unresolved, and the rule must stop those SPMs already.
-        self.intercept_group(group, route.iif);
-        if let Some(m) = &self.mroute {
-            let vif = |i: u32| self.iface_by_index(i).map(|f| f.vif);
-            let Some(parent) = vif(route.iif) else { return };
-            let oifs: Vec<u16> = route.oifs.iter().filter_map(|&o| vif(o)).collect();
-            if let Err(e) = m.get_ref().add_mfc(source, group, parent, &oifs) {
-                tracing::warn!(%source, %group, error = %e, "cannot install the MFC entry");
-            }
-        }
-        tracing::info!(
-            %source, %group, iif = route.iif, oifs = ?route.oifs,
-            "route for (S,G)"
-        );
-        {
-            let mut s = self.lock();
-            let oifs: Vec<IfIndex> = route.oifs.iter().map(|&o| IfIndex(o)).collect();
-            s.engine
-                .set_route(IpAddr::V4(source), IpAddr::V4(group), &oifs);
-            s.routes.insert((source, group), route.clone());
-            s.extra.mfc_updates += 1;
-        }
-        self.installed.insert((source, group), route);
-    }
-
-    fn remove_route(&mut self, source: Ipv4Addr, group: Ipv4Addr) {
-        if self.installed.remove(&(source, group)).is_none() {
-            return;
-        }
-        if let Some(m) = &self.mroute {
-            let _ = m.get_ref().del_mfc(source, group);
-        }
-        let mut s = self.lock();
-        s.engine.remove_route(IpAddr::V4(source), IpAddr::V4(group));
-        s.routes.remove(&(source, group));
-    }
-
-    /// nftables mode: makes the intercepted groups those of the installed routes and, in full
-    /// mode, those with members on a downstream LAN, so that a group's first packets are
-    /// logged before its route exists; and the (group, upstream) pairs those of the routes.
-    /// Both stay bounded by the routes and memberships.
-    fn sync_intercept(&mut self) {
-        let Some(nft) = &self.nft else { return };
-        let mut pairs: HashSet<(Ipv4Addr, u32)> = self
-            .installed
-            .iter()
-            .map(|(&(_, g), r)| (g, r.iif))
-            .collect();
-        if self.mode == RouterMode::Full {
-            // Static routes, with a source or without (then no route is installed until one).
-            pairs.extend(self.table.statics.iter().map(|s| (s.group, s.upstream)));
-        }
-        let mut want: HashSet<Ipv4Addr> = pairs.iter().map(|&(g, _)| g).collect();
-        if self.mode == RouterMode::Full {
-            want.extend(self.table.memberships().into_iter().map(|(_, g)| g));
-        }
-        for &g in want.difference(&self.nft_groups) {
-            if let Err(e) = nft.add_group(g) {
-                tracing::warn!(group = %g, error = %e, "cannot add the group to the nftables set");
-            }
-        }
-        for &g in self.nft_groups.difference(&want) {
-            if let Err(e) = nft.remove_group(g) {
-                tracing::warn!(group = %g, error = %e, "cannot remove the group from the nftables set");
-            }
-        }
-        self.nft_groups = want;
-        self.intercepted = pairs;
-    }
-
-    /// Makes sure the engine knows the route of `(source, group)` before it sees a packet of
-    /// it.
-    fn ensure_route(&mut self, source: Ipv4Addr, group: Ipv4Addr, arrival: u32) {
-        if self.installed.contains_key(&(source, group)) {
-            return;
-        }
-        let route = match self.mode {
-            RouterMode::Full => self.table.resolve_full(source, group, Some(arrival)),
-            RouterMode::AssistOnly => {
-                self.refresh_kernel();
-                self.table.resolve_kernel(source, group)
-            }
-        };
-        if let Some(route) = route {
-            self.apply_route(source, group, route);
-        }
-    }
-
-    /// Recomputes every installed route (after membership, kernel or config changes).
-    fn recompute(&mut self) {
-        let keys: Vec<_> = self.installed.keys().copied().collect();
-        for (s, g) in keys {
-            let arrival = self.installed.get(&(s, g)).map(|r| r.iif);
-            let route = match self.mode {
-                RouterMode::Full => self.table.resolve_full(s, g, arrival),
-                RouterMode::AssistOnly => self.table.resolve_kernel(s, g),
-            };
-            match route {
-                Some(r) => self.apply_route(s, g, r),
-                None => self.remove_route(s, g),
-            }
-        }
-        if self.mode == RouterMode::AssistOnly {
-            let sg: Vec<_> = self
-                .table
-                .kernel
-                .iter()
-                .filter(|k| !k.origin.is_unspecified())
-                .map(|k| (k.origin, k.group, k.route.clone()))
-                .collect();
-            for (s, g, r) in sg {
-                self.apply_route(s, g, r);
-            }
-        }
-        self.sync_intercept();
-        let m = self.table.memberships();
-        self.lock().memberships = m;
-    }
-
-    /// Assist-only: reads the kernel's VIFs and MFC.
-    fn refresh_kernel(&mut self) {
-        let (vifs, mfc) = match (procfs::read_vifs(), procfs::read_mfc()) {
-            (Ok(v), Ok(m)) => (v, m),
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::warn!(error = %e, "cannot read the kernel's multicast routing table");
-                return;
-            }
-        };
-        let all = iface::interfaces().unwrap_or_default();
-        let index_of = |vif: u16| -> Option<u32> {
-            let name = &vifs.iter().find(|v| v.vif == vif)?.name;
-            all.iter().find(|i| &i.name == name).map(|i| i.index)
-        };
-        let kernel: Vec<KernelRoute> = mfc
-            .iter()
-            .filter_map(|e| {
-                Some(KernelRoute {
-                    origin: e.origin,
-                    group: e.group,
-                    route: Route {
-                        iif: index_of(e.iif?)?,
-                        oifs: e.oifs.iter().filter_map(|&o| index_of(o)).collect(),
-                    },
-                })
-            })
-            .collect();
-        if kernel != self.table.kernel {
-            self.table.kernel = kernel;
-            self.recompute();
+        if let Err(e) = r {
+            tracing::debug!(interface = %i.name, ?group, error = %e, "IGMP query not sent");
         }
     }
 
@@ -509,7 +415,10 @@ impl Daemon {
         loop {
             let buf = &mut self.buf;
             let res = match via {
-                RecvSocketKind::RouterAlert => self.ra.try_io(|s| s.recv(buf)),
+                RecvSocketKind::RouterAlert => match &self.ra {
+                    Some(s) => s.try_io(|s| s.recv(buf)),
+                    None => return Ok(()),
+                },
                 RecvSocketKind::Unicast => self.unicast.try_io(|s| s.recv(buf)),
                 RecvSocketKind::Intercept => match &self.intercept {
                     Some(s) => s.try_io(|s| s.recv(buf)),
@@ -533,49 +442,62 @@ impl Daemon {
         }
     }
 
-    fn handle(&mut self, via: RecvSocketKind, now: Instant, r: pgm_core::net::router::Received) {
+    fn handle(&mut self, via: RecvSocketKind, now: Instant, r: Received) {
+        let shared = Arc::clone(&self.shared);
+        let mut s = shared.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.iface_by_index(r.ifindex).is_none() {
+            s.extra.unknown_interface += 1;
+            return;
+        }
+        if r.protocol == IPPROTO_IGMP {
+            if let Some(report) = igmp::parse_report(&self.buf[..r.len], r.ifindex) {
+                self.on_report(&mut s, now, &report);
+            }
+            return;
+        }
         let pgm_range = r.pgm_offset..r.len;
         let ty = Packet::new_checked(&self.buf[pgm_range.clone()])
             .map(|p| p.packet_type())
             .ok();
-        let label = ty.map_or("malformed", PacketType::label);
-        if self.iface_by_index(r.ifindex).is_none() {
-            return;
-        }
-        // The rules take the group's packets on every interface; the daemon takes those that
-        // came in where the group is routed from (as a membership there would have). The
-        // kernel would not forward the others either (wrong incoming interface). A packet of
-        // a group with members but no route yet (its first SPM, say) makes the route, as the
-        // kernel's upcall would.
-        if via == RecvSocketKind::Intercept {
-            if !self.intercepted.contains(&(r.destination, r.ifindex)) {
-                self.ensure_route(r.source, r.destination, r.ifindex);
-            }
-            if !self.intercepted.contains(&(r.destination, r.ifindex)) {
-                self.lock().extra.intercept_foreign += 1;
-                return;
-            }
-        }
         if via != RecvSocketKind::Unicast {
-            let tag = u8::from(via == RecvSocketKind::Intercept);
-            if self.dedup.is_duplicate(
-                now,
-                tag,
-                r.source,
-                r.destination,
-                &self.buf[pgm_range.clone()],
-            ) {
-                self.lock().extra.duplicates += 1;
-                return;
+            if let Some(d) = &mut self.dedup {
+                let tag = u8::from(via == RecvSocketKind::Intercept);
+                if d.is_duplicate(
+                    now,
+                    tag,
+                    r.source,
+                    r.destination,
+                    &self.buf[pgm_range.clone()],
+                ) {
+                    s.extra.duplicates += 1;
+                    return;
+                }
             }
         }
-        self.lock().count(r.ifindex, Dir::In, label, r.len);
+        s.count(
+            r.ifindex,
+            Dir::In,
+            ty.map_or("malformed", PacketType::label),
+            r.len,
+        );
         if r.destination.is_multicast() {
-            self.ensure_route(r.source, r.destination, r.ifindex);
+            // Keeps the route of a known source alive, or makes one for a new source.
+            s.ctl.handle_packet(now, r.source, r.destination, r.ifindex);
+            self.drain_actions(&mut s);
+            // A route's packets count only from its upstream interface: the kernel would
+            // not forward the others either.
+            if s.ctl
+                .route(r.source, r.destination)
+                .is_some_and(|(_, route)| route.iif != r.ifindex)
+            {
+                s.extra.intercept_foreign += 1;
+                return;
+            }
         }
         if ty == Some(PacketType::Odata) {
-            // ODATA with Router Alert: the kernel did not forward it, so we do.
-            self.forward_odata(&r);
+            // ODATA with Router Alert (mroute plane), or a new source's first ODATA (netdev
+            // plane, logged until its route is in the kernel): the daemon forwards it.
+            self.forward_odata(&mut s, &r);
             return;
         }
         let meta = NeRecvMeta {
@@ -584,62 +506,60 @@ impl Daemon {
             destination: IpAddr::V4(r.destination),
             ttl: r.ttl,
         };
-        let shared = Arc::clone(&self.shared);
-        let mut s = shared
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         s.engine.handle_packet(now, meta, &self.buf[pgm_range]);
     }
 
-    fn forward_odata(&mut self, r: &pgm_core::net::router::Received) {
+    fn on_report(&self, s: &mut Shared, now: Instant, report: &IgmpReport) {
+        if self.iface_by_index(report.ifindex).is_none() {
+            return;
+        }
+        // Our own address: our own report (a membership of the router host's).
+        if self.ifaces.iter().any(|i| i.addr == report.reporter) {
+            return;
+        }
+        tracing::debug!(ifindex = report.ifindex, reporter = %report.reporter, changes = ?report.changes, "IGMP");
+        s.ctl.handle_report(now, report);
+        self.drain_actions(s);
+    }
+
+    fn forward_odata(&self, s: &mut Shared, r: &Received) {
         if r.ttl <= 1 {
             return;
         }
-        let Some(route) = self.installed.get(&(r.source, r.destination)).cloned() else {
+        let Some((_, route)) = s.ctl.route(r.source, r.destination) else {
             return;
         };
-        if route.iif != r.ifindex {
-            return;
-        }
+        let oifs = route.oifs.clone();
         let pgm = &self.buf[r.pgm_offset..r.len];
-        let mut s = self
-            .shared
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for oif in route.oifs {
-            if let Some(tx) = self.senders.get(&oif) {
-                match tx.send(
-                    IpAddr::V4(r.source),
-                    IpAddr::V4(r.destination),
-                    r.ttl - 1,
-                    true,
-                    pgm,
-                ) {
-                    Ok(()) => {
-                        s.extra.odata_slow_path += 1;
-                        s.count(oif, Dir::Out, "odata", pgm.len() + 24);
-                    }
-                    Err(_) => s.extra.send_errors += 1,
+        for oif in oifs {
+            let Some(tx) = self.senders.get(&oif) else {
+                continue;
+            };
+            match tx.send(
+                IpAddr::V4(r.source),
+                IpAddr::V4(r.destination),
+                r.ttl - 1,
+                r.router_alert,
+                pgm,
+            ) {
+                Ok(()) => {
+                    s.extra.odata_slow_path += 1;
+                    let ip = if r.router_alert { 24 } else { 20 };
+                    s.count(oif, Dir::Out, "odata", pgm.len() + ip);
                 }
+                Err(_) => s.extra.send_errors += 1,
             }
         }
     }
 
     /// Handles what the mroute socket received.
     fn drain_mroute(&mut self, now: Instant) -> io::Result<()> {
-        let mut membership_changed = false;
         loop {
             let Some(m) = &self.mroute else { return Ok(()) };
             let buf = &mut self.buf;
-            let msg = match m.try_io(|s| s.recv(buf)) {
-                Ok(msg) => msg,
-                Err(e) => {
-                    if membership_changed {
-                        self.recompute();
-                    }
-                    return Err(e);
-                }
-            };
+            let msg = m.try_io(|s| s.recv(buf))?;
+            let shared = Arc::clone(&self.shared);
+            let mut s = shared.lock().unwrap_or_else(PoisonError::into_inner);
             match msg {
                 MrouteMsg::Upcall {
                     kind,
@@ -652,57 +572,19 @@ impl Daemon {
                         UpcallKind::WrongVif => "wrongvif",
                         UpcallKind::Other(_) => "other",
                     };
-                    *self.lock().extra.upcalls.entry(label).or_default() += 1;
-                    if kind == UpcallKind::NoCache {
-                        let Some(arrival) =
-                            self.ifaces.iter().find(|i| i.vif == vif).map(|i| i.index)
-                        else {
-                            continue;
-                        };
-                        tracing::debug!(%source, %group, vif, "NOCACHE upcall");
-                        if let Some(route) = self.table.resolve_full(source, group, Some(arrival)) {
-                            self.apply_route(source, group, route);
-                        }
-                    }
-                }
-                MrouteMsg::Igmp {
-                    ifindex,
-                    reporter,
-                    changes,
-                } => {
-                    if self.iface_by_index(ifindex).is_none() {
+                    *s.extra.upcalls.entry(label).or_default() += 1;
+                    if kind != UpcallKind::NoCache {
                         continue;
                     }
-                    // Our own address: our own report (a membership of the router host's).
-                    if self.ifaces.iter().any(|i| i.addr == reporter) {
+                    let Some(arrival) = self.ifaces.iter().find(|i| i.vif == vif).map(|i| i.index)
+                    else {
                         continue;
-                    }
-                    self.lock().extra.igmp_reports += 1;
-                    for c in changes {
-                        // Link-local groups (224.0.0.0/24) are never routed.
-                        if c.group.octets()[..3] == [224, 0, 0] {
-                            continue;
-                        }
-                        tracing::debug!(group = %c.group, ifindex, join = c.join, %reporter, "IGMP");
-                        let querying = self
-                            .pending_queries
-                            .iter()
-                            .any(|q| (q.1, q.2) == (ifindex, c.group));
-                        if !c.join && !querying && self.table.is_member(ifindex, c.group) {
-                            // A leave: ask whether members remain before the membership
-                            // lapses (LEAVE_GRACE), twice, a second apart (RFC 3376 §6.4.2,
-                            // Last Member Query Count 2). The host's repeats of its leave
-                            // do not restart the queries.
-                            self.group_query(ifindex, c.group);
-                            self.pending_queries.push((
-                                now + LAST_MEMBER_QUERY_IVL,
-                                ifindex,
-                                c.group,
-                            ));
-                        }
-                        membership_changed |= self.table.igmp(now, ifindex, c.group, c.join);
-                    }
+                    };
+                    tracing::debug!(%source, %group, vif, "NOCACHE upcall");
+                    s.ctl.handle_packet(now, source, group, arrival);
+                    self.drain_actions(&mut s);
                 }
+                MrouteMsg::Igmp(report) => self.on_report(&mut s, now, &report),
                 MrouteMsg::Other => {}
             }
         }
@@ -711,9 +593,7 @@ impl Daemon {
     /// Sends everything the engine queued.
     fn flush(&mut self, now: Instant) {
         let shared = Arc::clone(&self.shared);
-        let mut s = shared
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut s = shared.lock().unwrap_or_else(PoisonError::into_inner);
         while let Some(t) = s.engine.poll_transmit(now, &mut self.txbuf) {
             let Some(tx) = self.senders.get(&t.ifindex.0) else {
                 s.extra.send_errors += 1;
@@ -733,7 +613,8 @@ impl Daemon {
         }
     }
 
-    /// SIGHUP: re-reads the configuration and applies routes (and logs what needs a restart).
+    /// SIGHUP: re-reads the configuration: timers, limits, poll settings and static routes
+    /// apply at once; interface, mode and data plane changes are logged as needing a restart.
     fn reload(&mut self) {
         let config = match Config::from_file(&self.config_path) {
             Ok(c) => c,
@@ -756,32 +637,18 @@ impl Daemon {
         if names != old || r.mode != self.mode {
             tracing::warn!("reload: interface or mode changes take effect after a restart");
         }
-        let new_cfg = ne_config(r, &self.ifaces);
+        let shared = Arc::clone(&self.shared);
+        let mut s = shared.lock().unwrap_or_else(PoisonError::into_inner);
         // Timers, limits and poll settings apply at once; repair and path state are kept.
-        self.lock().engine.reconfigure(new_cfg);
-        self.table.statics = static_routes(r, &self.ifaces);
-        self.recompute();
-        if self.mode == RouterMode::Full {
-            let statics = self.table.statics.clone();
-            for s in statics {
-                if let Some(src) = s.source {
-                    if let Some(route) = self.table.resolve_full(src, s.group, None) {
-                        self.apply_route(src, s.group, route);
-                    }
-                }
-                self.intercept_group(s.group, s.upstream);
-            }
-        }
-        tracing::info!(routes = self.table.statics.len(), "configuration reloaded");
+        s.engine.reconfigure(ne_config(r, &self.ifaces));
+        s.ctl.reconfigure(ctl_config(r, &self.ifaces, self.kind));
+        self.drain_actions(&mut s);
+        tracing::info!(routes = r.static_routes.len(), "configuration reloaded");
     }
 
-    /// Removes the nftables table and gives up multicast routing.
+    /// Stops the data plane (its kernel state goes) and gives up multicast routing.
     fn shutdown(&mut self) {
-        if let Some(mut t) = self.nft.take() {
-            if let Err(e) = t.remove() {
-                tracing::warn!(error = %e, "cannot remove the nftables table");
-            }
-        }
+        self.worker.stop();
         if let Some(m) = &self.mroute {
             if let Err(e) = m.get_ref().done() {
                 tracing::warn!(error = %e, "MRT_DONE failed");
@@ -795,15 +662,20 @@ impl Daemon {
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sighup = signal(SignalKind::hangup())?;
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
         let changed = self.changed();
-        let mut last_query = now();
         let far = Duration::from_secs(3600);
+        let mut kernel_routes = self.kernel_routes.take();
         loop {
-            let deadline = self.lock().engine.poll_timeout();
+            let deadline = {
+                let s = self.lock();
+                [s.engine.poll_timeout(), s.ctl.poll_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .min()
+            };
             let sleep_to = deadline.unwrap_or_else(|| now() + far);
             tokio::select! {
-                g = self.ra.ready.readable() => {
+                g = readable(self.ra.as_ref()) => {
                     g?;
                     self.drain_logged(RecvSocketKind::RouterAlert);
                 }
@@ -823,24 +695,24 @@ impl Daemon {
                         }
                     }
                 }
+                r = changed_routes(kernel_routes.as_mut()) => {
+                    match r {
+                        Some(routes) => {
+                            let shared = Arc::clone(&self.shared);
+                            let mut s = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                            s.ctl.set_kernel_routes(routes);
+                            self.drain_actions(&mut s);
+                        }
+                        None => kernel_routes = None,
+                    }
+                }
                 () = tokio::time::sleep_until(sleep_to.into()) => {
                     let t = now();
-                    self.lock().engine.handle_timeout(t);
-                }
-                _ = tick.tick() => {
-                    let t = now();
-                    self.send_pending_queries(t);
-                    if self.table.expire(t) {
-                        self.recompute();
-                    }
-                    if self.mode == RouterMode::AssistOnly {
-                        self.refresh_kernel();
-                    }
-                    if t.saturating_duration_since(last_query) >= QUERY_INTERVAL {
-                        last_query = t;
-                        self.send_queries();
-                    }
-                    let _ = KERNEL_POLL;
+                    let shared = Arc::clone(&self.shared);
+                    let mut s = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                    s.engine.handle_timeout(t);
+                    s.ctl.handle_timeout(t);
+                    self.drain_actions(&mut s);
                 }
                 () = changed.notified() => {}
                 _ = sighup.recv() => self.reload(),
@@ -859,6 +731,33 @@ impl Daemon {
                 tracing::warn!(socket = ?via, error = %e, "receive failed");
             }
         }
+    }
+}
+
+fn to_ne_route(r: pgm_core::net::router::plane::PlaneRoute) -> NeRoute {
+    NeRoute {
+        upstream: IfIndex(r.iif),
+        downstream: r.oifs.into_iter().map(IfIndex).collect(),
+    }
+}
+
+fn set_engine_route(engine: &mut NetworkElement, key: RouteKey, route: Option<NeRoute>) {
+    let source = key.source.map(IpAddr::V4);
+    let group = IpAddr::V4(key.group);
+    match route {
+        Some(r) => engine.set_route(source, group, r),
+        None => engine.remove_route(source, group),
+    }
+}
+
+/// The next routes from the worker; `None` once it is gone (pending forever without one).
+async fn changed_routes(rx: Option<&mut watch::Receiver<KernelRoutes>>) -> Option<KernelRoutes> {
+    match rx {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(rx.borrow_and_update().clone()),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
     }
 }
 

@@ -1,12 +1,13 @@
 //! `pgm-routerd`: the PGM network-element daemon (RFC 3208 §7), PGM Router Assist for a Linux
 //! router.
 //!
-//! The kernel forwards ODATA along the multicast routing table (which the daemon owns in
-//! `full` mode, or reads beside smcroute/pimd in `assist-only` mode); the packets that need
-//! PGM processing (SPM, NCF, RDATA, POLL with Router Alert; the same without Router Alert
-//! through an nftables intercept; NAKs, NNAKs and POLRs unicast to the router) reach the
-//! sans-IO engine `pgm_core::proto::network_element`, whose transmits leave through raw
-//! `IP_HDRINCL` sockets. See `docs` in the admin module for `/metrics` and the JSON API.
+//! The kernel forwards ODATA, through one of two data planes ([`dataplane`]): nftables
+//! netdev ingress chains (`netdev`, any kernel with nf_tables) or the kernel's multicast
+//! routing (`mroute`, `CONFIG_IP_MROUTE`). The packets that need PGM processing (SPM, NCF,
+//! RDATA, POLL; NAKs, NNAKs and POLRs unicast to the router) reach the sans-IO engine
+//! `pgm_core::proto::network_element`, whose transmits leave through raw `IP_HDRINCL`
+//! sockets. Routes and memberships are decided by the sans-IO [`control`]ler. See the admin
+//! module for `/metrics` and the JSON API.
 //!
 //! ```text
 //! pgm-routerd --config /etc/pgm/router.toml
@@ -14,10 +15,11 @@
 //! ```
 
 mod admin;
+mod control;
 mod daemon;
+mod dataplane;
 mod dedup;
 mod metrics;
-mod routes;
 mod state;
 
 use std::path::PathBuf;
@@ -33,7 +35,17 @@ const SPEC: DaemonSpec = DaemonSpec {
     section: "router",
     has_section: |c| c.router.is_some(),
     interface_exists: pgm_core::net::iface::exists,
+    describe,
 };
+
+/// `--check-config`: the data plane this kernel would run, or why the configured one cannot.
+fn describe(config: &Config) -> Result<Vec<String>, String> {
+    let Some(r) = &config.router else {
+        return Ok(Vec::new());
+    };
+    let c = dataplane::choose(r)?;
+    Ok(vec![format!("data plane: {} ({})", c.kind.name(), c.why)])
+}
 
 fn main() -> ExitCode {
     pgm_config::daemon::main(&SPEC, run)

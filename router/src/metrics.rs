@@ -1,15 +1,23 @@
-//! Prometheus metrics (`/metrics`), filled at scrape time from the daemon's state so that the
-//! counters the engine keeps and the per-interface traffic are exported exactly as they are
-//! (and restart at zero after `POST /api/v1/clear/counters`, as after a daemon restart).
+//! Prometheus metrics (`/metrics`), read at scrape time: a collector copies the counters the
+//! engine, the controller, the daemon and the data plane keep (under the shared lock, for as
+//! long as copying numbers takes) and builds the metric families from the copy. Nothing is
+//! reset or counted twice, and no label takes a value from the network: interfaces, PGM
+//! types, drop reasons and table names are all fixed sets.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use pgm_core::proto::network_element::NeStats;
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{Encoder, Registry, TextEncoder};
 
-use crate::state::Shared;
+use crate::control::CtlStats;
+use crate::state::{Count, Dir, Extra, PlaneCounts, Shared};
 
 type StatFn = fn(&NeStats) -> u64;
-type DaemonFn = fn(&Shared) -> u64;
-type GaugeFn = fn(&Shared) -> i64;
+type ExtraFn = fn(&Extra) -> u64;
+type CtlFn = fn(&CtlStats) -> u64;
 
 /// Engine counters: name (after `pgm_router_`), help, accessor.
 const ENGINE_COUNTERS: &[(&str, &str, StatFn)] = &[
@@ -23,6 +31,16 @@ const ENGINE_COUNTERS: &[(&str, &str, StatFn)] = &[
         "spms_out_of_sequence_total",
         "SPMs dropped as out of sequence",
         |s| s.spms_out_of_sequence,
+    ),
+    (
+        "spms_no_route_total",
+        "SPMs dropped: no route for their (source, group), so no interface to accept them from",
+        |s| s.spms_no_route,
+    ),
+    (
+        "spms_wrong_interface_total",
+        "SPMs dropped: they came in on another interface than their route's upstream one",
+        |s| s.spms_wrong_interface,
     ),
     ("naks_received_total", "NAKs received", |s| s.naks_received),
     (
@@ -117,268 +135,435 @@ const ENGINE_COUNTERS: &[(&str, &str, StatFn)] = &[
     ),
 ];
 
-/// The registry and every metric.
-pub(crate) struct Metrics {
-    registry: Registry,
-    engine: Vec<(IntCounter, StatFn)>,
-    packets_in: IntCounterVec,
-    bytes_in: IntCounterVec,
-    packets_out: IntCounterVec,
-    bytes_out: IntCounterVec,
-    evictions: IntCounterVec,
-    malformed: IntCounterVec,
-    upcalls: IntCounterVec,
-    children: IntGaugeVec,
-    daemon: Vec<(IntCounter, DaemonFn)>,
-    gauges: Vec<(IntGauge, GaugeFn)>,
+/// Daemon counters: name, help, accessor.
+const DAEMON_COUNTERS: &[(&str, &str, ExtraFn)] = &[
+    (
+        "duplicates_suppressed_total",
+        "packets seen through both the Router Alert and the intercept socket, second copy dropped",
+        |e| e.duplicates,
+    ),
+    (
+        "odata_slow_path_total",
+        "ODATA forwarded in user space (carrying Router Alert, or a new source's first packets)",
+        |e| e.odata_slow_path,
+    ),
+    ("send_errors_total", "transmits the kernel refused", |e| {
+        e.send_errors
+    }),
+    (
+        "intercept_overruns_total",
+        "times the kernel reported intercepted packets lost (the daemon's log socket was full; one or more each)",
+        |e| e.intercept_overruns,
+    ),
+    (
+        "intercept_foreign_total",
+        "multicast packets of a route that came in on another interface than its upstream one, dropped",
+        |e| e.intercept_foreign,
+    ),
+    (
+        "undecodable_total",
+        "received datagrams that held no IPv4 packet to handle, dropped",
+        |e| e.undecodable,
+    ),
+    (
+        "unknown_interface_total",
+        "packets from interfaces the daemon does not serve, dropped",
+        |e| e.unknown_interface,
+    ),
+    (
+        "route_updates_total",
+        "route changes pushed to the engine and the data plane",
+        |e| e.route_updates,
+    ),
+];
+
+/// Controller counters: name, help, accessor.
+const CONTROL_COUNTERS: &[(&str, &str, CtlFn)] = &[
+    (
+        "routes_learned_total",
+        "(S,G) routes learned from a source's first packet",
+        |c| c.routes_learned,
+    ),
+    (
+        "routes_expired_total",
+        "learned routes dropped after route_idle without a packet",
+        |c| c.routes_expired,
+    ),
+    (
+        "igmp_reports_total",
+        "IGMP membership reports and leaves heard",
+        |c| c.igmp_reports,
+    ),
+    (
+        "memberships_refused_total",
+        "new IGMP memberships refused at limits.max_memberships",
+        |c| c.memberships_refused,
+    ),
+    (
+        "memberships_expired_total",
+        "IGMP memberships that lapsed",
+        |c| c.memberships_expired,
+    ),
+];
+
+/// The data plane's kernel counters shown as `dataplane_packets_total{event}`.
+const PLANE_EVENTS: &[&str] = &[
+    "forwarded",
+    "ttl_expired",
+    "rpf_drop",
+    "intercepted",
+    "learn",
+    "learn_limited",
+    "igmp",
+    "stopped",
+];
+
+/// Everything a scrape shows, copied under the lock.
+struct Snapshot {
+    ne: NeStats,
+    ctl: CtlStats,
+    extra: Extra,
+    gauges: Vec<(&'static str, &'static str, u64)>,
+    traffic: Vec<(String, Dir, &'static str, Count)>,
+    children: Vec<(String, u64)>,
+    upcalls: Vec<(&'static str, u64)>,
+    dataplane: &'static str,
+    plane: PlaneCounts,
 }
 
-fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(format!("pgm_router_{name}"), help).expect("valid metric");
-    registry
-        .register(Box::new(c.clone()))
-        .expect("unique metric");
-    c
-}
-
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(format!("pgm_router_{name}"), help), labels)
-        .expect("valid metric");
-    registry
-        .register(Box::new(c.clone()))
-        .expect("unique metric");
-    c
-}
-
-fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(format!("pgm_router_{name}"), help).expect("valid metric");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("unique metric");
-    g
-}
-
-fn to_i64(v: usize) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-impl Metrics {
-    pub(crate) fn new() -> Self {
-        let r = Registry::new();
-        let engine = ENGINE_COUNTERS
-            .iter()
-            .map(|&(n, h, f)| (counter(&r, n, h), f))
-            .collect();
-        let traffic = ["interface", "type"];
-        let daemon: Vec<(IntCounter, DaemonFn)> = vec![
-            (
-                counter(
-                    &r,
-                    "duplicates_suppressed_total",
-                    "packets seen through both the Router Alert and the intercept socket, second copy dropped",
-                ),
-                |s| s.extra.duplicates,
-            ),
-            (
-                counter(
-                    &r,
-                    "odata_slow_path_total",
-                    "ODATA carrying Router Alert, forwarded in user space",
-                ),
-                |s| s.extra.odata_slow_path,
-            ),
-            (
-                counter(&r, "send_errors_total", "transmits the kernel refused"),
-                |s| s.extra.send_errors,
-            ),
-            (
-                counter(
-                    &r,
-                    "intercept_overruns_total",
-                    "times the kernel reported intercepted packets lost (the daemon's log socket was full; one or more each)",
-                ),
-                |s| s.extra.intercept_overruns,
-            ),
-            (
-                counter(
-                    &r,
-                    "intercept_foreign_total",
-                    "intercepted packets that came in on an interface their group is not routed from, dropped",
-                ),
-                |s| s.extra.intercept_foreign,
-            ),
-            (
-                counter(
-                    &r,
-                    "undecodable_total",
-                    "received datagrams that held no IPv4 packet to handle, dropped",
-                ),
-                |s| s.extra.undecodable,
-            ),
-            (
-                counter(&r, "mfc_updates_total", "MFC entries installed or changed"),
-                |s| s.extra.mfc_updates,
-            ),
-            (
-                counter(
-                    &r,
-                    "igmp_reports_total",
-                    "IGMP membership reports and leaves heard",
-                ),
-                |s| s.extra.igmp_reports,
-            ),
-        ];
-        let gauges: Vec<(IntGauge, GaugeFn)> = vec![
-            (gauge(&r, "tsis", "TSIs with source path state"), |s| {
-                to_i64(s.engine.tsi_count())
-            }),
-            (
-                gauge(&r, "tsis_limit", "most TSIs kept (limits.max_tsis)"),
-                |s| to_i64(s.engine.config().max_tsis),
-            ),
-            (
-                gauge(&r, "repair_states", "repair states over all TSIs"),
-                |s| to_i64(s.engine.repair_state_count()),
-            ),
-            (
-                gauge(
-                    &r,
-                    "repair_states_limit",
-                    "most repair states kept (limits.max_repair_states)",
-                ),
-                |s| to_i64(s.engine.config().max_repair_states),
-            ),
-            (
-                gauge(&r, "routes", "(S,G) routes known to the network element"),
-                |s| to_i64(s.routes.len()),
-            ),
-            (
-                gauge(
-                    &r,
-                    "igmp_memberships",
-                    "(interface, group) memberships learned from IGMP",
-                ),
-                |s| to_i64(s.memberships.len()),
-            ),
-        ];
-        Self {
-            engine,
-            packets_in: counter_vec(
-                &r,
-                "received_packets_total",
-                "PGM packets received by the daemon (punted, intercepted or unicast to it), by interface and PGM type",
-                &traffic,
-            ),
-            bytes_in: counter_vec(
-                &r,
-                "received_bytes_total",
-                "bytes of PGM packets received (IP header included), by interface and PGM type",
-                &traffic,
-            ),
-            packets_out: counter_vec(
-                &r,
-                "sent_packets_total",
-                "PGM packets sent by the daemon, by interface and PGM type",
-                &traffic,
-            ),
-            bytes_out: counter_vec(
-                &r,
-                "sent_bytes_total",
-                "bytes of PGM packets sent (IP header included), by interface and PGM type",
-                &traffic,
-            ),
-            evictions: counter_vec(
-                &r,
-                "evictions_total",
-                "state evicted by a limit, by table (tsi, repair_state)",
-                &["table"],
-            ),
-            malformed: counter_vec(
-                &r,
-                "malformed_packets_total",
-                "malformed packets dropped, by reason",
-                &["reason"],
-            ),
-            upcalls: counter_vec(
-                &r,
-                "mroute_upcalls_total",
-                "kernel multicast routing upcalls, by kind",
-                &["kind"],
-            ),
-            children: {
-                let g = IntGaugeVec::new(
-                    Opts::new("pgm_router_children", "PGM children (receivers, DLRs) counted by the last completed general poll, by TSI and interface"),
-                    &["tsi", "interface"],
-                )
-                .expect("valid metric");
-                r.register(Box::new(g.clone())).expect("unique metric");
-                g
-            },
-            daemon,
-            gauges,
-            registry: r,
-        }
-    }
-
-    /// Updates every metric from `s` and renders the text exposition format.
-    pub(crate) fn render(&self, s: &Shared) -> String {
-        let st = s.engine.stats();
-        for (c, f) in &self.engine {
-            c.reset();
-            c.inc_by(f(st));
-        }
-        for (c, f) in &self.daemon {
-            c.reset();
-            c.inc_by(f(s));
-        }
-        for (g, f) in &self.gauges {
-            g.set(f(s));
-        }
-        for v in [
-            &self.packets_in,
-            &self.bytes_in,
-            &self.packets_out,
-            &self.bytes_out,
-        ] {
-            v.reset();
-        }
-        for ((ifindex, dir, ty), c) in &s.traffic {
-            let name = s.name_of(*ifindex);
-            let (p, b) = if *dir == crate::state::Dir::In {
-                (&self.packets_in, &self.bytes_in)
-            } else {
-                (&self.packets_out, &self.bytes_out)
-            };
-            p.with_label_values(&[name.as_str(), ty]).inc_by(c.packets);
-            b.with_label_values(&[name.as_str(), ty]).inc_by(c.bytes);
-        }
-        self.evictions.reset();
-        self.evictions
-            .with_label_values(&["tsi"])
-            .inc_by(st.tsis_evicted);
-        self.evictions
-            .with_label_values(&["repair_state"])
-            .inc_by(st.repair_states_evicted);
-        self.malformed.reset();
-        for (reason, n) in st.malformed.iter() {
-            self.malformed.with_label_values(&[reason]).inc_by(n);
-        }
-        self.upcalls.reset();
-        for (kind, n) in &s.extra.upcalls {
-            self.upcalls.with_label_values(&[kind]).inc_by(*n);
-        }
-        self.children.reset();
+impl Snapshot {
+    fn take(s: &Shared) -> Self {
+        let (max_routes, max_memberships) = s.ctl.limits();
+        let mut children = std::collections::BTreeMap::<String, u64>::new();
         for tsi in s.engine.tsi_list() {
             if let Some(snap) = s.engine.tsi_snapshot(&tsi) {
                 for (ifx, n) in snap.children {
-                    self.children
-                        .with_label_values(&[tsi.to_string().as_str(), s.name_of(ifx.0).as_str()])
-                        .set(i64::from(n));
+                    *children.entry(s.name_of(ifx.0)).or_default() += u64::from(n);
                 }
             }
         }
+        let u = |n: usize| n as u64;
+        Self {
+            ne: s.engine.stats().clone(),
+            ctl: s.ctl.stats().clone(),
+            extra: s.extra.clone(),
+            gauges: vec![
+                (
+                    "tsis",
+                    "TSIs with source path state",
+                    u(s.engine.tsi_count()),
+                ),
+                (
+                    "tsis_limit",
+                    "most TSIs kept (limits.max_tsis)",
+                    u(s.engine.config().max_tsis),
+                ),
+                (
+                    "repair_states",
+                    "repair states over all TSIs",
+                    u(s.engine.repair_state_count()),
+                ),
+                (
+                    "repair_states_limit",
+                    "most repair states kept (limits.max_repair_states)",
+                    u(s.engine.config().max_repair_states),
+                ),
+                (
+                    "routes",
+                    "routes in force: static, learned and (assist-only) the kernel's",
+                    u(s.ctl.route_count()),
+                ),
+                (
+                    "learned_routes",
+                    "(S,G) routes learned from a source's first packet",
+                    u(s.ctl.learned_count()),
+                ),
+                (
+                    "learned_routes_limit",
+                    "most learned routes kept (limits.max_routes)",
+                    u(max_routes),
+                ),
+                (
+                    "igmp_memberships",
+                    "(interface, group) memberships learned from IGMP",
+                    u(s.ctl.membership_count()),
+                ),
+                (
+                    "igmp_memberships_limit",
+                    "most IGMP memberships kept (limits.max_memberships)",
+                    u(max_memberships),
+                ),
+                (
+                    "dataplane_kernel_routes",
+                    "routes the data plane holds in the kernel",
+                    s.plane.kernel_routes.load(Ordering::Relaxed),
+                ),
+            ],
+            traffic: s
+                .traffic
+                .iter()
+                .map(|(&(i, d, t), &c)| (s.name_of(i), d, t, c))
+                .collect(),
+            children: children.into_iter().collect(),
+            upcalls: s.extra.upcalls.iter().map(|(&k, &v)| (k, v)).collect(),
+            dataplane: s.dataplane.0,
+            plane: s.plane_counts(),
+        }
+    }
+}
+
+/// Builds one family.
+struct Family(MetricFamily);
+
+impl Family {
+    fn new(name: &str, help: &str, ty: MetricType) -> Self {
+        let mut mf = MetricFamily::default();
+        mf.set_name(format!("pgm_router_{name}"));
+        mf.set_help(help.to_owned());
+        mf.set_field_type(ty);
+        Self(mf)
+    }
+
+    fn add(&mut self, labels: &[(&str, &str)], value: u64) {
+        let labels = labels
+            .iter()
+            .map(|&(n, v)| {
+                let mut l = LabelPair::default();
+                l.set_name(n.to_owned());
+                l.set_value(v.to_owned());
+                l
+            })
+            .collect();
+        let mut m = Metric::from_label(labels);
+        if self.0.get_field_type() == MetricType::COUNTER {
+            let mut c = Counter::default();
+            c.set_value(value as f64);
+            m.set_counter(c);
+        } else {
+            let mut g = Gauge::default();
+            g.set_value(value as f64);
+            m.set_gauge(g);
+        }
+        self.0.mut_metric().push(m);
+    }
+
+    fn with(mut self, labels: &[(&str, &str)], value: u64) -> Self {
+        self.add(labels, value);
+        self
+    }
+}
+
+fn counter(name: &str, help: &str, value: u64) -> MetricFamily {
+    Family::new(name, help, MetricType::COUNTER)
+        .with(&[], value)
+        .0
+}
+
+fn gauge(name: &str, help: &str, value: u64) -> MetricFamily {
+    Family::new(name, help, MetricType::GAUGE)
+        .with(&[], value)
+        .0
+}
+
+/// Every family of a snapshot.
+fn families(s: &Snapshot) -> Vec<MetricFamily> {
+    let mut out = Vec::new();
+    for &(n, h, f) in ENGINE_COUNTERS {
+        out.push(counter(n, h, f(&s.ne)));
+    }
+    for &(n, h, f) in DAEMON_COUNTERS {
+        out.push(counter(n, h, f(&s.extra)));
+    }
+    for &(n, h, f) in CONTROL_COUNTERS {
+        out.push(counter(n, h, f(&s.ctl)));
+    }
+    for &(n, h, v) in &s.gauges {
+        out.push(gauge(n, h, v));
+    }
+    let traffic = [
+        (
+            "received_packets_total",
+            "PGM packets received by the daemon (punted, intercepted or unicast to it), by interface and PGM type",
+            Dir::In,
+            true,
+        ),
+        (
+            "received_bytes_total",
+            "bytes of PGM packets received (IP header included), by interface and PGM type",
+            Dir::In,
+            false,
+        ),
+        (
+            "sent_packets_total",
+            "PGM packets sent by the daemon, by interface and PGM type",
+            Dir::Out,
+            true,
+        ),
+        (
+            "sent_bytes_total",
+            "bytes of PGM packets sent (IP header included), by interface and PGM type",
+            Dir::Out,
+            false,
+        ),
+    ];
+    for (name, help, dir, packets) in traffic {
+        let mut f = Family::new(name, help, MetricType::COUNTER);
+        for (iface, d, ty, c) in &s.traffic {
+            if *d == dir {
+                let v = if packets { c.packets } else { c.bytes };
+                f.add(&[("interface", iface), ("type", ty)], v);
+            }
+        }
+        out.push(f.0);
+    }
+    out.push(
+        Family::new(
+            "evictions_total",
+            "state evicted by a limit, by table (tsi, repair_state, route)",
+            MetricType::COUNTER,
+        )
+        .with(&[("table", "tsi")], s.ne.tsis_evicted)
+        .with(&[("table", "repair_state")], s.ne.repair_states_evicted)
+        .with(&[("table", "route")], s.ctl.routes_evicted)
+        .0,
+    );
+    let mut f = Family::new(
+        "malformed_packets_total",
+        "malformed packets dropped, by reason",
+        MetricType::COUNTER,
+    );
+    for (reason, n) in s.ne.malformed.iter() {
+        f.add(&[("reason", reason)], n);
+    }
+    out.push(f.0);
+    let mut f = Family::new(
+        "mroute_upcalls_total",
+        "kernel multicast routing upcalls, by kind",
+        MetricType::COUNTER,
+    );
+    for (kind, n) in &s.upcalls {
+        f.add(&[("kind", kind)], *n);
+    }
+    out.push(f.0);
+    let mut f = Family::new(
+        "children",
+        "PGM children (receivers, DLRs) counted by the last completed general polls, summed over TSIs, by interface",
+        MetricType::GAUGE,
+    );
+    for (iface, n) in &s.children {
+        f.add(&[("interface", iface)], *n);
+    }
+    out.push(f.0);
+    out.push(
+        Family::new(
+            "dataplane_info",
+            "the data plane that forwards ODATA (netdev or mroute): always 1",
+            MetricType::GAUGE,
+        )
+        .with(&[("dataplane", s.dataplane)], 1)
+        .0,
+    );
+    let mut f = Family::new(
+        "dataplane_packets_total",
+        "packets counted by the data plane's kernel rules, by event (forwarded: ODATA forwarded by the kernel; ttl_expired; rpf_drop: came in on another interface than the route's; intercepted: handed to the daemon; learn: a new source's ODATA handed to the daemon; learn_limited: dropped over limits.learn_rate; igmp; stopped: kernel forwarding stopped by the mroute plane's intercept)",
+        MetricType::COUNTER,
+    );
+    for ev in PLANE_EVENTS {
+        if let Some(&v) = s.plane.get(ev) {
+            f.add(&[("event", ev)], v);
+        }
+    }
+    out.push(f.0);
+    out.push(counter(
+        "dataplane_transactions_total",
+        "kernel transactions the data plane applied",
+        s.plane.get("transactions").copied().unwrap_or(0),
+    ));
+    out.push(counter(
+        "dataplane_errors_total",
+        "kernel transactions refused (each followed by a full resynchronisation)",
+        s.plane.get("errors").copied().unwrap_or(0),
+    ));
+    out
+}
+
+/// The label names of a family.
+fn labels_of(name: &str) -> &'static [&'static str] {
+    match name.trim_start_matches("pgm_router_") {
+        "received_packets_total"
+        | "received_bytes_total"
+        | "sent_packets_total"
+        | "sent_bytes_total" => &["interface", "type"],
+        "evictions_total" => &["table"],
+        "malformed_packets_total" => &["reason"],
+        "mroute_upcalls_total" => &["kind"],
+        "children" => &["interface"],
+        "dataplane_info" => &["dataplane"],
+        "dataplane_packets_total" => &["event"],
+        _ => &[],
+    }
+}
+
+/// The collector: reads the shared state when scraped.
+struct RouterCollector {
+    shared: Arc<Mutex<Shared>>,
+    descs: Vec<Desc>,
+}
+
+impl Collector for RouterCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let snap = {
+            let s = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+            Snapshot::take(&s)
+        };
+        families(&snap)
+    }
+}
+
+/// The registry with the router's collector.
+pub(crate) struct Metrics {
+    registry: Registry,
+}
+
+impl Metrics {
+    pub(crate) fn new(shared: Arc<Mutex<Shared>>) -> Self {
+        // The descriptors: one per family, from the families of the current state.
+        let descs = {
+            let s = shared.lock().unwrap_or_else(PoisonError::into_inner);
+            families(&Snapshot::take(&s))
+                .iter()
+                .filter_map(|f| {
+                    let labels = labels_of(f.name())
+                        .iter()
+                        .map(|l| (*l).to_owned())
+                        .collect();
+                    Desc::new(
+                        f.name().to_owned(),
+                        f.help().to_owned(),
+                        labels,
+                        Default::default(),
+                    )
+                    .ok()
+                })
+                .collect()
+        };
+        let registry = Registry::new();
+        // A failure here is a programming error in the names above (duplicates), not
+        // something the network or the configuration can cause.
+        registry
+            .register(Box::new(RouterCollector { shared, descs }))
+            .expect("the router's metric names are unique and valid");
+        Self { registry }
+    }
+
+    /// The text exposition format.
+    pub(crate) fn render(&self) -> String {
         let mut out = Vec::new();
-        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
 }

@@ -1,13 +1,16 @@
-//! What the driver and the admin API share: the engine and the daemon's own counters.
+//! What the driver and the admin API share: the engine, the controller and the daemon's own
+//! counters, behind one lock that the driver takes once per packet.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use pgm_core::proto::network_element::{NetworkElement, RepairPhase};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::routes::Route;
+use crate::control::Controller;
+use crate::dataplane::PlaneStats;
 
 /// Direction of traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -23,7 +26,7 @@ pub(crate) struct Count {
     pub(crate) bytes: u64,
 }
 
-/// Counters of the daemon itself (the engine keeps its own).
+/// Counters of the daemon itself (the engine and the controller keep their own).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Extra {
     pub(crate) duplicates: u64,
@@ -31,12 +34,14 @@ pub(crate) struct Extra {
     pub(crate) send_errors: u64,
     /// Times the kernel reported log messages of the intercept lost (its socket was full).
     pub(crate) intercept_overruns: u64,
-    /// Intercepted packets that came in on an interface their group is not routed from.
+    /// Multicast packets of a route that came in on another interface than the route's
+    /// upstream one (dropped: the kernel would not forward them either).
     pub(crate) intercept_foreign: u64,
     /// Received datagrams that held no IPv4 packet to handle (dropped).
     pub(crate) undecodable: u64,
-    pub(crate) mfc_updates: u64,
-    pub(crate) igmp_reports: u64,
+    /// Packets from interfaces the daemon does not serve (dropped).
+    pub(crate) unknown_interface: u64,
+    pub(crate) route_updates: u64,
     pub(crate) upcalls: BTreeMap<&'static str, u64>,
 }
 
@@ -44,15 +49,23 @@ pub(crate) struct Extra {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) engine: NetworkElement,
+    pub(crate) ctl: Controller,
     /// (ifindex, direction, PGM type label) -> count.
     pub(crate) traffic: BTreeMap<(u32, Dir, &'static str), Count>,
     pub(crate) names: HashMap<u32, String>,
     pub(crate) extra: Extra,
-    pub(crate) routes: BTreeMap<(Ipv4Addr, Ipv4Addr), Route>,
-    pub(crate) memberships: Vec<(u32, Ipv4Addr)>,
     pub(crate) mode: &'static str,
     pub(crate) intercept: &'static str,
+    /// The data plane's name and why it was chosen.
+    pub(crate) dataplane: (&'static str, String),
+    pub(crate) plane: Arc<PlaneStats>,
+    /// The plane's counters when they were last cleared (they cannot be zeroed in the
+    /// kernel without a transaction).
+    pub(crate) plane_base: PlaneCounts,
 }
+
+/// The data plane's kernel counters, by name (see `pgm_core::net::router::netdev::COUNTERS`).
+pub(crate) type PlaneCounts = BTreeMap<&'static str, u64>;
 
 impl Shared {
     pub(crate) fn name_of(&self, ifindex: u32) -> String {
@@ -68,11 +81,49 @@ impl Shared {
         c.bytes += bytes as u64;
     }
 
-    /// Zeroes every counter (engine and daemon).
+    /// Zeroes every counter (engine, controller, daemon, and the plane's as shown).
     pub(crate) fn clear_counters(&mut self) {
         self.engine.clear_stats();
+        self.ctl.clear_stats();
         self.traffic.clear();
         self.extra = Extra::default();
+        self.plane_base = self.plane_raw();
+    }
+
+    /// The data plane's kernel counters as the kernel has them.
+    fn plane_raw(&self) -> PlaneCounts {
+        let mut c = PlaneCounts::new();
+        if let Some(n) = self.plane.netdev_counters() {
+            for (name, v) in [
+                ("forwarded", n.forwarded),
+                ("ttl_expired", n.ttl_expired),
+                ("rpf_drop", n.rpf_drop),
+                ("intercepted", n.intercepted),
+                ("learn", n.learn),
+                ("learn_limited", n.learn_limited),
+                ("igmp", n.igmp),
+            ] {
+                c.insert(name, v);
+            }
+        }
+        if self.dataplane.0 == "mroute" {
+            c.insert("stopped", self.plane.stopped.load(Ordering::Relaxed));
+        }
+        c.insert(
+            "transactions",
+            self.plane.transactions.load(Ordering::Relaxed),
+        );
+        c.insert("errors", self.plane.errors.load(Ordering::Relaxed));
+        c
+    }
+
+    /// The data plane's counters since the last clear.
+    pub(crate) fn plane_counts(&self) -> PlaneCounts {
+        let mut c = self.plane_raw();
+        for (k, v) in &mut c {
+            *v = v.saturating_sub(self.plane_base.get(k).copied().unwrap_or(0));
+        }
+        c
     }
 
     /// `GET /api/v1/state`: per TSI, the upstream neighbour and interface and the repair
@@ -116,25 +167,29 @@ impl Shared {
             })
             .collect();
         let routes: Vec<Value> = self
-            .routes
+            .ctl
+            .routes()
             .iter()
-            .map(|((s, g), r)| {
+            .map(|(k, r)| {
                 json!({
-                    "source": s.to_string(),
-                    "group": g.to_string(),
+                    "source": k.source.map_or_else(|| "*".to_owned(), |s| s.to_string()),
+                    "group": k.group.to_string(),
                     "upstream_interface": self.name_of(r.iif),
                     "downstream_interfaces": r.oifs.iter().map(|i| self.name_of(*i)).collect::<Vec<_>>(),
                 })
             })
             .collect();
         let members: Vec<Value> = self
-            .memberships
+            .ctl
+            .memberships()
             .iter()
             .map(|(i, g)| json!({"interface": self.name_of(*i), "group": g.to_string()}))
             .collect();
         json!({
             "mode": self.mode,
             "intercept": self.intercept,
+            "dataplane": self.dataplane.0,
+            "dataplane_reason": self.dataplane.1,
             "tsi_count": self.engine.tsi_count(),
             "repair_state_count": self.engine.repair_state_count(),
             "tsis": tsis,
@@ -162,13 +217,25 @@ impl Shared {
                 .insert(ty, *c);
         }
         let s = self.engine.stats();
+        let c = self.ctl.stats();
         let malformed: BTreeMap<&str, u64> = s.malformed.iter().collect();
         json!({
             "interfaces": ifaces,
+            "dataplane": self.plane_counts(),
+            "routing": {
+                "routes_learned": c.routes_learned,
+                "routes_evicted": c.routes_evicted,
+                "routes_expired": c.routes_expired,
+                "igmp_reports": c.igmp_reports,
+                "memberships_refused": c.memberships_refused,
+                "memberships_expired": c.memberships_expired,
+            },
             "engine": {
                 "spms_received": s.spms_received,
                 "spms_forwarded": s.spms_forwarded,
                 "spms_out_of_sequence": s.spms_out_of_sequence,
+                "spms_no_route": s.spms_no_route,
+                "spms_wrong_interface": s.spms_wrong_interface,
                 "naks_received": s.naks_received,
                 "naks_forwarded": s.naks_forwarded,
                 "naks_repeated": s.naks_repeated,
@@ -200,8 +267,8 @@ impl Shared {
                 "intercept_overruns": self.extra.intercept_overruns,
                 "intercept_foreign": self.extra.intercept_foreign,
                 "undecodable": self.extra.undecodable,
-                "mfc_updates": self.extra.mfc_updates,
-                "igmp_reports": self.extra.igmp_reports,
+                "unknown_interface": self.extra.unknown_interface,
+                "route_updates": self.extra.route_updates,
                 "mroute_upcalls": self.extra.upcalls,
             },
         })

@@ -61,6 +61,48 @@ pub fn mtu(name: &str) -> io::Result<u32> {
     u32::try_from(mtu).map_err(|_| io::Error::other(format!("negative MTU on {name}")))
 }
 
+/// `ARPHRD_ETHER`: an Ethernet-like interface (veth, NICs, bridges, VLANs, macvlan, vxlan).
+pub const ARPHRD_ETHER: u16 = 1;
+
+/// The link-layer type (`ARPHRD_*`) and address of interface `name` (`SIOCGIFHWADDR`); the
+/// address is the first 6 bytes (an Ethernet MAC address for [`ARPHRD_ETHER`]).
+#[allow(unsafe_code)]
+pub fn hardware_address(name: &str) -> io::Result<(u16, [u8; 6])> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name:?} is not an interface name"),
+        ));
+    }
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+    // SAFETY: `ifreq` is a plain C struct (a name and a union of integers and addresses)
+    // for which all-zero bytes are valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, &b) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR reads the NUL-terminated name (the array is zeroed past it) and
+    // writes a `sockaddr` into the union of `req`, which lives across the call.
+    let r = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SIOCGIFHWADDR as _,
+            &mut req,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: after a successful SIOCGIFHWADDR the union holds `ifru_hwaddr`.
+    let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
+    let mut mac = [0u8; 6];
+    for (dst, &b) in mac.iter_mut().zip(sa.sa_data.iter()) {
+        *dst = b as u8;
+    }
+    Ok((sa.sa_family, mac))
+}
+
 /// Every IPv4 address of every interface, in the kernel's order.
 pub fn interfaces() -> io::Result<Vec<Interface>> {
     let mut out = Vec::new();

@@ -130,6 +130,17 @@ pub struct NeRecvMeta {
     pub ttl: u8,
 }
 
+/// A route of the distribution tree: where a (source, group)'s packets come in, and the
+/// interfaces they leave by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeRoute {
+    /// The interface towards the source: the only one SPMs, NCFs and RDATA of the route are
+    /// accepted from.
+    pub upstream: IfIndex,
+    /// The interfaces the tree leaves by (never `upstream`).
+    pub downstream: Vec<IfIndex>,
+}
+
 /// A packet the engine asks the driver to send, built whole: the driver writes the IP
 /// header (with these addresses, TTL and Router Alert) and sends it out of `ifindex`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,8 +172,12 @@ pub struct NeStats {
     pub spms_forwarded: u64,
     /// SPMs dropped as out of sequence.
     pub spms_out_of_sequence: u64,
-    /// SPMs not forwarded because no route was known for their (source, group).
+    /// SPMs dropped because no route was known for their (source, group): without one, the
+    /// interface they may come in on is unknown, so they set no path state.
     pub spms_no_route: u64,
+    /// SPMs dropped because they came in on another interface than their route's upstream
+    /// interface (a host below cannot take over a session's path).
+    pub spms_wrong_interface: u64,
     /// NAKs received.
     pub naks_received: u64,
     /// NAKs forwarded upstream (first transmissions).
@@ -439,8 +454,8 @@ pub struct NetworkElement {
     clock: Clock,
     hasher: KeyedHasher,
     tsis: HashMap<Tsi, TsiState, KeyedHasher>,
-    /// (source, group) -> outgoing interfaces.
-    routes: HashMap<(IpAddr, IpAddr), Vec<IfIndex>>,
+    /// (source or any source, group) -> route.
+    routes: HashMap<(Option<IpAddr>, IpAddr), NeRoute>,
     /// Every TSI's repair states.
     repairs: Slab<RepairSlot>,
     /// Repair-state wake-ups by slot, one FIFO per interval. An entry is only a wake-up: the
@@ -508,15 +523,23 @@ impl NetworkElement {
         self.enforce_bounds();
     }
 
-    /// Sets the outgoing interfaces of the distribution tree for (source, group), as the
-    /// multicast routing table has them (the driver keeps this current).
-    pub fn set_route(&mut self, source: IpAddr, group: IpAddr, oifs: &[IfIndex]) {
-        self.routes.insert((source, group), oifs.to_vec());
+    /// Sets the route of (`source`, `group`), or of every source of `group` without a route
+    /// of its own if `source` is `None`, as the multicast routing table has it (the driver
+    /// keeps this current). Path state is accepted only from the route's upstream interface.
+    pub fn set_route(&mut self, source: Option<IpAddr>, group: IpAddr, route: NeRoute) {
+        self.routes.insert((source, group), route);
     }
 
-    /// Forgets the route of (source, group).
-    pub fn remove_route(&mut self, source: IpAddr, group: IpAddr) {
+    /// Forgets the route of (`source`, `group`).
+    pub fn remove_route(&mut self, source: Option<IpAddr>, group: IpAddr) {
         self.routes.remove(&(source, group));
+    }
+
+    /// The route of (`source`, `group`): its own, else its group's.
+    fn route(&self, source: IpAddr, group: IpAddr) -> Option<&NeRoute> {
+        self.routes
+            .get(&(Some(source), group))
+            .or_else(|| self.routes.get(&(None, group)))
     }
 
     /// TSIs with source path state.
@@ -687,6 +710,20 @@ impl NetworkElement {
         let (sqn, path) = (spm.sqn(), spm.path());
         let source = meta.source;
         let group = meta.destination;
+        let Some(oifs) = self.route(source, group).map(|r| {
+            if r.upstream == meta.ifindex {
+                Ok(r.downstream.clone())
+            } else {
+                Err(())
+            }
+        }) else {
+            self.stats.spms_no_route += 1;
+            return;
+        };
+        let Ok(oifs) = oifs else {
+            self.stats.spms_wrong_interface += 1;
+            return;
+        };
         if let Some(t) = self.tsis.get(&tsi) {
             //= https://www.rfc-editor.org/rfc/rfc3208#section-7.1
             //# Upon receipt of an in-sequence SPM, a network element records the
@@ -729,10 +766,6 @@ impl NetworkElement {
             return;
         }
         let Some(copy) = self.apply_opx(bytes) else {
-            return;
-        };
-        let Some(oifs) = self.routes.get(&(source, group)).cloned() else {
-            self.stats.spms_no_route += 1;
             return;
         };
         for oif in oifs {
@@ -1405,8 +1438,9 @@ impl NetworkElement {
         };
         let oifs = self
             .routes
-            .get(&(t.source, t.group))
-            .cloned()
+            .get(&(Some(t.source), t.group))
+            .or_else(|| self.routes.get(&(None, t.group)))
+            .map(|r| r.downstream.clone())
             .unwrap_or_default();
         for (i, c) in t.children.iter_mut().enumerate() {
             *c = if t.poll_sqn == Sqn(0) && t.poll_replies[i] == 0 {
@@ -1752,7 +1786,14 @@ mod tests {
         cfg.poll_ivl = None;
         f(&mut cfg);
         let mut ne = NetworkElement::new(cfg);
-        ne.set_route(SRC, GROUP, &[IF_A]);
+        ne.set_route(
+            Some(SRC),
+            GROUP,
+            NeRoute {
+                upstream: IF_UP,
+                downstream: vec![IF_A],
+            },
+        );
         for &g in gsis {
             ne.handle_packet(now, from_upstream(), &spm(g));
         }

@@ -36,7 +36,7 @@
 //!   membership-based intercept socket the daemon used before its tap
 //!   (`pgm_core::net::router::RecvSocket::open`, kind `Intercept`) joined to the group on
 //!   `to-src`, and no daemon; `knft` is smcroute plus the daemon's nftables table
-//!   (`NftTable`, the group in its set), and no daemon.
+//!   (`InterceptTable`, the group in its set), and no daemon.
 //!
 //! Senders (`--senders`), in-process threads inside the namespaces, `sendmmsg` in batches of
 //! 64, no rate cap, multicast TTL 16:
@@ -101,7 +101,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use pgm_core::net::iface;
-use pgm_core::net::router::{NftTable, RecvSocket, RecvSocketKind};
+use pgm_core::net::router::{InterceptTable, RecvSocket, RecvSocketKind};
 use pgm_core::wire::{Body, DataRepr, Gsi, NakRepr, Nla, OptionList, Repr, SpmRepr, Sqn, Tsi};
 use pgm_netns_tests::bins::target_dir;
 use pgm_netns_tests::daemon::{Daemon, RouterConfig};
@@ -1026,7 +1026,7 @@ enum Extra {
     /// The daemon's intercept socket (`RecvSocketKind::Intercept`), joined on `to-src`.
     Join(#[expect(dead_code, reason = "held so that the membership lasts")] RecvSocket),
     /// The daemon's nftables table, with the group in its set.
-    Nft(NftTable),
+    Nft(InterceptTable),
 }
 
 /// One router configuration's lab, kept for the whole run.
@@ -1055,9 +1055,9 @@ fn setup_bench(mode: Mode, bins: &Bins) -> Result<Bench> {
             s.join(group, idx)?;
             Ok(s)
         })??),
-        Mode::KernelNft => Extra::Nft(t.r1.run(move || -> Result<NftTable> {
-            let n = NftTable::install(BENCH_NFT_TABLE, 113)?;
-            n.add_group(group)?;
+        Mode::KernelNft => Extra::Nft(t.r1.run(move || -> Result<InterceptTable> {
+            let mut n = InterceptTable::install(BENCH_NFT_TABLE, 113, false)?;
+            n.update(&[group], &[])?;
             Ok(n)
         })??),
         _ => Extra::None,

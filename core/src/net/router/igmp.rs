@@ -113,11 +113,21 @@ pub(crate) fn prepare_sender(sock: &Socket) -> io::Result<()> {
     )
 }
 
-/// Sends an IGMPv3 general query (max response 10 s) out of the interface with address
-/// `iface_addr`, so hosts already members report.
-pub(crate) fn send_general_query(sock: &Socket, iface_addr: Ipv4Addr) -> io::Result<()> {
+/// The Max Resp Code of general queries: 10 s (RFC 3376's default Query Response Interval).
+pub const QUERY_RESPONSE: u8 = 100;
+/// The Max Resp Code of the start-up queries: 1 s, so that a restarted router learns the
+/// memberships again at once.
+pub const STARTUP_QUERY_RESPONSE: u8 = 10;
+
+/// Sends an IGMPv3 general query out of the interface with address `iface_addr`, so hosts
+/// already members report within `max_resp` tenths of a second.
+pub(crate) fn send_general_query(
+    sock: &Socket,
+    iface_addr: Ipv4Addr,
+    max_resp: u8,
+) -> io::Result<()> {
     sock.set_multicast_if_v4(&iface_addr)?;
-    let mut q = [0x11, 100, 0, 0, 0, 0, 0, 0, 0x02, 125, 0, 0];
+    let mut q = [0x11, max_resp, 0, 0, 0, 0, 0, 0, 0x02, 125, 0, 0];
     let c = crate::wire::checksum(&q);
     q[2..4].copy_from_slice(&c.to_be_bytes());
     let dst = SockAddr::from(SocketAddrV4::new(ALL_SYSTEMS, 0));
@@ -164,9 +174,10 @@ impl IgmpQuerier {
         Ok(Self { sock })
     }
 
-    /// Sends an IGMPv3 general query out of the interface with address `iface_addr`.
-    pub fn send_general_query(&self, iface_addr: Ipv4Addr) -> io::Result<()> {
-        send_general_query(&self.sock, iface_addr)
+    /// Sends an IGMPv3 general query out of the interface with address `iface_addr`
+    /// (answers within `max_resp` tenths of a second).
+    pub fn send_general_query(&self, iface_addr: Ipv4Addr, max_resp: u8) -> io::Result<()> {
+        send_general_query(&self.sock, iface_addr, max_resp)
     }
 
     /// Sends an IGMPv3 group-specific query for `group` out of the interface with address

@@ -20,6 +20,7 @@
 pub mod igmp;
 pub mod intercept;
 pub mod mroute;
+pub mod mroute_plane;
 pub mod netdev;
 mod netlink;
 pub mod nflog;
@@ -27,6 +28,7 @@ pub mod nftables;
 pub mod plane;
 pub mod procfs;
 pub mod sockets;
+pub mod support;
 mod sys;
 
 pub use igmp::{IgmpChange, IgmpQuerier, IgmpReport};

@@ -143,9 +143,10 @@ impl MrouteSocket {
             .join_multicast_v4_n(&IGMPV3_REPORTS, &InterfaceIndexOrAddress::Index(ifindex))
     }
 
-    /// Sends an IGMPv3 general query out of the interface with address `iface_addr`.
-    pub fn send_general_query(&self, iface_addr: Ipv4Addr) -> io::Result<()> {
-        igmp::send_general_query(&self.sock, iface_addr)
+    /// Sends an IGMPv3 general query out of the interface with address `iface_addr`
+    /// (answers within `max_resp` tenths of a second).
+    pub fn send_general_query(&self, iface_addr: Ipv4Addr, max_resp: u8) -> io::Result<()> {
+        igmp::send_general_query(&self.sock, iface_addr, max_resp)
     }
 
     /// Sends an IGMPv3 group-specific query for `group` out of the interface with address

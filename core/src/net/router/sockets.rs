@@ -88,6 +88,8 @@ pub struct Received {
     pub destination: Ipv4Addr,
     /// IP TTL as received.
     pub ttl: u8,
+    /// IP protocol (113 for PGM; 2 for IGMP, which the netdev plane's log rule hands over too).
+    pub protocol: u8,
     /// Whether the IP header carried the Router Alert option.
     pub router_alert: bool,
     /// Where the PGM packet starts in the buffer.
@@ -176,6 +178,7 @@ pub fn parse_ip(p: &[u8], ifindex: u32) -> io::Result<Received> {
         source: addr(12),
         destination: addr(16),
         ttl: p[8],
+        protocol: p[9],
         router_alert: has_router_alert(&p[20..ihl]),
         pgm_offset: ihl,
         len: p.len(),
