@@ -214,6 +214,7 @@ pub fn check_config(lab: &Lab, ns: &Ns, bin: &Path, config: &Path) -> Result<()>
 #[derive(Clone, Debug)]
 pub struct RouterConfig {
     mode: Option<String>,
+    dataplane: Option<String>,
     intercept: Option<String>,
     interfaces: Vec<String>,
     routes: Vec<String>,
@@ -232,6 +233,7 @@ impl RouterConfig {
     pub fn new() -> Self {
         Self {
             mode: None,
+            dataplane: None,
             intercept: None,
             interfaces: Vec::new(),
             routes: Vec::new(),
@@ -243,6 +245,12 @@ impl RouterConfig {
     /// `router.mode` (`"full"`, `"assist-only"`).
     pub fn mode(mut self, mode: &str) -> Self {
         self.mode = Some(mode.to_owned());
+        self
+    }
+
+    /// `router.dataplane` (`"auto"`, `"netdev"`, `"mroute"`).
+    pub fn dataplane(mut self, dataplane: &str) -> Self {
+        self.dataplane = Some(dataplane.to_owned());
         self
     }
 
@@ -303,6 +311,9 @@ impl fmt::Display for RouterConfig {
         if let Some(mode) = &self.mode {
             writeln!(f, "mode = \"{mode}\"")?;
         }
+        if let Some(dataplane) = &self.dataplane {
+            writeln!(f, "dataplane = \"{dataplane}\"")?;
+        }
         if let Some(intercept) = &self.intercept {
             writeln!(f, "intercept = \"{intercept}\"")?;
         }
@@ -327,6 +338,7 @@ mod tests {
         let source = Ipv4Addr::new(10, 9, 1, 2);
         let toml = RouterConfig::new()
             .mode("full")
+            .dataplane("netdev")
             .intercept("nftables")
             .interfaces(&["to-r1", "lana"])
             .interfaces(&["lanb"])
@@ -336,7 +348,7 @@ mod tests {
             .to_string();
         assert_eq!(
             toml,
-            "[router]\nmode = \"full\"\nintercept = \"nftables\"\n\
+            "[router]\nmode = \"full\"\ndataplane = \"netdev\"\nintercept = \"nftables\"\n\
              [[router.interface]]\nname = \"to-r1\"\n[[router.interface]]\nname = \"lana\"\n\
              [[router.interface]]\nname = \"lanb\"\n\
              [[router.route]]\ngroup = \"239.192.9.1\"\nsource = \"10.9.1.2\"\n\

@@ -1,7 +1,9 @@
 //! `pgm-routerd` on the reference topology (source - R1 - R2 - {LAN A: rcv1, rcv2; LAN B:
 //! rcv3}) with 5% PGM loss on R2's LAN A egress: every receiver delivers everything, the
 //! receivers NAK R2, R2 NAKs R1, R2 confirms on LAN A, RDATA for LAN A never leaves on LAN B,
-//! and the source sees at most 1.1 NAKed sequence numbers per lost one.
+//! and the source sees at most 1.1 NAKed sequence numbers per lost one. Each scenario runs on
+//! both data planes (netdev rules; the kernel's multicast routing with Router Alert or the
+//! nftables intercept), the mroute runs only where the kernel has multicast routing.
 //!
 //! Shown from the daemons' `/metrics`, their admin API and packet captures decoded with
 //! `pgm_core::wire`.
@@ -15,6 +17,8 @@ use pgm_netns_tests::daemon::{Daemon, RouterConfig};
 use pgm_netns_tests::lab::pgm_pcap::{count, data_sqns, naked_sqns, odata_sqns, unrequested_rdata};
 use pgm_netns_tests::lab::{self, Capture, LossSpec, PgmFrame, Process, RefTopology, Selector};
 use pgm_netns_tests::metrics::sum as metric;
+use pgm_netns_tests::on_each_plane;
+use pgm_netns_tests::plane::Plane;
 use pgm_netns_tests::transfer::{Transfer, wait_delivered};
 
 fn stop(c: Capture) -> Vec<PgmFrame> {
@@ -22,6 +26,8 @@ fn stop(c: Capture) -> Vec<PgmFrame> {
 }
 
 struct Setup<'a> {
+    plane: Plane,
+    /// The mroute plane's intercept (the netdev plane has its own).
     intercept: &'a str,
     /// R2 has a static (S,G) route to LAN A and LAN B (else none: the route comes from the
     /// NOCACHE upcall and LAN A and LAN B from IGMP).
@@ -32,6 +38,7 @@ struct Setup<'a> {
 
 /// Runs the whole scenario and checks every claim; returns R2's metrics text.
 fn scenario(tag: &str, setup: Setup<'_>) {
+    let tag = &format!("{tag}{}", &setup.plane.name()[..1]);
     let topo = RefTopology::build(tag).expect("build the reference topology");
     let group = topo.group(1);
     let src = topo.source.addr();
@@ -44,10 +51,13 @@ fn scenario(tag: &str, setup: Setup<'_>) {
     };
     if setup.assist_only {
         // smcroute: to-src -> to-r2 on R1, to-r1 -> lana, lanb on R2.
-        let smcroutes = topo.start_baseline_mrouting(group).unwrap();
+        let smcroutes = topo.start_smcroute(group).unwrap();
         std::mem::forget(smcroutes); // the lab kills them
     }
-    let base = RouterConfig::new().mode(mode).intercept(intercept);
+    let base = RouterConfig::new()
+        .mode(mode)
+        .dataplane(setup.plane.name())
+        .intercept(intercept);
     // Static routes in full mode only. Without one, R2 routes from the upcall's arrival
     // interface and the IGMP memberships of LAN A and LAN B.
     let full = !setup.assist_only;
@@ -245,44 +255,41 @@ fn scenario(tag: &str, setup: Setup<'_>) {
     assert_eq!(metric(&m2, "pgm_router_repair_states", &[]), 0);
 }
 
-#[test]
-fn full_mode_router_alert() {
-    if lab::skip_without_root("full_mode_router_alert") {
-        return;
-    }
-    scenario(
-        "rafull",
-        Setup {
-            intercept: "router-alert",
-            r2_static_downstream: true,
-            assist_only: false,
-        },
-    );
-}
+on_each_plane!(static_routes, |plane| scenario(
+    "static",
+    Setup {
+        plane,
+        intercept: "router-alert",
+        r2_static_downstream: true,
+        assist_only: false,
+    },
+));
 
-#[test]
-fn full_mode_nftables_intercept_and_igmp_learned_routes() {
-    if lab::skip_without_root("full_mode_nftables_intercept_and_igmp_learned_routes") {
-        return;
-    }
-    scenario(
-        "nftigmp",
-        Setup {
-            intercept: "nftables",
-            r2_static_downstream: false,
-            assist_only: false,
-        },
-    );
-}
+on_each_plane!(igmp_learned_routes, |plane| scenario(
+    "igmp",
+    Setup {
+        plane,
+        intercept: "nftables",
+        r2_static_downstream: false,
+        assist_only: false,
+    },
+));
 
+/// Beside smcroute, which owns the kernel's multicast routing: only the mroute plane can.
 #[test]
+#[cfg_attr(
+    not(pgm_mroute),
+    ignore = "needs CONFIG_IP_MROUTE (kernel multicast routing, owned by smcroute here)"
+)]
 fn assist_only_beside_smcroute() {
     if lab::skip_without_root("assist_only_beside_smcroute") {
         return;
     }
+    Plane::Mroute.check_kernel();
     scenario(
         "assist",
         Setup {
+            plane: Plane::Mroute,
             intercept: "router-alert",
             r2_static_downstream: true,
             assist_only: true,

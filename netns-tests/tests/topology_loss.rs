@@ -2,7 +2,8 @@
 //!
 //! - 30% random loss on R2's LAN A egress drops some datagrams for both LAN A receivers (the
 //!   same ones: the bridge floods one copy), none for LAN B, and the rule's counters account for
-//!   every datagram.
+//!   every datagram. The routers forward by netdev rules, so the egress hook (not the IP
+//!   stack's forward hook) is where their copies pass.
 //! - A PGM-type selector (`@th,32,8`) drops only packets of that PGM type.
 
 use std::collections::BTreeSet;
@@ -22,12 +23,14 @@ fn loss_on_lan_a_egress_is_counted() {
     }
     let topo = RefTopology::build("loss").expect("build the reference topology");
     let group = topo.group(1);
-    let _routers = topo.start_baseline_mrouting(group).expect("start smcroute");
+    let _routers = topo
+        .start_baseline_forwarding(group)
+        .expect("forwarding rules");
     let rule = topo
         .lab
         .add_loss(
             &topo.r2.ns,
-            &LossSpec::forward(&topo.r2_lan_a().name, 30).only(Selector::Udp(PORT)),
+            &LossSpec::egress(&topo.r2_lan_a().name, 30).only(Selector::Udp(PORT)),
         )
         .expect("install the loss rule");
 
@@ -85,12 +88,14 @@ fn pgm_type_selector_matches_the_type_byte() {
     }
     let topo = RefTopology::build("losstype").expect("build the reference topology");
     let group = topo.group(2);
-    let _routers = topo.start_baseline_mrouting(group).expect("start smcroute");
+    let _routers = topo
+        .start_baseline_forwarding(group)
+        .expect("forwarding rules");
     let rule = topo
         .lab
         .add_loss(
             &topo.r2.ns,
-            &LossSpec::forward(&topo.r2_lan_b().name, 100).only(Selector::PgmType(SPM)),
+            &LossSpec::egress(&topo.r2_lan_b().name, 100).only(Selector::PgmType(SPM)),
         )
         .expect("install the loss rule");
 

@@ -1,36 +1,51 @@
-//! Baseline multicast on the reference topology: with smcroute installing static `(S,G)` routes
-//! on R1 and R2, plain UDP multicast from the source reaches all three receivers, two routed
-//! hops away (TTL decremented twice).
+//! Baseline multicast on the reference topology: with static `(S,G)` routes on R1 and R2
+//! (netdev forwarding rules on any kernel, or smcroute and the kernel's multicast routing),
+//! plain UDP multicast from the source reaches all three receivers, two routed hops away (TTL
+//! decremented twice).
 
 use std::time::Duration;
 
 use pgm_netns_tests::lab::{self, RefTopology, mcast, tshark_fields};
+use pgm_netns_tests::on_each_plane;
+use pgm_netns_tests::plane::Plane;
 
 const PORT: u16 = 5000;
 const COUNT: u32 = 50;
 const TTL: u32 = 8;
 
-#[test]
-fn smcroute_forwards_udp_multicast_to_every_receiver() {
-    if lab::skip_without_root("smcroute_forwards_udp_multicast_to_every_receiver") {
-        return;
-    }
-    let topo = RefTopology::build("mcast").expect("build the reference topology");
+on_each_plane!(plain_forwarding_reaches_every_receiver, |plane| forwarding(
+    plane
+));
+
+fn forwarding(plane: Plane) {
+    let topo = RefTopology::build(&format!("mc{plane}")).expect("build the reference topology");
     let group = topo.group(1);
-    let routers = topo.start_baseline_mrouting(group).expect("start smcroute");
-    for (router, smc) in [&topo.r1, &topo.r2].into_iter().zip(&routers) {
-        assert!(
-            topo.lab.mc_forwarding(&router.ns, "all").unwrap(),
-            "{}",
-            router.ns
-        );
-        let mfc = topo.lab.mroutes(&router.ns).unwrap();
-        assert_eq!(mfc.len(), 1, "{}: {mfc:?}", router.ns);
-        assert!(
-            mfc[0].contains(&format!("({},{group})", topo.source.addr())),
-            "{mfc:?}"
-        );
-        assert!(smc.process().is_running());
+    let mut forwarding = Vec::new();
+    let mut smcroutes = Vec::new();
+    match plane {
+        Plane::Netdev => {
+            forwarding.extend(
+                topo.start_baseline_forwarding(group)
+                    .expect("forwarding rules"),
+            );
+        }
+        Plane::Mroute => {
+            smcroutes.extend(topo.start_smcroute(group).expect("start smcroute"));
+            for (router, smc) in [&topo.r1, &topo.r2].into_iter().zip(&smcroutes) {
+                assert!(
+                    topo.lab.mc_forwarding(&router.ns, "all").unwrap(),
+                    "{}",
+                    router.ns
+                );
+                let mfc = topo.lab.mroutes(&router.ns).unwrap();
+                assert_eq!(mfc.len(), 1, "{}: {mfc:?}", router.ns);
+                assert!(
+                    mfc[0].contains(&format!("({},{group})", topo.source.addr())),
+                    "{mfc:?}"
+                );
+                assert!(smc.process().is_running());
+            }
+        }
     }
 
     let rcv3 = topo.lan_b_receiver();
@@ -77,6 +92,9 @@ fn smcroute_forwards_udp_multicast_to_every_receiver() {
     for row in &rows {
         assert_eq!(row, &[topo.source.addr().to_string(), hops_left.clone()]);
     }
+    for f in &mut forwarding {
+        assert_eq!(f.forwarded().unwrap(), u64::from(COUNT), "{}", f.ns());
+    }
 }
 
 #[test]
@@ -89,7 +107,9 @@ fn igmp_snooping_on_lan_a_learns_both_receivers() {
         .build()
         .expect("build the reference topology");
     let group = topo.group(7);
-    let _routers = topo.start_baseline_mrouting(group).expect("start smcroute");
+    let _routers = topo
+        .start_baseline_forwarding(group)
+        .expect("forwarding rules");
     let receivers = mcast::spawn_receivers(
         &topo.receivers,
         group,

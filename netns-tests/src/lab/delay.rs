@@ -216,7 +216,7 @@ impl Lab {
         d.rule_installed = true;
         // iptables-nft keeps the rule in the nftables table `ip mangle`: the lab deletes it on
         // drop like its own tables.
-        self.record_table(ns, "mangle");
+        self.record_table(ns, "ip", "mangle");
         Ok(d)
     }
 }

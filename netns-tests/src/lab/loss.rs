@@ -1,11 +1,17 @@
 //! Random packet loss with nftables inside a lab namespace.
 //!
-//! Each [`LossSpec`] becomes one nftables table of the `ip` family (IPv4 only), named after the
-//! lab prefix, with one base chain and one rule:
+//! Each [`LossSpec`] becomes one nftables table, named after the lab prefix, with one base
+//! chain and one rule:
 //!
 //! ```text
 //! <iifname|oifname> "<iface>" <selector> counter numgen random mod 100 < <percent> counter drop
 //! ```
+//!
+//! The table is of the `ip` family (IPv4 only), except for [`Hook::Egress`]: a `netdev` table
+//! whose chain hooks the interface's egress, where every frame leaving the interface passes,
+//! whether the IP stack sent it, the kernel's multicast routing forwarded it or an nftables
+//! `dup` of the netdev data plane copied it there (`meta protocol ip` then restricts it to
+//! IPv4).
 //!
 //! The first counter counts the packets the rule looked at, the second those it dropped
 //! ([`LossRule::counters`]). The table stays until [`LossRule::remove`] or until the lab is
@@ -23,8 +29,8 @@ use super::{Lab, Ns};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Hook {
-    /// Packets leaving through the interface, forwarded or sent locally (`postrouting`,
-    /// `oifname`).
+    /// Every IPv4 packet leaving through the interface: forwarded by the IP stack, sent
+    /// locally, or copied out by a netdev `dup` (netdev `egress` hook of the interface).
     Egress,
     /// Packets the namespace forwards out of the interface (`forward`, `oifname`). Multicast
     /// routed by the kernel (MFC) passes this hook once per outgoing interface.
@@ -139,6 +145,14 @@ impl LossSpec {
         self
     }
 
+    /// The nftables family of the spec's table.
+    fn family(&self) -> &'static str {
+        match self.hook {
+            Hook::Egress => "netdev",
+            _ => "ip",
+        }
+    }
+
     /// The nftables ruleset that implements this spec in `table`.
     fn ruleset(&self, table: &str) -> Result<String> {
         ensure!(
@@ -166,6 +180,18 @@ impl LossSpec {
             100 => "<= 99".to_owned(),
             p => format!("< {p}"),
         };
+        if self.hook == Hook::Egress {
+            let mut matches = "meta protocol ip".to_owned();
+            if self.selector != Selector::All {
+                matches = format!("{matches} {}", self.selector);
+            }
+            return Ok(format!(
+                "table netdev {table} {{\n  chain loss {{\n    type filter hook egress device \
+                 \"{}\" priority {priority}; policy accept;\n    {matches} counter numgen \
+                 random mod 100 {cmp} counter drop\n  }}\n}}\n",
+                self.iface
+            ));
+        }
         let mut matches = format!("{} \"{}\"", self.hook.iface_key(), self.iface);
         if self.selector != Selector::All {
             matches = format!("{matches} {}", self.selector);
@@ -209,7 +235,7 @@ impl LossRule {
         &self.ns
     }
 
-    /// The nftables table name (family `ip`).
+    /// The nftables table name (family `ip`, or `netdev` for [`Hook::Egress`]).
     pub fn table(&self) -> &str {
         &self.table
     }
@@ -222,7 +248,10 @@ impl LossRule {
     /// Reads the rule's counters (`nft list table`).
     pub fn counters(&self) -> Result<LossCounters> {
         let out = run_checked(
-            nft_cmd(&self.ns, &["list", "table", "ip", &self.table]),
+            nft_cmd(
+                &self.ns,
+                &["list", "table", self.spec.family(), &self.table],
+            ),
             SETUP_TIMEOUT,
         )?;
         let text = String::from_utf8_lossy(&out.stdout);
@@ -233,7 +262,10 @@ impl LossRule {
     /// Deletes the table now (the lab would otherwise do it on drop).
     pub fn remove(self) -> Result<()> {
         run_checked(
-            nft_cmd(&self.ns, &["delete", "table", "ip", &self.table]),
+            nft_cmd(
+                &self.ns,
+                &["delete", "table", self.spec.family(), &self.table],
+            ),
             SETUP_TIMEOUT,
         )?;
         Ok(())
@@ -251,7 +283,7 @@ impl Lab {
         let path = path.to_string_lossy().into_owned();
         run_checked(nft_cmd(ns, &["-f", &path]), SETUP_TIMEOUT)
             .with_context(|| format!("loading loss rule into {ns}:\n{ruleset}"))?;
-        self.record_table(ns, &table);
+        self.record_table(ns, spec.family(), &table);
         Ok(LossRule {
             ns: ns.clone(),
             table,
@@ -312,6 +344,19 @@ mod tests {
                  counter drop"
             ),
             "{r}"
+        );
+        let out = LossSpec::egress("lana", 5)
+            .only(Selector::Pgm)
+            .ruleset("t")
+            .unwrap();
+        assert!(out.starts_with("table netdev t"), "{out}");
+        assert!(
+            out.contains("hook egress device \"lana\" priority 300;"),
+            "{out}"
+        );
+        assert!(
+            out.contains("meta protocol ip ip protocol 113 counter numgen"),
+            "{out}"
         );
         let all = LossSpec::ingress("eth0", 100).ruleset("t").unwrap();
         assert!(all.contains("hook prerouting priority -300;"), "{all}");

@@ -54,6 +54,7 @@ use anyhow::{Context, Result, ensure};
 mod addr;
 pub mod capture;
 pub mod delay;
+pub mod forward;
 pub mod loss;
 pub mod mcast;
 pub mod mroute;
@@ -66,6 +67,7 @@ pub(crate) mod util;
 pub use addr::AddrBlock;
 pub use capture::{Capture, CaptureFile, kernel_drops, tshark_count, tshark_fields};
 pub use delay::{Delay, DelayStats};
+pub use forward::Forwarding;
 pub use loss::{Hook, LossCounters, LossRule, LossSpec, Selector};
 pub use mroute::{McRoute, Smcroute};
 pub use pgm_pcap::{PgmFrame, read_pgm};
@@ -187,7 +189,8 @@ pub struct Lab {
 struct State {
     namespaces: Vec<Ns>,
     veths: Vec<(Ns, String)>,
-    tables: Vec<(Ns, String)>,
+    /// (namespace, family, name).
+    tables: Vec<(Ns, &'static str, String)>,
     procs: Vec<Arc<ProcInner>>,
     seq: u32,
 }
@@ -470,8 +473,10 @@ impl Lab {
     }
 
     /// Records an nftables table created in `ns`, for deletion on drop.
-    fn record_table(&self, ns: &Ns, table: &str) {
-        self.state().tables.push((ns.clone(), table.to_owned()));
+    fn record_table(&self, ns: &Ns, family: &'static str, table: &str) {
+        self.state()
+            .tables
+            .push((ns.clone(), family, table.to_owned()));
     }
 
     // ---- cleanup --------------------------------------------------------------------------
@@ -529,8 +534,8 @@ impl Drop for Lab {
         for ns in &state.namespaces {
             kill_netns_pids(&ns.name);
         }
-        for (ns, table) in &state.tables {
-            let cmd = self.command(ns, &["nft", "delete", "table", "ip", table]);
+        for (ns, family, table) in &state.tables {
+            let cmd = self.command(ns, &["nft", "delete", "table", family, table]);
             let _ = run_output(cmd, SETUP_TIMEOUT);
         }
         for (ns, veth) in &state.veths {

@@ -26,13 +26,16 @@
 //! Hosts route `10.B.0.0/16` via their router and `224.0.0.0/4` out of `eth0`; they have no
 //! default route, so nothing can leave the lab. R1 and R2 have static routes to every subnet and
 //! unicast forwarding on, so receivers reach the source and both routers (NAKs are unicast
-//! upstream). Multicast forwarding is left to the test: [`RefTopology::start_baseline_mrouting`]
-//! (smcroute), or the PGM network element ([`RefTopology::start_routers`]).
+//! upstream). Multicast forwarding is left to the test: plain forwarding without PGM assist
+//! ([`RefTopology::start_baseline_forwarding`], netdev rules, any kernel;
+//! [`RefTopology::start_smcroute`], the kernel's multicast routing, `CONFIG_IP_MROUTE`), or the
+//! PGM network element ([`RefTopology::start_routers`]).
 
 use std::net::Ipv4Addr;
 
 use anyhow::Result;
 
+use super::forward::Forwarding;
 use super::mroute::{McRoute, Smcroute};
 use super::{Lab, Ns, Process};
 use crate::daemon::{Daemon, RouterConfig};
@@ -273,21 +276,36 @@ impl RefTopology {
         &self.receivers[2]
     }
 
-    /// Plain kernel multicast routing for `(source, group)`: smcroute on R1 (`to-src` to
-    /// `to-r2`) and on R2 (`to-r1` to `lana` and `lanb`), with static `(S,G)` routes.
-    pub fn start_baseline_mrouting(&self, group: Ipv4Addr) -> Result<[Smcroute; 2]> {
+    /// The static `(source, group)` routes of plain forwarding: R1 `to-src` to `to-r2`, R2
+    /// `to-r1` to `lana` and `lanb`.
+    fn baseline_routes(&self, group: Ipv4Addr) -> [McRoute; 2] {
         let s = self.source.addr();
         let r1_out: Vec<&str> = self.r1.downstream.iter().map(|i| i.name.as_str()).collect();
         let r2_out: Vec<&str> = self.r2.downstream.iter().map(|i| i.name.as_str()).collect();
-        let r1 = self.lab.start_smcroute(
-            &self.r1.ns,
-            &[McRoute::sg(&self.r1.upstream.name, s, group, &r1_out)],
-        )?;
-        let r2 = self.lab.start_smcroute(
-            &self.r2.ns,
-            &[McRoute::sg(&self.r2.upstream.name, s, group, &r2_out)],
-        )?;
-        Ok([r1, r2])
+        [
+            McRoute::sg(&self.r1.upstream.name, s, group, &r1_out),
+            McRoute::sg(&self.r2.upstream.name, s, group, &r2_out),
+        ]
+    }
+
+    /// Plain multicast forwarding of `(source, group)` by netdev rules on R1 and R2 (see
+    /// [`Lab::start_forwarding`]): no PGM assist, no kernel multicast routing needed.
+    pub fn start_baseline_forwarding(&self, group: Ipv4Addr) -> Result<[Forwarding; 2]> {
+        let [r1, r2] = self.baseline_routes(group);
+        Ok([
+            self.lab.start_forwarding(&self.r1.ns, &[r1])?,
+            self.lab.start_forwarding(&self.r2.ns, &[r2])?,
+        ])
+    }
+
+    /// Plain kernel multicast routing of `(source, group)`: smcroute on R1 and R2 with the
+    /// routes of [`RefTopology::start_baseline_forwarding`]. Needs `CONFIG_IP_MROUTE`.
+    pub fn start_smcroute(&self, group: Ipv4Addr) -> Result<[Smcroute; 2]> {
+        let [r1, r2] = self.baseline_routes(group);
+        Ok([
+            self.lab.start_smcroute(&self.r1.ns, &[r1])?,
+            self.lab.start_smcroute(&self.r2.ns, &[r2])?,
+        ])
     }
 
     /// `base` with R1's interfaces (`to-src`, then `to-r2`) and, for `Some(group)`, a static

@@ -1,33 +1,34 @@
 //! The netdev data plane: multicast forwarding and the PGM intercept in one nftables table of
 //! the `netdev` family, with no kernel multicast routing (`CONFIG_IP_MROUTE` not needed).
 //!
-//! An ingress chain on each interface sends IPv4 PGM (protocol 113) to a shared chain. The
-//! PGM type is read at the transport header, so packets with IP options (Router Alert) are
-//! handled like the others:
+//! An ingress chain on each interface sends IPv4 multicast to a shared chain. The PGM type is
+//! read at the transport header, so packets with IP options (Router Alert) are handled like
+//! the others:
 //!
 //! ```text
 //! chain in_<if>   hook ingress device <if>, priority 100:
-//!     meta protocol ip meta l4proto 113 jump pgm
-//!     meta protocol ip meta l4proto igmp limit 1000/s log group G counter "igmp"
-//! chain pgm:
-//!     @th,32,8 0x04 goto odata                                        # ODATA
-//!     ip daddr @assisted log group G counter "intercepted" drop       # every other type
-//! chain odata:
-//!     meta iif . ip saddr . ip daddr vmap @routes                     # (S,G) from its iif
-//!     meta iif . ip daddr vmap @groutes                               # (*,G) from its iif
-//!     ip saddr . ip daddr @sg_any counter "rpf_drop" drop             # wrong interface
+//!     meta protocol ip ip daddr 224.0.0.0/4 jump mc
+//! chain mc:
+//!     meta l4proto igmp limit 1000/s log group G counter "igmp" return  # memberships
+//!     meta l4proto 113 @th,32,8 != 0x04 ip daddr @assisted             # PGM but ODATA:
+//!         log group G counter "intercepted" drop                       #   to the daemon
+//!     meta iif . ip saddr . ip daddr vmap @routes                      # (S,G) from its iif
+//!     meta iif . ip daddr vmap @groutes                                # (*,G) from its iif
+//!     ip saddr . ip daddr @sg_any counter "rpf_drop" drop              # wrong interface
 //!     ip daddr @g_any counter "rpf_drop" drop
-//!     ip daddr @learn limit R/s log group G counter "learn" drop      # new source: the
-//!     ip daddr @learn counter "learn_limited" drop                    #   daemon routes it
-//! chain f<n>, one per set of outgoing interfaces:
-//!     ip ttl . ip protocol set (ip ttl . ip protocol) map @ttl        # TTL - 1, checksum
+//!     meta l4proto 113 @th,32,8 0x04 ip daddr @learn                   # new source: the
+//!         limit R/s log group G counter "learn" drop                   #   daemon routes it
+//!     meta l4proto 113 @th,32,8 0x04 ip daddr @learn counter "learn_limited" drop
+//! chain f<n>, one per set of outgoing interfaces (the routes' verdicts go there):
+//!     ip ttl set ip ttl map @ttl                                       # TTL - 1, checksum
 //!         ether saddr set <mac of o1> dup to o1 ... counter "forwarded" drop
-//!     counter "ttl_expired" drop                                      # TTL <= 1
+//!     counter "ttl_expired" drop                                       # TTL <= 1
 //! ```
 //!
-//! So ODATA of a route is forwarded by the kernel only (never copied to user space), from
-//! its upstream interface only, with its TTL decremented and its source MAC address that of
-//! the outgoing interface, as a router sends it; a packet whose TTL would reach 0 is dropped.
+//! So ODATA of a route (and any other multicast of it, PGM/UDP or plain UDP) is forwarded by
+//! the kernel only (never copied to user space), from its upstream interface only, with its
+//! TTL decremented and its source MAC address that of the outgoing interface, as a router
+//! sends it; a packet whose TTL would reach 0 is dropped.
 //! Every other PGM type of an assisted group is logged once to `nfnetlink_log` group `G` and
 //! dropped, so the daemon forwards it per RFC 3208 §7, and IGMP is logged (and delivered as
 //! usual) so that the daemon learns memberships. Packets the daemon sends leave through its
@@ -429,13 +430,15 @@ fn write_base(config: &NetdevConfig, b: &mut Batch) {
         t,
         &SetSpec {
             name: "ttl",
-            key: (types::INTEGER, 2),
-            data: Some((types::INTEGER, 2)),
+            key: (types::INTEGER, 1),
+            data: Some((types::INTEGER, 1)),
             verdict: false,
         },
         7,
     );
-    let ttl: Vec<([u8; 2], [u8; 2])> = (2..=255u8).map(|t| ([t, 113], [t - 1, 113])).collect();
+    // TTL -> TTL - 1 from 2 up: a TTL of 1 or 0 has no element, so such a packet is not
+    // forwarded.
+    let ttl: Vec<([u8; 1], [u8; 1])> = (2..=255u8).map(|t| ([t], [t - 1])).collect();
     b.add_elems(
         t,
         "ttl",
@@ -443,33 +446,25 @@ fn write_base(config: &NetdevConfig, b: &mut Batch) {
             .map(|(k, v)| (&k[..], Some(ElemData::Value(&v[..])))),
     );
 
-    for chain in ["pgm", "odata"] {
-        b.add_chain(t, chain, None);
-    }
+    b.add_chain(t, "mc", None);
     let (r0, r1) = (Reg(0), Reg(1));
-    let proto_ip = [
-        Expr::Meta {
-            key: MetaKey::Protocol,
-            dreg: r0,
-        },
-        Expr::Cmp {
-            sreg: r0,
-            op: CmpOp::Eq,
-            data: &ETH_P_IP,
-        },
-    ];
-    let l4 = |p: &'static [u8; 1]| {
-        [
-            Expr::Meta {
-                key: MetaKey::L4Proto,
-                dreg: r0,
-            },
-            Expr::Cmp {
-                sreg: r0,
-                op: CmpOp::Eq,
-                data: p,
-            },
-        ]
+    let eq = |sreg, data| Expr::Cmp {
+        sreg,
+        op: CmpOp::Eq,
+        data,
+    };
+    let meta = |key| Expr::Meta { key, dreg: r0 };
+    let load = |offset: u32, len: u32, dreg: Reg| Expr::Payload {
+        base: Base::Network,
+        offset,
+        len,
+        dreg,
+    };
+    let pgm_type = Expr::Payload {
+        base: Base::Transport,
+        offset: 4,
+        len: 1,
+        dreg: r0,
     };
     for i in &config.interfaces {
         let chain = base_chain(&i.name);
@@ -482,33 +477,29 @@ fn write_base(config: &NetdevConfig, b: &mut Batch) {
                 device: Some(&i.name),
             }),
         );
-        let mut r = proto_ip.to_vec();
-        r.extend(l4(&[113]));
-        r.push(Expr::Verdict(Verdict::Jump("pgm")));
-        b.add_rule(t, &chain, &r, "PGM");
-        if config.intercept {
-            let mut r = proto_ip.to_vec();
-            r.extend(l4(&[IPPROTO_IGMP]));
-            r.extend([
-                Expr::Limit {
-                    rate: IGMP_RATE,
-                    burst: 100,
+        // IPv4 multicast: the first byte of the destination in 224..=239.
+        b.add_rule(
+            t,
+            &chain,
+            &[
+                meta(MetaKey::Protocol),
+                eq(r0, &ETH_P_IP),
+                load(IP_DADDR, 1, r0),
+                Expr::Cmp {
+                    sreg: r0,
+                    op: CmpOp::Gte,
+                    data: &[224],
                 },
-                Expr::Log {
-                    group: config.log_group,
-                    prefix: "igmp",
+                Expr::Cmp {
+                    sreg: r0,
+                    op: CmpOp::Lte,
+                    data: &[239],
                 },
-                Expr::NamedCounter("igmp"),
-            ]);
-            b.add_rule(t, &chain, &r, "IGMP log");
-        }
+                Expr::Verdict(Verdict::Jump("mc")),
+            ],
+            "IPv4 multicast",
+        );
     }
-    let load = |offset: u32, len: u32, dreg: Reg| Expr::Payload {
-        base: Base::Network,
-        offset,
-        len,
-        dreg,
-    };
     let lookup = |set, sreg| Expr::Lookup {
         set,
         sreg,
@@ -521,39 +512,45 @@ fn write_base(config: &NetdevConfig, b: &mut Batch) {
         dreg: None,
         verdict: true,
     };
-    let iif = Expr::Meta {
-        key: MetaKey::Iif,
-        dreg: r0,
-    };
     let drop = Expr::Verdict(Verdict::Drop);
-    b.add_rule(
-        t,
-        "pgm",
-        &[
-            Expr::Payload {
-                base: Base::Transport,
-                offset: 4,
-                len: 1,
-                dreg: r0,
-            },
-            Expr::Cmp {
-                sreg: r0,
-                op: CmpOp::Eq,
-                data: &[PGM_ODATA],
-            },
-            Expr::Verdict(Verdict::Goto("odata")),
-        ],
-        "ODATA",
-    );
     let log = Expr::Log {
         group: config.log_group,
         prefix: "",
     };
     if config.intercept {
+        // IGMP reports, to learn memberships (delivered as usual as well).
         b.add_rule(
             t,
-            "pgm",
+            "mc",
             &[
+                meta(MetaKey::L4Proto),
+                eq(r0, &[IPPROTO_IGMP]),
+                Expr::Limit {
+                    rate: IGMP_RATE,
+                    burst: 100,
+                },
+                Expr::Log {
+                    group: config.log_group,
+                    prefix: "igmp",
+                },
+                Expr::NamedCounter("igmp"),
+                Expr::Verdict(Verdict::Return),
+            ],
+            "IGMP log",
+        );
+        // Every PGM type but ODATA of an assisted group: to the daemon, not forwarded.
+        b.add_rule(
+            t,
+            "mc",
+            &[
+                meta(MetaKey::L4Proto),
+                eq(r0, &[113]),
+                pgm_type,
+                Expr::Cmp {
+                    sreg: r0,
+                    op: CmpOp::Neq,
+                    data: &[PGM_ODATA],
+                },
                 load(IP_DADDR, 4, r0),
                 lookup("assisted", r0),
                 log,
@@ -563,21 +560,22 @@ fn write_base(config: &NetdevConfig, b: &mut Batch) {
             "intercept",
         );
     }
+    let iif = meta(MetaKey::Iif);
     b.add_rule(
         t,
-        "odata",
+        "mc",
         &[iif, load(IP_SADDR, 8, r1), vmap("routes", r0)],
         "(S,G) routes",
     );
     b.add_rule(
         t,
-        "odata",
+        "mc",
         &[iif, load(IP_DADDR, 4, r1), vmap("groutes", r0)],
         "(*,G) routes",
     );
     b.add_rule(
         t,
-        "odata",
+        "mc",
         &[
             load(IP_SADDR, 8, r0),
             lookup("sg_any", r0),
@@ -588,7 +586,7 @@ fn write_base(config: &NetdevConfig, b: &mut Batch) {
     );
     b.add_rule(
         t,
-        "odata",
+        "mc",
         &[
             load(IP_DADDR, 4, r0),
             lookup("g_any", r0),
@@ -598,33 +596,29 @@ fn write_base(config: &NetdevConfig, b: &mut Batch) {
         "(*,G) reverse path",
     );
     if config.intercept {
-        b.add_rule(
-            t,
-            "odata",
-            &[
-                load(IP_DADDR, 4, r0),
-                lookup("learn", r0),
-                Expr::Limit {
-                    rate: u64::from(config.learn_rate.max(1)),
-                    burst: config.learn_burst.max(1),
-                },
-                log,
-                Expr::NamedCounter("learn"),
-                drop,
-            ],
-            "learn",
-        );
-        b.add_rule(
-            t,
-            "odata",
-            &[
-                load(IP_DADDR, 4, r0),
-                lookup("learn", r0),
-                Expr::NamedCounter("learn_limited"),
-                drop,
-            ],
-            "learn over the rate",
-        );
+        // ODATA of a new source of a learning group: to the daemon, which makes its route.
+        let new_source = [
+            meta(MetaKey::L4Proto),
+            eq(r0, &[113]),
+            pgm_type,
+            eq(r0, &[PGM_ODATA]),
+            load(IP_DADDR, 4, r0),
+            lookup("learn", r0),
+        ];
+        let mut r = new_source.to_vec();
+        r.extend([
+            Expr::Limit {
+                rate: u64::from(config.learn_rate.max(1)),
+                burst: config.learn_burst.max(1),
+            },
+            log,
+            Expr::NamedCounter("learn"),
+            drop,
+        ]);
+        b.add_rule(t, "mc", &r, "learn");
+        let mut r = new_source.to_vec();
+        r.extend([Expr::NamedCounter("learn_limited"), drop]);
+        b.add_rule(t, "mc", &r, "learn over the rate");
     }
 }
 
@@ -644,7 +638,7 @@ fn write_fwd_chain(config: &NetdevConfig, b: &mut Batch, name: &str, oifs: &[u32
         Expr::Payload {
             base: Base::Network,
             offset: IP_TTL,
-            len: 2,
+            len: 1,
             dreg: r0,
         },
         Expr::Lookup {
@@ -653,10 +647,12 @@ fn write_fwd_chain(config: &NetdevConfig, b: &mut Batch, name: &str, oifs: &[u32
             dreg: Some(r0),
             verdict: false,
         },
+        // The TTL sits at an even offset, the high byte of its 16-bit word: the checksum
+        // update of that one byte is exact (RFC 1624).
         Expr::PayloadSet {
             base: Base::Network,
             offset: IP_TTL,
-            len: 2,
+            len: 1,
             sreg: r0,
             csum_offset: Some(IP_CHECKSUM),
         },

@@ -192,6 +192,8 @@ pub enum CmpOp {
     Neq = 1,
     /// Less than or equal.
     Lte = 3,
+    /// Greater than or equal.
+    Gte = 5,
 }
 
 /// A verdict.
