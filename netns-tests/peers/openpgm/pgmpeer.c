@@ -83,6 +83,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <pgm/pgm.h>
 
@@ -173,6 +174,7 @@ struct opts {
 	int nak_data_retries, nak_ncf_retries;
 	int spmr_expiry_ms;
 	int ambient_spm_ms;
+	int rcvbuf; /* receiver: socket receive buffer in bytes, 0 = the kernel's default */
 	double send_delay; /* sender: pause before the first message */
 	double interval; /* sender: pause between messages, seconds */
 	bool verbose;
@@ -213,6 +215,7 @@ static void usage(FILE* f)
 	    "  --nak-data-retries N (default 50)   --nak-ncf-retries N (default 50)\n"
 	    "  --spmr-expiry MS     receiver SPMR expiry (default 250)\n"
 	    "  --ambient-spm MS     sender ambient SPM interval (default 30000)\n"
+	    "  --rcvbuf BYTES       receive buffer of the PGM socket (SO_RCVBUFFORCE; default: the kernel's)\n"
 	    "  --bus                sender: do not set PGM_SEND_ONLY (the socket also receives)\n"
 	    "  --verbose            progress and OpenPGM errors on stderr\n"
 	    "SIGINT/SIGTERM on a sender that has sent everything ends the linger early.\n");
@@ -235,7 +238,8 @@ static int parse_opts(int argc, char** argv, struct opts* o)
 {
 	enum { O_NET = 256, O_UDP, O_UP, O_MP, O_PORT, O_SPORT, O_COUNT, O_SIZES, O_MAX, O_SEED,
 		O_RATE, O_TXW, O_RXW, O_RA, O_LINGER, O_TIMEOUT, O_MTU, O_HOPS, O_LOOP, O_ANY,
-		O_BO, O_RPT, O_RDATA, O_DR, O_NR, O_SPMR, O_AMB, O_DELAY, O_VERBOSE, O_HELP, O_BUS, O_INTERVAL };
+		O_BO, O_RPT, O_RDATA, O_DR, O_NR, O_SPMR, O_AMB, O_DELAY, O_VERBOSE, O_HELP, O_BUS, O_INTERVAL,
+		O_RCVBUF };
 	static const struct option lo[] = {
 		{ "network", required_argument, 0, O_NET },
 		{ "udp", no_argument, 0, O_UDP },
@@ -264,6 +268,7 @@ static int parse_opts(int argc, char** argv, struct opts* o)
 		{ "nak-ncf-retries", required_argument, 0, O_NR },
 		{ "spmr-expiry", required_argument, 0, O_SPMR },
 		{ "ambient-spm", required_argument, 0, O_AMB },
+		{ "rcvbuf", required_argument, 0, O_RCVBUF },
 		{ "send-delay", required_argument, 0, O_DELAY },
 		{ "interval", required_argument, 0, O_INTERVAL },
 		{ "verbose", no_argument, 0, O_VERBOSE },
@@ -340,6 +345,7 @@ static int parse_opts(int argc, char** argv, struct opts* o)
 		case O_NR: o->nak_ncf_retries = atoi(optarg); break;
 		case O_SPMR: o->spmr_expiry_ms = atoi(optarg); break;
 		case O_AMB: o->ambient_spm_ms = atoi(optarg); break;
+		case O_RCVBUF: o->rcvbuf = atoi(optarg); break;
 		case O_DELAY: o->send_delay = atof(optarg); break;
 		case O_INTERVAL: o->interval = atof(optarg) / 1000.0; break;
 		case O_VERBOSE: o->verbose = true; break;
@@ -554,6 +560,19 @@ static pgm_sock_t* open_socket(const struct opts* o, bool sender)
 		pgm_close(sock, false);
 		return NULL;
 	}
+	if (o->rcvbuf > 0) {
+		/* The receive socket under the PGM socket: OpenPGM's PGM_RCVBUF is capped by
+		 * net.core.rmem_max, the FORCE variant (root) is not. */
+		int fd = -1;
+		socklen_t fdlen = sizeof(fd);
+		if (!pgm_getsockopt(sock, IPPROTO_PGM, PGM_RECV_SOCK, &fd, &fdlen))
+			fprintf(stderr, "pgmpeer: PGM_RECV_SOCK failed: receive buffer not set\n");
+		else if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &o->rcvbuf, sizeof(o->rcvbuf)) &&
+			 setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &o->rcvbuf, sizeof(o->rcvbuf)))
+			fprintf(stderr, "pgmpeer: setting the receive buffer to %d failed: %s\n",
+			    o->rcvbuf, strerror(errno));
+	}
+
 	if (o->verbose) {
 		struct pgm_sockaddr_t name;
 		socklen_t nl = sizeof(name);
