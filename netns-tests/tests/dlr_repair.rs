@@ -38,6 +38,8 @@ use pgm_netns_tests::daemon::{Daemon, RouterConfig};
 use pgm_netns_tests::lab::pgm_pcap::count;
 use pgm_netns_tests::lab::{self, Capture, Lab, LossSpec, Ns, PgmFrame, Selector};
 use pgm_netns_tests::metrics;
+use pgm_netns_tests::on_each_plane;
+use pgm_netns_tests::plane::Plane;
 use pgm_netns_tests::transfer::{Transfer, wait_delivered};
 
 const PORT: u16 = 7500;
@@ -154,7 +156,8 @@ enum Mode {
     Killed,
 }
 
-fn scenario(tag: &str, mode: Mode) {
+fn scenario(tag: &str, plane: Plane, mode: Mode) {
+    let tag = &format!("{tag}{}", &plane.name()[..1]);
     let topo = Topo::build(tag, mode == Mode::Upstream);
     let b = topo.b;
     let group = b.group(1);
@@ -165,11 +168,12 @@ fn scenario(tag: &str, mode: Mode) {
     } else {
         &["lan"]
     };
-    let r1_cfg =
-        RouterConfig::new()
-            .interfaces(&["to-src", "tr"])
-            .route(group, src, "to-src", &["tr"]);
+    let r1_cfg = RouterConfig::new()
+        .dataplane(plane.name())
+        .interfaces(&["to-src", "tr"])
+        .route(group, src, "to-src", &["tr"]);
     let mut r2_cfg = RouterConfig::new()
+        .dataplane(plane.name())
         .interfaces(&["tr", "lan", "to-dlr"])
         .route(group, src, "tr", r2_down);
     if mode == Mode::OffTree {
@@ -454,34 +458,26 @@ fn transit_receiver_ignored_redirects(
     );
 }
 
-#[test]
-fn dlr_upstream_repairs_on_transit_lan() {
-    if lab::skip_without_root("dlr_upstream_repairs_on_transit_lan") {
-        return;
-    }
-    scenario("dlrup", Mode::Upstream);
-}
+on_each_plane!(dlr_upstream_repairs_on_transit_lan, |plane| scenario(
+    "dlrup",
+    plane,
+    Mode::Upstream
+));
 
-#[test]
-fn dlr_serve_all_learns_and_repairs() {
-    if lab::skip_without_root("dlr_serve_all_learns_and_repairs") {
-        return;
-    }
-    scenario("dlrall", Mode::ServeAll);
-}
+on_each_plane!(dlr_serve_all_learns_and_repairs, |plane| scenario(
+    "dlrall",
+    plane,
+    Mode::ServeAll
+));
 
-#[test]
-fn dlr_off_tree_found_by_poll() {
-    if lab::skip_without_root("dlr_off_tree_found_by_poll") {
-        return;
-    }
-    scenario("dlroff", Mode::OffTree);
-}
+on_each_plane!(dlr_off_tree_found_by_poll, |plane| scenario(
+    "dlroff",
+    plane,
+    Mode::OffTree
+));
 
-#[test]
-fn dlr_killed_repair_falls_back_to_source() {
-    if lab::skip_without_root("dlr_killed_repair_falls_back_to_source") {
-        return;
-    }
-    scenario("dlrkill", Mode::Killed);
-}
+on_each_plane!(dlr_killed_repair_falls_back_to_source, |plane| scenario(
+    "dlrkill",
+    plane,
+    Mode::Killed
+));

@@ -12,7 +12,9 @@ use std::time::Duration;
 use pgm_netns_tests::admin::{self, DEFAULT_LISTEN as ADMIN};
 use pgm_netns_tests::bins;
 use pgm_netns_tests::daemon::{Daemon, RouterConfig};
-use pgm_netns_tests::lab::{self, Lab, Ns};
+use pgm_netns_tests::lab::{Lab, Ns};
+use pgm_netns_tests::on_each_plane;
+use pgm_netns_tests::plane::Plane;
 
 const DLR_ADMIN: SocketAddr = admin::loopback(9471);
 const PROMETHEUS: SocketAddr = admin::loopback(9090);
@@ -72,17 +74,18 @@ fn promtool_check(promtool: &str, metrics: &str) {
     );
 }
 
-#[test]
-fn router_metrics_pass_promtool_and_prometheus_scrapes_them() {
-    if lab::skip_without_root("router_metrics_pass_promtool_and_prometheus_scrapes_them") {
-        return;
-    }
+on_each_plane!(
+    router_metrics_pass_promtool_and_prometheus_scrapes_them,
+    |plane| ops(plane)
+);
+
+fn ops(plane: Plane) {
     let promtool = tool("promtool");
     let prometheus = tool("prometheus");
     let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
 
     // One namespace, one veth pair inside it: two interfaces for the router.
-    let lab = Lab::new("opsprom").expect("lab");
+    let lab = Lab::new(&format!("opsprom{}", &plane.name()[..1])).expect("lab");
     let ns = lab.add_ns("r").expect("namespace");
     lab.add_veth(&ns, "eth0", &ns, "eth1").expect("veth");
     let b = lab.block();
@@ -90,6 +93,7 @@ fn router_metrics_pass_promtool_and_prometheus_scrapes_them() {
     lab.add_addr(&ns, "eth1", b.addr(2, 1), 24).unwrap();
     let config = RouterConfig::new()
         .mode("full")
+        .dataplane(plane.name())
         .intercept("router-alert")
         .interfaces(&["eth0", "eth1"])
         .section("[router.limits]\nmax_repair_states = 4321\n")

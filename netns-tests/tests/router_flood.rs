@@ -42,8 +42,10 @@ use pgm_core::wire::{
 use pgm_netns_tests::admin::{self, DEFAULT_LISTEN as ADMIN};
 use pgm_netns_tests::bins;
 use pgm_netns_tests::daemon::{Daemon, RouterConfig};
-use pgm_netns_tests::lab::{self, Ns, Process, RefTopology};
+use pgm_netns_tests::lab::{Ns, Process, RefTopology};
 use pgm_netns_tests::metrics::sum as metric;
+use pgm_netns_tests::on_each_plane;
+use pgm_netns_tests::plane::Plane;
 use pgm_netns_tests::transfer::{Transfer, wait_delivered};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -163,17 +165,22 @@ struct Sampled {
     max_rss_kib: u64,
 }
 
-#[test]
-fn naks_for_random_tsis_and_sqns_and_malformed_packets() {
-    if lab::skip_without_root("naks_for_random_tsis_and_sqns_and_malformed_packets") {
-        return;
-    }
-    let topo = RefTopology::build("flood").expect("build the reference topology");
+on_each_plane!(
+    naks_for_random_tsis_and_sqns_and_malformed_packets,
+    |plane| flood(plane)
+);
+
+fn flood(plane: Plane) {
+    let topo = RefTopology::build(&format!("flood{}", &plane.name()[..1]))
+        .expect("build the reference topology");
     let group = topo.group(1);
     let src = topo.source.addr();
     let pgm = bins::cargo_bin("pgm-core", "pgm").expect("build pgm");
 
-    let base = RouterConfig::new().mode("full").intercept("router-alert");
+    let base = RouterConfig::new()
+        .mode("full")
+        .dataplane(plane.name())
+        .intercept("router-alert");
     let r1_cfg = topo.r1_config(&base, Some(group));
     let r2_cfg = topo.r2_config(&base, Some(group)).section(&format!(
         "[router.limits]\nmax_tsis = {MAX_TSIS}\nmax_repair_states = {MAX_REPAIR_STATES}\n"

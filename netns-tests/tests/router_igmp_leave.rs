@@ -8,18 +8,24 @@ use std::time::Duration;
 
 use pgm_netns_tests::bins;
 use pgm_netns_tests::daemon::{Daemon, RouterConfig};
-use pgm_netns_tests::lab::{self, RefTopology, tshark_fields};
+use pgm_netns_tests::lab::{RefTopology, tshark_fields};
+use pgm_netns_tests::on_each_plane;
+use pgm_netns_tests::plane::Plane;
 use pgm_netns_tests::transfer::{Transfer, wait_delivered};
 
-#[test]
-fn a_member_leaving_does_not_cut_off_the_others() {
-    if lab::skip_without_root("a_member_leaving_does_not_cut_off_the_others") {
-        return;
-    }
-    let topo = RefTopology::build("igmplv").expect("build the reference topology");
+on_each_plane!(a_member_leaving_does_not_cut_off_the_others, |plane| leave(
+    plane
+));
+
+fn leave(plane: Plane) {
+    let topo = RefTopology::build(&format!("igmplv{}", &plane.name()[..1]))
+        .expect("build the reference topology");
     let group = topo.group(1);
     let pgm = bins::cargo_bin("pgm-core", "pgm").expect("build pgm");
-    let base = RouterConfig::new().mode("full").intercept("nftables");
+    let base = RouterConfig::new()
+        .mode("full")
+        .dataplane(plane.name())
+        .intercept("nftables");
     // R1 routes the group statically to R2; R2 only from the upcall and IGMP.
     let r1_cfg = topo.r1_config(&base, Some(group));
     let r2_cfg = topo.r2_config(&base, None);
