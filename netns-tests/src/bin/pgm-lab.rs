@@ -719,6 +719,8 @@ fn run(opts: &Options) -> Result<bool> {
         .context("R2 /api/v1/traffic")?;
     let state2 = Json::parse(&admin::get(&topo.r2.ns, ROUTER_ADMIN, "/api/v1/state")?)
         .context("R2 /api/v1/state")?;
+    let state1 = Json::parse(&admin::get(&topo.r1.ns, ROUTER_ADMIN, "/api/v1/state")?)
+        .context("R1 /api/v1/state")?;
 
     let total = opts.count as u64;
     println!();
@@ -739,6 +741,35 @@ fn run(opts: &Options) -> Result<bool> {
             r.ns
         );
         println!("        {}", r.summary);
+    }
+    println!();
+    println!("Data plane (the kernel forwards ODATA; from /api/v1/state and /metrics)");
+    for (name, state, m) in [("R1", &state1, &m1), ("R2", &state2, &m2)] {
+        let text = |k: &str| match state.get(k) {
+            Some(Json::Str(s)) => s.clone(),
+            _ => "?".to_owned(),
+        };
+        let ev = |e: &str| metric(m, "pgm_router_dataplane_packets_total", &[("event", e)]);
+        println!(
+            "  {name}: {} ({})",
+            text("dataplane"),
+            text("dataplane_reason")
+        );
+        if text("dataplane") == "netdev" {
+            println!(
+                "      ODATA forwarded by the kernel {}; other PGM packets handed to the daemon \
+                 {}; a new source's first ODATA forwarded by the daemon {}",
+                ev("forwarded"),
+                ev("intercepted"),
+                metric(m, "pgm_router_odata_slow_path_total", &[])
+            );
+        } else {
+            println!(
+                "      the kernel's multicast routing forwards ODATA along the daemon's MFC \
+                 entries; {} upcalls",
+                metric(m, "pgm_router_mroute_upcalls_total", &[])
+            );
+        }
     }
     println!();
     let rx = |m: &str, i: &str, t: &str| {
