@@ -606,3 +606,44 @@ network = "eth9;239.192.0.1"
     let config = Config::from_str("[host]\nnetwork = \"10.0.0.1;239.192.0.1\"\n", "t").unwrap();
     assert!(config.check_interfaces(&|_: &str| false).is_ok());
 }
+
+#[test]
+fn data_plane_keys() {
+    // An unknown plane names the choices.
+    let error = only_error("[router]\ndataplane = \"tc\"\n[[router.interface]]\nname = \"eth0\"\n");
+    assert_eq!(
+        (error.line, error.column, error.key.as_str(), error.kind),
+        (2, 13, "router.dataplane", ErrorKind::InvalidValue)
+    );
+    assert!(
+        error.reason.contains("\"auto\"") && error.reason.contains("\"netdev\""),
+        "{}",
+        error.reason
+    );
+    // The netdev plane forwards on its own: not beside another multicast router.
+    assert_eq!(
+        errors(
+            "[router]\nmode = \"assist-only\"\ndataplane = \"netdev\"\n[[router.interface]]\nname = \"eth0\"\n"
+        ),
+        vec![e(3, 13, "router.dataplane", ErrorKind::Contradiction)]
+    );
+    // The new bounds.
+    let text = format!(
+        "{IFACES}[router.limits]\nmax_routes = 0\nmax_memberships = 10000001\nlearn_rate = 0\n\
+         [router.timers]\nroute_idle = \"0s\"\n"
+    );
+    assert_eq!(
+        errors(&text),
+        vec![
+            e(6, 14, "router.limits.max_routes", ErrorKind::OutOfRange),
+            e(
+                7,
+                19,
+                "router.limits.max_memberships",
+                ErrorKind::OutOfRange
+            ),
+            e(8, 14, "router.limits.learn_rate", ErrorKind::OutOfRange),
+            e(10, 14, "router.timers.route_idle", ErrorKind::InvalidValue),
+        ]
+    );
+}

@@ -320,11 +320,11 @@ rxw_sqns = 2000
     assert_eq!(config.locations.file, "full.toml");
     assert_eq!(
         config.locations.position("router.timers.nak_elim_ivl"),
-        Some((21, 16))
+        Some((22, 16))
     );
     assert_eq!(
         config.locations.position("router.interface[1].name"),
-        Some((14, 8))
+        Some((15, 8))
     );
 }
 

@@ -121,6 +121,19 @@ fn ops(plane: Plane) {
     let (status, metrics) = wait_for("/metrics", 10, || get(&ns, ADMIN, "/metrics"));
     assert!(status.contains(" 200"), "{status}");
     promtool_check(&promtool, &metrics);
+    // The plane that runs is shown; no label takes values the network could multiply (the
+    // old `children{tsi}`).
+    assert!(
+        metrics.contains(&format!(
+            "\npgm_router_dataplane_info{{dataplane=\"{}\"}} 1\n",
+            plane.name()
+        )),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("tsi=\""),
+        "a metric labelled by TSI:\n{metrics}"
+    );
 
     // Every pgm_router_* metric the alert expressions use is exported.
     let alerts = std::fs::read_to_string(deploy.join("prometheus/alerts.yml")).unwrap();

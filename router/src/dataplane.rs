@@ -60,13 +60,16 @@ pub(crate) fn choose(r: &RouterSection) -> Result<Choice, String> {
             format!("{need}, but {e}; use dataplane = \"netdev\" (full mode) on this kernel")
         })
     };
-    let netdev = |why: &str| {
-        support::netdev().map_err(|e| match e {
-            Unsupported::Missing { .. } => {
-                format!("{why}, but the netdev data plane cannot run: {e}")
-            }
-            Unsupported::CannotProbe(_) => format!("{why}; {e}"),
-        })
+    // The netdev plane's probe needs CAP_NET_ADMIN: without it (`--check-config` as a user)
+    // the plane is chosen unprobed and the reason says so.
+    let netdev = |why: String| match support::netdev() {
+        Ok(()) => Ok(why),
+        Err(e @ Unsupported::Missing { .. }) => {
+            Err(format!("{why}, but the netdev data plane cannot run: {e}"))
+        }
+        Err(e @ Unsupported::CannotProbe(_)) => {
+            Ok(format!("{why}; kernel support not probed: {e}"))
+        }
     };
     match (r.dataplane, assist_only) {
         (Dataplane::Mroute, _) | (Dataplane::Auto, true) => {
@@ -80,26 +83,19 @@ pub(crate) fn choose(r: &RouterSection) -> Result<Choice, String> {
                 },
             })
         }
-        (Dataplane::Netdev, _) => {
-            netdev("dataplane = \"netdev\"")?;
-            Ok(Choice {
-                kind: PlaneKind::Netdev,
-                why: "configured".to_owned(),
-            })
-        }
+        (Dataplane::Netdev, _) => Ok(Choice {
+            kind: PlaneKind::Netdev,
+            why: netdev("configured".to_owned())?,
+        }),
         (Dataplane::Auto, false) => match support::mroute() {
             Ok(()) => Ok(Choice {
                 kind: PlaneKind::Mroute,
                 why: "auto: the kernel has multicast routing (CONFIG_IP_MROUTE)".to_owned(),
             }),
-            Err(e) => {
-                let why = format!("auto: {e}");
-                netdev(&why)?;
-                Ok(Choice {
-                    kind: PlaneKind::Netdev,
-                    why,
-                })
-            }
+            Err(e) => Ok(Choice {
+                kind: PlaneKind::Netdev,
+                why: netdev(format!("auto: {e}"))?,
+            }),
         },
     }
 }
