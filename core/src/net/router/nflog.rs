@@ -1,7 +1,9 @@
-//! The intercept of nftables mode: every PGM packet but ODATA of an assisted group (see
-//! [`super::nft`]) is handed to the daemon by a PREROUTING rule's `log group` statement, over
-//! `nfnetlink_log` (`NETLINK_NETFILTER`), once per packet and as it arrived; a FORWARD rule
-//! stops the kernel forwarding it.
+//! The daemon's `nfnetlink_log` socket: the packets the data planes' nftables rules hand to the
+//! daemon, each once and as it arrived, with the interface it came in on. On the netdev plane
+//! ([`super::netdev`]) that is every PGM packet but ODATA of an assisted group, the first
+//! ODATA of a new source, and IGMP; on the mroute plane with the nftables intercept
+//! ([`super::intercept`]), every PGM packet but ODATA of an assisted group that carries no
+//! Router Alert (a FORWARD rule stops the kernel forwarding those).
 //!
 //! So ODATA pays for the rules' compares and nothing else: no group membership (which
 //! would make the kernel deliver a local copy of every forwarded packet, and copy each
@@ -9,10 +11,11 @@
 //! on every frame of the upstream interface. Both were measured (`BENCHMARKS.md`).
 //!
 //! The socket binds one log group of its network namespace, asks for whole packets
-//! (`NFULNL_COPY_PACKET`) and for each to be sent at once (queue threshold 1; the rule says
-//! the same), and takes a large receive buffer (`SO_RCVBUFFORCE`, past `rmem_max`). Each message carries the packet from its IP header and the interface it came
-//! in on. The kernel's messages are parsed here, by hand: no maintained Rust crate speaks
-//! `nfnetlink_log` without linking the C `libnetfilter_log`.
+//! (`NFULNL_COPY_PACKET`) and for each to be sent at once (queue threshold 1; the rules say
+//! the same), and takes a large receive buffer (`SO_RCVBUFFORCE`, past `rmem_max`). Each
+//! message carries the packet from its IP header and the interface it came in on. The
+//! kernel's messages are parsed here, by hand (the `netlink` module's framing): no maintained Rust
+//! crate speaks `nfnetlink_log` without linking the C `libnetfilter_log`.
 
 use std::cell::RefCell;
 use std::io;
