@@ -117,12 +117,13 @@ struct Inner {
 }
 
 impl Inner {
-    fn changed(&mut self) -> bool {
+    /// After a pending change was recorded: past the limit, the changes collapse into one
+    /// full state.
+    fn bound(&mut self) {
         if self.pending.len() > self.limit {
             self.pending = PlaneChanges::default();
             self.full = true;
         }
-        true
     }
 
     fn has_changes(&self) -> bool {
@@ -164,12 +165,11 @@ impl PlaneSync {
             Some(r) => i.state.routes.insert(key, r.clone()),
             None => i.state.routes.remove(&key),
         };
-        let changed = old != route && {
-            if !i.full {
-                i.pending.routes.insert(key, route);
-            }
-            i.changed()
-        };
+        let changed = old != route;
+        if changed && !i.full {
+            i.pending.routes.insert(key, route);
+            i.bound();
+        }
         drop(i);
         self.notify(changed);
     }
@@ -182,12 +182,10 @@ impl PlaneSync {
         } else {
             i.state.assisted.remove(&group)
         };
-        let changed = changed && {
-            if !i.full {
-                i.pending.assisted.insert(group, on);
-            }
-            i.changed()
-        };
+        if changed && !i.full {
+            i.pending.assisted.insert(group, on);
+            i.bound();
+        }
         drop(i);
         self.notify(changed);
     }
@@ -200,12 +198,10 @@ impl PlaneSync {
         } else {
             i.state.learn.remove(&group)
         };
-        let changed = changed && {
-            if !i.full {
-                i.pending.learn.insert(group, on);
-            }
-            i.changed()
-        };
+        if changed && !i.full {
+            i.pending.learn.insert(group, on);
+            i.bound();
+        }
         drop(i);
         self.notify(changed);
     }
@@ -311,6 +307,33 @@ mod tests {
             "changes after the overflow are in the state"
         );
         assert!(!s.has_changes());
+    }
+
+    #[test]
+    fn changes_never_wait_for_the_worker() {
+        // The worker takes a change and then hangs in its "kernel transaction" until the
+        // producer is done: the producer's ten thousand changes go through meanwhile (a
+        // producer that waited for the worker would deadlock here) and all arrive in the
+        // next take, collapsed to a full state past the limit.
+        let s = std::sync::Arc::new(PlaneSync::new(64));
+        let (release, parked) = std::sync::mpsc::channel::<()>();
+        let w = std::sync::Arc::clone(&s);
+        let worker = std::thread::spawn(move || {
+            let first = w.wait_take(Duration::from_secs(60));
+            parked.recv().expect("released");
+            (first, w.take())
+        });
+        s.set_assisted(G, true);
+        while s.has_changes() {
+            std::thread::yield_now();
+        }
+        for i in 0..10_000u32 {
+            s.set_route(RouteKey::sg(Ipv4Addr::from(i), G), Some(route(1, &[2])));
+        }
+        release.send(()).expect("worker alive");
+        let (first, second) = worker.join().expect("worker");
+        assert_eq!(first.and_then(|c| c.assisted.get(&G).copied()), Some(true));
+        assert_eq!(second.full.map(|f| f.routes.len()), Some(10_000));
     }
 
     #[test]
