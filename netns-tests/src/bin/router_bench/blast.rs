@@ -1,28 +1,46 @@
-// ---------------------------------------------------------------------------------------
-// Throughput: senders and receiver
+//! The throughput benchmark's traffic: the UDP and PGM senders (`sendmmsg`) and the
+//! receiver (`recvmmsg`) that counts what arrives.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use pgm_core::wire::{Body, DataRepr, Nla, OptionList, Repr, SpmRepr, Sqn};
+use pgm_netns_tests::mmsg::Mmsg;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::opts::SenderKind;
+use crate::util::{check_stop, now, setsockopt_bytes, thread_cpu_ns};
+use crate::{
+    BATCH, BENCH_DPORT, BENCH_GSI, IPPROTO_PGM, ODATA_OVERHEAD, PGM_ODATA, RCVBUF, ROUTER_ALERT,
+    TTL, UDP_PORT,
+};
 
 #[derive(Clone, Debug)]
-struct SendStats {
-    sent: u64,
-    secs: f64,
+pub(crate) struct SendStats {
+    pub(crate) sent: u64,
+    pub(crate) secs: f64,
     /// CPU time of the sending thread over the same interval.
-    cpu_secs: f64,
+    pub(crate) cpu_secs: f64,
 }
 
 #[derive(Clone, Debug)]
-struct RecvStats {
-    received: u64,
-    bytes: u64,
-    missing: u64,
-    secs: f64,
+pub(crate) struct RecvStats {
+    pub(crate) received: u64,
+    pub(crate) bytes: u64,
+    pub(crate) missing: u64,
+    pub(crate) secs: f64,
 }
 
-fn raw_pgm_socket() -> Result<Socket> {
+pub(crate) fn raw_pgm_socket() -> Result<Socket> {
     Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(IPPROTO_PGM)))
         .context("raw IPPROTO_PGM socket (needs CAP_NET_RAW)")
 }
 
-fn emit(repr: &Repr<'_>, out: &mut [u8]) -> Result<usize> {
+pub(crate) fn emit(repr: &Repr<'_>, out: &mut [u8]) -> Result<usize> {
     repr.emit(out)
         .map_err(|e| anyhow::anyhow!("emitting {}: {e}", repr.packet_type()))
 }
@@ -47,7 +65,7 @@ fn spm_repr(sport: u16, sqn: u32, lead: u32, path: Ipv4Addr) -> Repr<'static> {
 /// Sends `count` datagrams of `size` payload bytes to `group` from `bind`, as fast as
 /// `sendmmsg` goes. PGM: ODATA sqn 0.. of the TSI (bench GSI, `sport`), with an SPM (Router
 /// Alert) first, every 100 ms and last.
-fn blast_send(
+pub(crate) fn blast_send(
     kind: SenderKind,
     bind: Ipv4Addr,
     group: Ipv4Addr,
@@ -155,21 +173,21 @@ fn blast_send(
 }
 
 /// What one run's receiver expects.
-struct RecvJob {
-    kind: SenderKind,
+pub(crate) struct RecvJob {
+    pub(crate) kind: SenderKind,
     /// The receiving interface's address, and the group joined there.
-    bind: Ipv4Addr,
-    group: Ipv4Addr,
-    sport: u16,
-    count: u64,
-    size: usize,
+    pub(crate) bind: Ipv4Addr,
+    pub(crate) group: Ipv4Addr,
+    pub(crate) sport: u16,
+    pub(crate) count: u64,
+    pub(crate) size: usize,
     /// Poll instead of sleeping (`--recv busy`).
-    busy: bool,
+    pub(crate) busy: bool,
 }
 
 /// Receives what `blast_send` sends, until `count` arrived or nothing came for `idle` after
 /// the first (or for 30 s before it). Sends `()` on `ready` once joined.
-fn blast_recv(job: RecvJob, ready: &mpsc::Sender<()>) -> Result<RecvStats> {
+pub(crate) fn blast_recv(job: RecvJob, ready: &mpsc::Sender<()>) -> Result<RecvStats> {
     let RecvJob {
         kind,
         bind,
@@ -275,4 +293,3 @@ fn odata_of_bench(ip: &[u8], sport: u16) -> Option<(u32, usize)> {
     let sqn = u32::from_be_bytes([pgm[16], pgm[17], pgm[18], pgm[19]]);
     Some((sqn, tsdu))
 }
-

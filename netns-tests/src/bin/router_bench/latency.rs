@@ -1,5 +1,23 @@
-// ---------------------------------------------------------------------------------------
-// NAK-to-NCF latency
+//! The NAK-to-NCF latency benchmark: a live session through the router, a NAK generator in
+//! `rcv`, and a capture on r1's downstream interface.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsRawFd, RawFd};
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use pgm_core::wire::{Body, NakRepr, Nla, OptionList, Repr, Sqn, Tsi};
+use pgm_netns_tests::admin;
+use pgm_netns_tests::lab::{kernel_drops, read_pgm};
+
+use crate::blast::{emit, raw_pgm_socket};
+use crate::opts::{Mode, Opts};
+use crate::topo::{Bins, Routing, build_topo, start_routing};
+use crate::util::{check_stop, loadavg, now, realtime_ns, setsockopt_int};
+use crate::{NAK_BEHIND, PGM_NAK, PGM_NCF, RCVBUF};
 
 /// One NAK sent by the generator.
 #[derive(Clone, Debug)]
@@ -283,27 +301,28 @@ fn nak_gen(
 }
 
 #[derive(Debug)]
-struct LatencyOutcome {
-    mode: Mode,
-    rep: usize,
-    naks_sent: usize,
+pub(crate) struct LatencyOutcome {
+    pub(crate) mode: Mode,
+    pub(crate) rep: usize,
+    pub(crate) naks_sent: usize,
     /// NAK in -> NCF out on the router's downstream interface, ns, sorted.
-    wire: Vec<i64>,
-    naks_captured: usize,
-    ncfs_captured: usize,
+    pub(crate) wire: Vec<i64>,
+    pub(crate) naks_captured: usize,
+    pub(crate) ncfs_captured: usize,
     /// Receiver's view: send call -> NCF kernel receive timestamp, ns, sorted.
-    rtt: Vec<i64>,
+    pub(crate) rtt: Vec<i64>,
     /// Packets tcpdump lost for lack of buffer space.
-    capture_drops: u64,
-    metrics: String,
-    duration: f64,
-    load: (String, String),
+    pub(crate) capture_drops: u64,
+    pub(crate) metrics: String,
+    pub(crate) duration: f64,
+    pub(crate) load: (String, String),
 }
 
-fn latency(o: &Opts, bins: &Bins, mode: Mode, rep: usize) -> Result<LatencyOutcome> {
+pub(crate) fn latency(o: &Opts, bins: &Bins, mode: Mode, rep: usize) -> Result<LatencyOutcome> {
     let load0 = loadavg();
-    let t = build_topo("rbnak")?;
+    let t = build_topo("rbnak", true)?;
     let routing = start_routing(&t, mode, bins)?;
+    let r1 = t.r1()?;
     let Routing::Daemon(daemon) = &routing else {
         bail!("the latency benchmark needs pgm-routerd");
     };
@@ -314,7 +333,7 @@ fn latency(o: &Opts, bins: &Bins, mode: Mode, rep: usize) -> Result<LatencyOutco
     let pcap_s = pcap.to_string_lossy().into_owned();
     // As `Lab::capture`, with nanosecond timestamps.
     #[rustfmt::skip]
-    let cap = t.lab.spawn(&t.r1, &["tcpdump", "-i", "to-rcv", "-w", &pcap_s, "-U",
+    let cap = t.lab.spawn(&r1.ns, &["tcpdump", "-i", "to-rcv", "-w", &pcap_s, "-U",
                                    "--immediate-mode", "-n", "-Z", "root",
                                    "--time-stamp-precision=nano", "-B", "65536", filter])?;
     cap.wait_for_output("listening on", Duration::from_secs(10))?;
@@ -332,15 +351,14 @@ fn latency(o: &Opts, bins: &Bins, mode: Mode, rep: usize) -> Result<LatencyOutco
     ])?;
 
     let started = now();
-    let (rcv_addr, group, r1_down, naks, rate) =
-        (t.rcv_addr, t.group, t.r1_down, o.naks, o.nak_rate);
+    let (rcv_addr, group, r1_down, naks, rate) = (t.rcv_addr, t.group, r1.down, o.naks, o.nak_rate);
     let gen_out = t
         .rcv
         .spawn_thread(move || nak_gen(rcv_addr, group, r1_down, naks, rate))
         .join()
         .map_err(|_| anyhow::anyhow!("NAK generator panicked"))?;
     let duration = started.elapsed().as_secs_f64();
-    let metrics = admin::get(&t.r1, admin::DEFAULT_LISTEN, "/metrics").unwrap_or_default();
+    let metrics = admin::get(&r1.ns, admin::DEFAULT_LISTEN, "/metrics").unwrap_or_default();
     let source_alive = source.is_running();
     let _ = source.kill();
     let pcap = {
@@ -421,4 +439,3 @@ fn latency(o: &Opts, bins: &Bins, mode: Mode, rep: usize) -> Result<LatencyOutco
         load: (load0, loadavg()),
     })
 }
-

@@ -1,16 +1,18 @@
 //! End-to-end benchmarks of `pgm-routerd` on the namespace lab (not timed tests):
 //!
-//! 1. **Forwarding throughput** through one router, `pgm-routerd` against kernel-only
-//!    multicast routing, in the same run with interleaved repeats;
+//! 1. **Forwarding throughput** through one router: `pgm-routerd` against the same kernel
+//!    forwarding without the daemon, on each data plane the kernel has, and a direct veth with
+//!    no router as the reference, in the same run with interleaved repeats;
 //! 2. **NAK-to-NCF latency** inside the router, from kernel timestamps of a capture on the
 //!    router's downstream interface.
 //!
 //! ```text
 //! cargo run --release -p pgm-netns-tests --bin router_bench -- \
-//!     [--count N] [--sizes 64,1400] [--repeat K] [--modes kernel,nft,ra[,kjoin,knft]]
-//!     [--senders udp,pgm] [--naks N] [--nak-rate PER_SEC] [--nak-modes nft,ra]
-//!     [--nak-repeat K] [--src-rate BYTES_PER_SEC] [--no-throughput] [--no-latency]
-//!     [--no-build] [--no-sysctl]
+//!     [--count N] [--sizes 64,1400] [--repeat K]
+//!     [--modes direct,nfwd,netdev,kernel,nft,ra[,kjoin,knft]] [--senders udp,pgm]
+//!     [--naks N] [--nak-rate PER_SEC] [--nak-modes netdev,nft,ra] [--nak-repeat K]
+//!     [--src-rate BYTES_PER_SEC] [--recv busy|block] [--no-throughput] [--no-latency]
+//!     [--no-build] [--no-sysctl] [--verbose]
 //! ```
 //!
 //! Needs root. It builds `pgm-routerd` and `pgm` in release mode first (`--no-build`: use
@@ -21,22 +23,52 @@
 //!   eth0 10.B.1.2   to-src .1   to-rcv 10.B.2.1   eth0 10.B.2.2
 //! ```
 //!
+//! and for `direct`, the same addresses on one veth, each side with an on-link route to the
+//! lab's whole block `10.B.0.0/16`:
+//!
+//! ```text
+//!   src ------------------------------------ rcv
+//!   eth0 10.B.1.2                             eth0 10.B.2.2
+//! ```
+//!
+//! # Data planes
+//!
+//! `pgm-routerd` has two (`router.dataplane`). The mroute configurations need the kernel's
+//! multicast routing (`CONFIG_IP_MROUTE`, `/proc/net/ip_mr_vif`); on a kernel without it they
+//! are left out, with one line on stderr, and the report lists them as not measured on this
+//! kernel. The netdev ones need nf_tables with netdev ingress hooks only.
+//!
 //! # Throughput
 //!
 //! Router configurations (`--modes`), all with the static route `(src, G)` from `to-src` to
-//! `to-rcv`:
+//! `to-rcv`. Netdev plane:
+//!
+//! - `direct`: no router, the reference: what one veth costs;
+//! - `nfwd`: the netdev plane's forwarding rules alone (`Lab::start_forwarding`: the rules the
+//!   daemon installs, intercept off), no daemon: on r1 an nftables `netdev` table whose
+//!   ingress chain on `to-src` `dup`s the route's packets to `to-rcv`, TTL decremented and
+//!   source MAC rewritten, in the sender's softirq. The baseline of `netdev`;
+//! - `netdev`: `pgm-routerd`, `mode = "full"`, `dataplane = "netdev"`: the same forwarding
+//!   rules plus the intercept (every PGM type but ODATA of the group is logged to the daemon
+//!   over `nfnetlink_log` and dropped; IGMP is logged), so ODATA never reaches user space.
+//!
+//! Mroute plane (`CONFIG_IP_MROUTE`):
 //!
 //! - `kernel`: smcroute (Debian's `smcrouted`), no PGM daemon: the kernel-only baseline;
-//! - `nft`: `pgm-routerd`, `mode = "full"`, `intercept = "nftables"` (the daemon owns the MFC;
-//!   its nftables FORWARD rule stops every PGM type but ODATA for the group and logs those
-//!   packets to the daemon over `nfnetlink_log`; no group is joined, so the kernel delivers no
-//!   local copy of ODATA);
-//! - `ra`: `pgm-routerd`, `mode = "full"`, `intercept = "router-alert"`;
+//! - `nft`: `pgm-routerd`, `mode = "full"`, `dataplane = "mroute"`, `intercept = "nftables"`
+//!   (the daemon owns the MFC; its nftables FORWARD rule stops every PGM type but ODATA for
+//!   the group and logs those packets to the daemon over `nfnetlink_log`; no group is joined,
+//!   so the kernel delivers no local copy of ODATA);
+//! - `ra`: `pgm-routerd`, `mode = "full"`, `dataplane = "mroute"`,
+//!   `intercept = "router-alert"`;
 //! - diagnostics, to attribute the cost of `nft`: `kjoin` is smcroute plus the
 //!   membership-based intercept socket the daemon used before its tap
 //!   (`pgm_core::net::router::RecvSocket::open`, kind `Intercept`) joined to the group on
 //!   `to-src`, and no daemon; `knft` is smcroute plus the daemon's nftables table
 //!   (`InterceptTable`, the group in its set), and no daemon.
+//!
+//! Default: `direct,nfwd,netdev`, plus `kernel,nft,ra` where the kernel has multicast
+//! routing.
 //!
 //! Senders (`--senders`), in-process threads inside the namespaces, `sendmmsg` in batches of
 //! 64, no rate cap, multicast TTL 16:
@@ -64,51 +96,55 @@
 //! and unstable one in the rate. Polling takes that term out, so the figure is the path's.
 //! Every configuration's lab is built once; for each repeat, sender and
 //! size, the configurations run back to back, starting one further each repeat. Figures are
-//! medians over repeats; the ratios are router / kernel-only.
+//! medians over repeats. The ratios compare each daemon configuration with the same
+//! forwarding without it, by rate and by sender CPU per packet (target 0.95): `netdev` /
+//! `nfwd`, and the mroute ones / `kernel`; every row with a router is also given against
+//! `direct`.
 //!
 //! # NAK-to-NCF latency
 //!
-//! `pgm-routerd` (full mode, `--nak-modes`) on r1; `target/release/pgm send --ip` in `src` at
-//! 500 kB/s (`--src-rate`) of 200-byte messages: a live session whose SPMs r1 forwards with its
-//! downstream address in SPM_PATH. A thread in `rcv` joins the group with a raw PGM socket,
-//! waits for an SPM whose SPM_PATH is r1's `to-rcv` address, then sends `--naks` NAKs at
-//! `--nak-rate` per second, unicast to that address (as receivers do), each for a new sequence
-//! number 64 behind the newest ODATA it has seen (inside the source's window, so the source
-//! confirms and repairs them: repair state, NCF, NAK forwarded upstream, the source's NCF and
-//! RDATA through the router). tcpdump on r1's `to-rcv` (nanosecond timestamps, filter NAK and
-//! NCF) gives the time from each NAK entering the interface to the router's NCF for that
-//! sequence number leaving it. The same thread also records, per NAK, the user-space send time
-//! and the kernel receive timestamp (`SO_TIMESTAMPNS`) of the NCF at the receiver: a round trip
-//! that adds the sender's syscall and two veth hops, as a cross-check. Each configuration runs
-//! `--nak-repeat` times (a fresh lab each time), the configurations alternating; the report
-//! gives each run and all runs of a configuration pooled.
+//! `pgm-routerd` (full mode, `--nak-modes`: `netdev`, `nft`, `ra` as above; default `netdev`
+//! plus `nft,ra` where the kernel has multicast routing) on r1; `target/release/pgm send
+//! --ip` in `src` at 500 kB/s (`--src-rate`) of 200-byte messages: a live session whose SPMs
+//! r1 forwards with its downstream address in SPM_PATH. A thread in `rcv` joins the group
+//! with a raw PGM socket, waits for an SPM whose SPM_PATH is r1's `to-rcv` address, then
+//! sends `--naks` NAKs at `--nak-rate` per second, unicast to that address (as receivers do),
+//! each for a new sequence number 64 behind the newest ODATA it has seen (inside the
+//! source's window, so the source confirms and repairs them: repair state, NCF, NAK
+//! forwarded upstream, the source's NCF and RDATA through the router). tcpdump on r1's
+//! `to-rcv` (nanosecond timestamps, filter NAK and NCF) gives the time from each NAK entering
+//! the interface to the router's NCF for that sequence number leaving it. The same thread
+//! also records, per NAK, the user-space send time and the kernel receive timestamp
+//! (`SO_TIMESTAMPNS`) of the NCF at the receiver: a round trip that adds the sender's syscall
+//! and two veth hops, as a cross-check. Each configuration runs `--nak-repeat` times (a fresh
+//! lab each time), the configurations alternating; the report gives each run and all runs of
+//! a configuration pooled.
 //!
 //! Socket buffers: `net.core.rmem_max`/`wmem_max` are global (read-only inside namespaces), so
 //! they are raised to 32 MiB for the run if lower and restored afterwards (`--no-sysctl`: left
 //! alone).
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd, RawFd};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+mod blast;
+mod latency;
+mod opts;
+mod report;
+mod throughput;
+mod topo;
+mod util;
 
-use anyhow::{Context, Result, bail, ensure};
-use pgm_core::net::iface;
-use pgm_core::net::router::{InterceptTable, RecvSocket, RecvSocketKind};
-use pgm_core::wire::{Body, DataRepr, Gsi, NakRepr, Nla, OptionList, Repr, SpmRepr, Sqn, Tsi};
-use pgm_netns_tests::bins::target_dir;
-use pgm_netns_tests::daemon::{Daemon, RouterConfig};
-use pgm_netns_tests::lab::{Lab, McRoute, Ns, Process, Smcroute, is_root, kernel_drops, read_pgm};
-use pgm_netns_tests::mmsg::Mmsg;
-use pgm_netns_tests::{admin, metrics};
-use socket2::{Domain, Protocol, Socket, Type};
+use std::fmt::Write as _;
+
+use anyhow::{Result, ensure};
+use pgm_core::wire::Gsi;
+use pgm_netns_tests::lab::is_root;
+use pgm_netns_tests::plane::kernel_has_mroute;
+
+use crate::latency::latency;
+use crate::opts::parse_opts;
+use crate::report::{latency_report, throughput_report};
+use crate::throughput::{ThroughputResults, throughput};
+use crate::topo::build_bins;
+use crate::util::{SysctlGuard, install_stop_handler, loadavg, machine, now, quantile, stopped};
 
 /// IP protocol number of PGM.
 const IPPROTO_PGM: i32 = 113;
@@ -137,16 +173,19 @@ const BATCH: usize = 64;
 const RCVBUF: usize = 32 << 20;
 /// How far behind the newest ODATA the NAK generator asks.
 const NAK_BEHIND: u32 = 64;
-// ---------------------------------------------------------------------------------------
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let o = parse_opts(&args)?;
+    let mut o = parse_opts(&args)?;
     ensure!(
         is_root(),
         "router_bench needs root (namespaces, raw sockets)"
     );
     install_stop_handler()?;
+    let has_mroute = kernel_has_mroute();
+    if let Some(line) = o.fit_kernel(has_mroute) {
+        eprintln!("{line}");
+    }
     let bins = build_bins(&o)?;
     let guard = if o.sysctl {
         Some(SysctlGuard::raise()?)
@@ -159,9 +198,15 @@ fn main() -> Result<()> {
     let mut report = String::new();
     let _ = writeln!(
         report,
-        "Machine: {}\nrouterd: {}\nLoad average at start {load0}",
+        "Machine: {}\nrouterd: {}\nKernel multicast routing (CONFIG_IP_MROUTE): {}\n\
+         Load average at start {load0}",
         machine(),
-        bins.routerd.display()
+        bins.routerd.display(),
+        if has_mroute {
+            "yes"
+        } else {
+            "no: the mroute configurations cannot run on this kernel"
+        }
     );
     if o.throughput {
         let mut res = ThroughputResults::default();
@@ -215,7 +260,7 @@ fn main() -> Result<()> {
              source {} B/s of 200-byte messages)\n",
             o.naks, o.nak_rate, o.nak_repeat, o.src_rate
         );
-        report.push_str(&latency_report(&outs, &errors));
+        report.push_str(&latency_report(&o, &outs, &errors));
     }
     drop(guard);
     let _ = writeln!(

@@ -1,86 +1,158 @@
-fn throughput_report(o: &Opts, res: &ThroughputResults) -> String {
+//! The report (markdown): the throughput table with its ratios, and the latency table.
+
+use std::fmt::Write as _;
+
+use pgm_netns_tests::metrics;
+
+use crate::latency::LatencyOutcome;
+use crate::opts::{Mode, Opts};
+use crate::throughput::{Cell, Outcome, ThroughputResults};
+use crate::util::{fmt_pps, fmt_us, median, quantile};
+
+/// What the daemon / rules-only ratios must reach.
+const TARGET: f64 = 0.95;
+
+/// A configuration as the report names it: `` `netdev` (pgm-routerd full, netdev plane) ``.
+fn label(mode: Mode) -> String {
+    format!("`{}` ({})", mode.key(), mode.name())
+}
+
+/// Says which configurations this kernel could not run, if any.
+fn not_measured(s: &mut String, skipped: &[Mode]) {
+    if skipped.is_empty() {
+        return;
+    }
+    let list: Vec<String> = skipped.iter().map(|&m| label(m)).collect();
+    let _ = writeln!(
+        s,
+        "\nNot measured on this kernel (no multicast routing, CONFIG_IP_MROUTE): {}.",
+        list.join(", ")
+    );
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or(String::new(), |r| format!("{r:.3}"))
+}
+
+pub(crate) fn throughput_report(o: &Opts, res: &ThroughputResults) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| sender | size | router | received pkt/s (median) | MB/s (median) | vs kernel-only | \
-         delivered | sender pkt/s (median) | sender CPU µs/pkt (median) | vs kernel-only, \
-         by CPU | received pkt/s per run |"
+        "| sender | size | router | received pkt/s (median) | MB/s (median) | baseline | vs \
+         baseline | delivered | sender pkt/s (median) | sender CPU µs/pkt (median) | vs \
+         baseline, by CPU | vs direct, by rate / by CPU | received pkt/s per run |"
     );
-    let _ = writeln!(s, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(
+        s,
+        "|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"
+    );
     let med = |cell: &Cell, f: fn(&Outcome) -> f64| -> Option<f64> {
         let v: Vec<f64> = res.runs.get(cell)?.iter().map(f).collect();
         median(&v)
     };
+    // Rate ratio (this / other) and CPU ratio (packets per sender CPU-second: other's cost /
+    // this cost) of two cells, each where both were measured.
+    let ratios = |cell: &Cell, other: Mode| -> (Option<f64>, Option<f64>) {
+        let base = Cell {
+            mode: other,
+            ..*cell
+        };
+        let rate = match (med(cell, Outcome::pps), med(&base, Outcome::pps)) {
+            (Some(p), Some(b)) if b > 0.0 => Some(p / b),
+            _ => None,
+        };
+        let cpu = match (med(cell, Outcome::cpu_us), med(&base, Outcome::cpu_us)) {
+            (Some(c), Some(b)) if c > 0.0 => Some(b / c),
+            _ => None,
+        };
+        (rate, cpu)
+    };
     let mut verdicts = Vec::new();
     for &sender in &o.senders {
         for &size in &o.sizes {
-            let base = Cell {
-                sender,
-                size,
-                mode: Mode::Kernel,
-            };
-            let base_pps = med(&base, Outcome::pps);
-            let base_cpu = med(&base, Outcome::cpu_us);
             for &mode in &o.modes {
                 let cell = Cell { sender, size, mode };
+                let baseline = mode.baseline();
+                if let Some(b) = baseline {
+                    verdicts.push((cell, b, ratios(&cell, b)));
+                }
                 let Some(runs) = res.runs.get(&cell) else {
                     continue;
                 };
-                let pps = med(&cell, Outcome::pps);
-                let ratio = match (pps, base_pps) {
-                    (Some(p), Some(b)) if mode != Mode::Kernel && b > 0.0 => Some(p / b),
-                    _ => None,
+                let (ratio, cpu_ratio) = baseline.map_or((None, None), |b| ratios(&cell, b));
+                let direct = if mode == Mode::Direct {
+                    String::new()
+                } else {
+                    match ratios(&cell, Mode::Direct) {
+                        (Some(r), Some(c)) => format!("{r:.3} / {c:.3}"),
+                        (Some(r), None) => format!("{r:.3} / -"),
+                        _ => String::new(),
+                    }
                 };
-                let cpu = med(&cell, Outcome::cpu_us);
-                // Packets per CPU-second relative to kernel-only: kernel's cost / this cost.
-                let cpu_ratio = match (cpu, base_cpu) {
-                    (Some(c), Some(b)) if mode != Mode::Kernel && c > 0.0 => Some(b / c),
-                    _ => None,
-                };
-                if ratio.is_some() || cpu_ratio.is_some() {
-                    verdicts.push((sender, size, mode, ratio, cpu_ratio));
-                }
-                let fmt_ratio = |r: Option<f64>| r.map_or(String::new(), |r| format!("{r:.3}"));
-                let (ratio, cpu_ratio) = (fmt_ratio(ratio), fmt_ratio(cpu_ratio));
                 let sent: u64 = runs.iter().map(|r| r.send.sent).sum();
                 let got: u64 = runs.iter().map(|r| r.recv.received).sum();
                 let per_run: Vec<String> = runs.iter().map(|r| fmt_pps(r.pps())).collect();
                 let _ = writeln!(
                     s,
-                    "| {} | {size} B | {} | {} | {} | {ratio} | {:.2}% | {} | {} | {cpu_ratio} | \
-                     {} |",
+                    "| {} | {size} B | {} | {} | {} | {} | {} | {:.2}% | {} | {} | {} | {direct} \
+                     | {} |",
                     sender.name(),
-                    mode.name(),
-                    pps.map_or("-".to_owned(), fmt_pps),
+                    label(mode),
+                    med(&cell, Outcome::pps).map_or("-".to_owned(), fmt_pps),
                     med(&cell, Outcome::mbps).map_or("-".to_owned(), |m| format!("{m:.1}")),
+                    baseline.map_or(String::new(), |b| format!("`{}`", b.key())),
+                    fmt_ratio(ratio),
                     100.0 * got as f64 / sent.max(1) as f64,
                     med(&cell, Outcome::send_pps).map_or("-".to_owned(), fmt_pps),
-                    cpu.map_or("-".to_owned(), |c| format!("{c:.2}")),
+                    med(&cell, Outcome::cpu_us).map_or("-".to_owned(), |c| format!("{c:.2}")),
+                    fmt_ratio(cpu_ratio),
                     per_run.join(", ")
                 );
             }
         }
     }
-    s.push_str(
-        "\nTarget: router / kernel-only >= 0.95 (medians of received pkt/s; and of packets per \
-         sender CPU-second):\n",
+    if res.runs.is_empty() {
+        s.push_str("\nNo run completed.\n");
+    }
+    let _ = writeln!(
+        s,
+        "\nTarget: the daemon / the same forwarding without it >= {TARGET} (medians of received \
+         pkt/s; and of packets per sender CPU-second): `netdev` / `nfwd` on the netdev plane, \
+         the mroute configurations / `kernel`:"
     );
     let verdict = |r: Option<f64>| match r {
-        Some(r) => format!("{r:.3} {}", if r >= 0.95 { "MET" } else { "MISSED" }),
+        Some(r) => format!("{r:.3} {}", if r >= TARGET { "MET" } else { "MISSED" }),
         None => "-".to_owned(),
     };
-    for (sender, size, mode, r, c) in &verdicts {
-        let _ = writeln!(
-            s,
-            "- {} {size} B, {}: by rate {}; by CPU {}",
-            sender.name(),
-            mode.name(),
-            verdict(*r),
-            verdict(*c)
+    for (cell, base, (r, c)) in &verdicts {
+        let what = format!(
+            "- {} {} B, `{}` / `{}`",
+            cell.sender.name(),
+            cell.size,
+            cell.mode.key(),
+            base.key()
         );
+        let missing: Vec<&str> = [cell.mode, *base]
+            .into_iter()
+            .filter(|m| !res.runs.contains_key(&Cell { mode: *m, ..*cell }))
+            .map(Mode::key)
+            .collect();
+        if missing.is_empty() {
+            let _ = writeln!(s, "{what}: by rate {}; by CPU {}", verdict(*r), verdict(*c));
+        } else {
+            let _ = writeln!(
+                s,
+                "{what}: not measured (no figure for {})",
+                missing.join(", ")
+            );
+        }
     }
+    if verdicts.is_empty() {
+        s.push_str("- no configuration with its baseline in --modes\n");
+    }
+    not_measured(&mut s, &o.skipped_modes);
     if !res.checks.is_empty() {
-        s.push_str("\nDaemon checks:\n");
+        s.push_str("\nChecks after the runs:\n");
         for c in &res.checks {
             let _ = writeln!(s, "- {c}");
         }
@@ -94,7 +166,7 @@ fn throughput_report(o: &Opts, res: &ThroughputResults) -> String {
     s
 }
 
-fn latency_report(outs: &[LatencyOutcome], errors: &[String]) -> String {
+pub(crate) fn latency_report(o: &Opts, outs: &[LatencyOutcome], errors: &[String]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -128,7 +200,7 @@ fn latency_report(outs: &[LatencyOutcome], errors: &[String]) -> String {
     for &mode in &modes {
         let runs: Vec<&LatencyOutcome> = outs.iter().filter(|l| l.mode == mode).collect();
         for l in &runs {
-            row(&mut s, mode.name(), &l.rep.to_string(), l);
+            row(&mut s, &label(mode), &l.rep.to_string(), l);
         }
         if runs.len() > 1 {
             let mut all = LatencyOutcome {
@@ -146,7 +218,7 @@ fn latency_report(outs: &[LatencyOutcome], errors: &[String]) -> String {
             };
             all.wire.sort_unstable();
             all.rtt.sort_unstable();
-            row(&mut s, mode.name(), "**all**", &all);
+            row(&mut s, &label(mode), "**all**", &all);
         }
     }
     for l in outs {
@@ -155,7 +227,7 @@ fn latency_report(outs: &[LatencyOutcome], errors: &[String]) -> String {
             s,
             "\n{} run {}: {:.1} s, load average {} at start, {} at end; tcpdump dropped {}; daemon: \
              naks_received {}, naks_forwarded {}, ncfs_sent {}, rdata_forwarded {}, \
-             repair_states at end {}",
+             repair_states at end {}{}",
             l.mode.name(),
             l.rep,
             l.duration,
@@ -167,8 +239,24 @@ fn latency_report(outs: &[LatencyOutcome], errors: &[String]) -> String {
             metrics::sum(m, "pgm_router_ncfs_sent_total", &[]),
             metrics::sum(m, "pgm_router_rdata_forwarded_total", &[]),
             metrics::sum(m, "pgm_router_repair_states", &[]),
+            if l.mode == Mode::Netdev {
+                format!(
+                    ", packets its netdev rules handed it {}",
+                    metrics::sum(
+                        m,
+                        "pgm_router_dataplane_packets_total",
+                        &[("event", "intercepted")]
+                    )
+                )
+            } else {
+                String::new()
+            },
         );
     }
+    if outs.is_empty() {
+        s.push_str("\nNo run completed.\n");
+    }
+    not_measured(&mut s, &o.skipped_nak_modes);
     if !errors.is_empty() {
         s.push_str("\nErrors:\n");
         for e in errors {
@@ -177,4 +265,3 @@ fn latency_report(outs: &[LatencyOutcome], errors: &[String]) -> String {
     }
     s
 }
-

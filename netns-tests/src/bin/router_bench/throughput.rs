@@ -1,11 +1,28 @@
-// ---------------------------------------------------------------------------------------
-// Throughput runs
+//! The throughput benchmark: one lab per router configuration, kept for the whole run, and
+//! the runs interleaved over them.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use pgm_core::net::iface;
+use pgm_core::net::router::{InterceptTable, RecvSocket, RecvSocketKind};
+use pgm_netns_tests::{admin, metrics};
+
+use crate::BENCH_SPORT;
+use crate::blast::{RecvJob, RecvStats, SendStats, blast_recv, blast_send};
+use crate::opts::{Mode, Opts, SenderKind};
+use crate::topo::{Bins, Routing, Topo, build_topo, nft_dropped, start_routing};
+use crate::util::{fmt_pps, loadavg, stopped};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct Cell {
-    sender: SenderKind,
-    size: usize,
-    mode: Mode,
+pub(crate) struct Cell {
+    pub(crate) sender: SenderKind,
+    pub(crate) size: usize,
+    pub(crate) mode: Mode,
 }
 
 /// `n` per second over `secs` (0 if no time passed).
@@ -14,26 +31,26 @@ fn per_sec(n: f64, secs: f64) -> f64 {
 }
 
 #[derive(Clone, Debug)]
-struct Outcome {
-    recv: RecvStats,
-    send: SendStats,
+pub(crate) struct Outcome {
+    pub(crate) recv: RecvStats,
+    pub(crate) send: SendStats,
 }
 
 impl Outcome {
-    fn pps(&self) -> f64 {
+    pub(crate) fn pps(&self) -> f64 {
         per_sec(self.recv.received as f64, self.recv.secs)
     }
 
-    fn mbps(&self) -> f64 {
+    pub(crate) fn mbps(&self) -> f64 {
         per_sec(self.recv.bytes as f64, self.recv.secs) / 1e6
     }
 
-    fn send_pps(&self) -> f64 {
+    pub(crate) fn send_pps(&self) -> f64 {
         per_sec(self.send.sent as f64, self.send.secs)
     }
 
     /// The sender thread's CPU time per packet, in µs.
-    fn cpu_us(&self) -> f64 {
+    pub(crate) fn cpu_us(&self) -> f64 {
         if self.send.sent > 0 {
             self.send.cpu_secs * 1e6 / self.send.sent as f64
         } else {
@@ -85,11 +102,11 @@ fn run_one(t: &Topo, sender: SenderKind, size: usize, count: u64, busy: bool) ->
 }
 
 #[derive(Default)]
-struct ThroughputResults {
-    runs: BTreeMap<Cell, Vec<Outcome>>,
-    /// Per configuration: what the daemon's metrics (or the nftables counter) say afterwards.
-    checks: Vec<String>,
-    errors: Vec<String>,
+pub(crate) struct ThroughputResults {
+    pub(crate) runs: BTreeMap<Cell, Vec<Outcome>>,
+    /// Per configuration: what the daemon's metrics (or the nftables counters) say afterwards.
+    pub(crate) checks: Vec<String>,
+    pub(crate) errors: Vec<String>,
 }
 
 /// What the diagnostic configurations add beside smcroute on r1.
@@ -97,7 +114,7 @@ enum Extra {
     None,
     /// The daemon's intercept socket (`RecvSocketKind::Intercept`), joined on `to-src`.
     Join(#[expect(dead_code, reason = "held so that the membership lasts")] RecvSocket),
-    /// The daemon's nftables table, with the group in its set.
+    /// The daemon's nftables table of the mroute plane, with the group in its set.
     Nft(InterceptTable),
 }
 
@@ -113,11 +130,11 @@ struct Bench {
 const BENCH_NFT_TABLE: &str = "pgm_rbench";
 
 fn setup_bench(mode: Mode, bins: &Bins) -> Result<Bench> {
-    let t = build_topo(mode.tag())?;
+    let t = build_topo(mode.tag(), mode != Mode::Direct)?;
     let routing = start_routing(&t, mode, bins)?;
     let group = t.group;
     let extra = match mode {
-        Mode::KernelJoin => Extra::Join(t.r1.run(move || -> Result<RecvSocket> {
+        Mode::KernelJoin => Extra::Join(t.r1()?.ns.run(move || -> Result<RecvSocket> {
             let idx = iface::interfaces()?
                 .into_iter()
                 .find(|i| i.name == "to-src")
@@ -127,7 +144,7 @@ fn setup_bench(mode: Mode, bins: &Bins) -> Result<Bench> {
             s.join(group, idx)?;
             Ok(s)
         })??),
-        Mode::KernelNft => Extra::Nft(t.r1.run(move || -> Result<InterceptTable> {
+        Mode::KernelNft => Extra::Nft(t.r1()?.ns.run(move || -> Result<InterceptTable> {
             let mut n = InterceptTable::install(BENCH_NFT_TABLE, 113, false)?;
             n.update(&[group], &[])?;
             Ok(n)
@@ -142,7 +159,8 @@ fn setup_bench(mode: Mode, bins: &Bins) -> Result<Bench> {
     })
 }
 
-fn throughput(o: &Opts, bins: &Bins, res: &mut ThroughputResults) {
+/// Runs every repeat, sender and size over the configurations of `o.modes`.
+pub(crate) fn throughput(o: &Opts, bins: &Bins, res: &mut ThroughputResults) {
     let mut benches = Vec::new();
     for &mode in &o.modes {
         match setup_bench(mode, bins) {
@@ -159,7 +177,7 @@ fn throughput(o: &Opts, bins: &Bins, res: &mut ThroughputResults) {
             for &size in &o.sizes {
                 // Every configuration back to back, starting one further each repeat.
                 for k in 0..benches.len() {
-                    if STOP.load(Ordering::Relaxed) {
+                    if stopped() {
                         res.errors.push("interrupted".to_owned());
                         break 'reps;
                     }
@@ -204,30 +222,37 @@ fn throughput(o: &Opts, bins: &Bins, res: &mut ThroughputResults) {
         }
     }
     for b in benches {
+        let name = b.mode.name();
         match teardown(o, b) {
             Ok((note, problems)) => {
                 eprintln!("  {note}");
                 res.checks.push(note);
                 res.errors.extend(problems);
             }
-            Err(e) => res.errors.push(format!("teardown: {e:#}")),
+            Err(e) => res.errors.push(format!("{name} teardown: {e:#}")),
         }
     }
 }
 
-/// Reads what the configuration did (daemon metrics, nftables counter), stops it and removes
-/// its lab. Returns a note and the problems found (ODATA in user space, no SPM forwarded).
+/// Reads what the configuration did (daemon metrics, nftables counters), stops it and
+/// removes its lab. Returns a note and the problems found (ODATA in user space, no SPM
+/// forwarded).
 fn teardown(o: &Opts, b: Bench) -> Result<(String, Vec<String>)> {
     let Bench {
         mode,
         t,
-        routing,
+        mut routing,
         extra,
     } = b;
     let mut problems = Vec::new();
-    let note = match (&routing, &extra) {
+    let note = match (&mut routing, &extra) {
         (Routing::Daemon(p), _) => {
-            let m = admin::get(&t.r1, admin::DEFAULT_LISTEN, "/metrics")?;
+            let r1 = &t.r1()?.ns;
+            if mode == Mode::Netdev {
+                // The daemon reads the plane's kernel counters once a second.
+                thread::sleep(Duration::from_millis(1200));
+            }
+            let m = admin::get(r1, admin::DEFAULT_LISTEN, "/metrics")?;
             let slow = metrics::sum(&m, "pgm_router_odata_slow_path_total", &[]);
             let spms = metrics::sum(&m, "pgm_router_spms_forwarded_total", &[]);
             let spms_in = metrics::sum(&m, "pgm_router_spms_received_total", &[]);
@@ -236,18 +261,29 @@ fn teardown(o: &Opts, b: Bench) -> Result<(String, Vec<String>)> {
                 "pgm_router_received_packets_total",
                 &[("type", "odata")],
             );
-            let nft = if mode == Mode::Nft {
-                format!(
+            let plane = |event: &str| {
+                metrics::sum(
+                    &m,
+                    "pgm_router_dataplane_packets_total",
+                    &[("event", event)],
+                )
+            };
+            let kernel = match mode {
+                Mode::Nft => format!(
                     "; its nftables rule kept {} non-ODATA PGM packets from the kernel's \
                      forwarding",
                     nft_dropped(&t, "pgm_routerd").map_or("?".to_owned(), |d| d.to_string())
-                )
-            } else {
-                String::new()
+                ),
+                Mode::Netdev => format!(
+                    "; its netdev rules forwarded {} packets in the kernel and handed it {}",
+                    plane("forwarded"),
+                    plane("intercepted")
+                ),
+                _ => String::new(),
             };
             let note = format!(
                 "{}: the daemon received {spms_in} SPMs and forwarded {spms}; ODATA it saw \
-                 {odata_in}, forwarded in user space {slow}{nft}",
+                 {odata_in}, forwarded in user space {slow}{kernel}",
                 mode.name()
             );
             if o.senders.contains(&SenderKind::Pgm) && spms == 0 {
@@ -261,19 +297,25 @@ fn teardown(o: &Opts, b: Bench) -> Result<(String, Vec<String>)> {
             }
             note
         }
+        (Routing::Rules(f), _) => format!(
+            "{}: the rules forwarded {} packets (every type: no intercept)",
+            mode.name(),
+            f.forwarded()
+                .map_or_else(|e| format!("? ({e:#})"), |n| n.to_string())
+        ),
         (_, Extra::Nft(_)) => format!(
             "{}: the nftables rule kept {} non-ODATA PGM packets from the kernel's forwarding",
             mode.name(),
             nft_dropped(&t, BENCH_NFT_TABLE).map_or("?".to_owned(), |d| d.to_string())
         ),
+        (Routing::None, _) => format!("{}: no router", mode.name()),
         _ => format!("{}: no daemon", mode.name()),
     };
     if let Extra::Nft(mut n) = extra {
         // nft runs in the namespace of the thread that asks.
-        t.r1.run(move || n.remove())??;
+        t.r1()?.ns.run(move || n.remove())??;
     }
     drop(routing);
     drop(t);
     Ok((note, problems))
 }
-
