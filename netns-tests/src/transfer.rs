@@ -9,9 +9,33 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
-use crate::lab::Process;
+use crate::lab::{Host, Lab, Process};
+
+/// How long [`Transfer::start`] gives the receivers to join before the sender starts.
+const JOIN_TIME: Duration = Duration::from_millis(1500);
+
+/// A transfer in progress ([`Transfer::start`]).
+#[derive(Debug)]
+pub struct Running {
+    /// One receiver per host, in the order given.
+    pub receivers: Vec<Process>,
+    /// The sender.
+    pub sender: Process,
+}
+
+impl Running {
+    /// Waits up to `timeout` for every receiver to deliver everything
+    /// ([`wait_delivered`]), then up to 20 s for the sender to finish lingering.
+    pub fn wait(&self, timeout: Duration) -> Result<()> {
+        for (i, r) in self.receivers.iter().enumerate() {
+            wait_delivered(r, timeout).with_context(|| format!("receiver {}", i + 1))?;
+        }
+        let _ = self.sender.wait_timeout(Duration::from_secs(20));
+        Ok(())
+    }
+}
 
 /// One transfer with the `pgm` tool (see the [module documentation](self)).
 #[derive(Clone, Copy, Debug)]
@@ -27,6 +51,34 @@ pub struct Transfer<'a> {
 }
 
 impl Transfer<'_> {
+    /// Starts a receiver on each of `hosts` (`idle_timeout_s` as in
+    /// [`Transfer::recv_args`]), gives them 1.5 s to join, starts the sender on `source`
+    /// ([`Transfer::send_args`] with `rate` and `linger_s`, then `extra` arguments) and
+    /// waits until every receiver has the session.
+    pub fn start(
+        &self,
+        lab: &Lab,
+        hosts: &[Host],
+        source: &Host,
+        (rate, linger_s, idle_timeout_s): (u64, u32, u32),
+        extra: &[&str],
+    ) -> Result<Running> {
+        let receivers = hosts
+            .iter()
+            .map(|h| lab.spawn(&h.ns, &self.recv_args(h.addr(), idle_timeout_s)))
+            .collect::<Result<Vec<_>>>()
+            .context("spawn the receivers")?;
+        std::thread::sleep(JOIN_TIME);
+        let mut args = self.send_args(source.addr(), rate, linger_s);
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let sender = lab.spawn(&source.ns, &args).context("spawn the sender")?;
+        for r in &receivers {
+            r.wait_for_output("started", Duration::from_secs(10))
+                .context("session start")?;
+        }
+        Ok(Running { receivers, sender })
+    }
+
     /// The `--network` of a host with address `local`: `<local>;<group>`.
     pub fn network(&self, local: Ipv4Addr) -> String {
         format!("{local};{}", self.group)

@@ -15,11 +15,11 @@ use pgm_netns_tests::admin::{self, DEFAULT_LISTEN as ADMIN};
 use pgm_netns_tests::bins;
 use pgm_netns_tests::daemon::{Daemon, RouterConfig};
 use pgm_netns_tests::lab::pgm_pcap::{count, data_sqns, naked_sqns, odata_sqns, unrequested_rdata};
-use pgm_netns_tests::lab::{self, Capture, LossSpec, PgmFrame, Process, RefTopology, Selector};
+use pgm_netns_tests::lab::{self, Capture, LossSpec, PgmFrame, RefTopology, Selector};
 use pgm_netns_tests::metrics::sum as metric;
 use pgm_netns_tests::on_each_plane;
 use pgm_netns_tests::plane::Plane;
-use pgm_netns_tests::transfer::{Transfer, wait_delivered};
+use pgm_netns_tests::transfer::Transfer;
 
 fn stop(c: Capture) -> Vec<PgmFrame> {
     c.stop_read_pgm().expect("stop and read the capture")
@@ -81,25 +81,17 @@ fn scenario(tag: &str, setup: Setup<'_>) {
         count: COUNT,
         size: 1000,
     };
-    let receivers: Vec<Process> = topo
-        .receivers
-        .iter()
-        .map(|h| {
-            let args = transfer.recv_args(h.addr(), 15);
-            topo.lab.spawn(&h.ns, &args).expect("spawn receiver")
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(1500));
-    let sender = topo
-        .lab
-        .spawn(&topo.source.ns, &transfer.send_args(src, 1_000_000, 8))
-        .expect("spawn sender");
     // Loss starts once every receiver has the session: a receiver whose very first ODATA is
     // lost starts its window after it and never asks for it (no OPT_JOIN).
-    for r in &receivers {
-        r.wait_for_output("started", Duration::from_secs(10))
-            .expect("session start");
-    }
+    let run = transfer
+        .start(
+            &topo.lab,
+            &topo.receivers,
+            &topo.source,
+            (1_000_000, 8, 15),
+            &[],
+        )
+        .expect("start the transfer");
     let loss = topo
         .lab
         .add_loss(
@@ -107,16 +99,8 @@ fn scenario(tag: &str, setup: Setup<'_>) {
             &LossSpec::egress("lana", 5).only(Selector::Pgm),
         )
         .expect("loss rule");
-    for (i, r) in receivers.iter().enumerate() {
-        wait_delivered(r, Duration::from_secs(60)).unwrap_or_else(|e| {
-            panic!(
-                "receiver {}: {e:#}\nR2 log:\n{}",
-                i + 1,
-                _r2.stderr().unwrap_or_default()
-            )
-        });
-    }
-    let _ = sender.wait_timeout(Duration::from_secs(20));
+    run.wait(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e:#}\nR2 log:\n{}", _r2.stderr().unwrap_or_default()));
     let dropped = loss.counters().unwrap().dropped;
     assert!(dropped > 0, "the loss rule dropped nothing");
 
@@ -129,6 +113,15 @@ fn scenario(tag: &str, setup: Setup<'_>) {
     let lana_pkts = stop(cap_lana);
     let lanb_pkts = stop(cap_lanb);
     eprintln!("R1 metrics:\n{m1}\nR2 metrics:\n{m2}\nR2 state: {state2}\nR2 traffic: {traffic2}");
+
+    // Every route and group change the routers made went into the kernel as asked.
+    for m in [&m1, &m2] {
+        assert_eq!(
+            metric(m, "pgm_router_dataplane_errors_total", &[]),
+            0,
+            "{m}"
+        );
+    }
 
     // The receivers NAK R2, R2 NAKs R1, R1 NAKs the source.
     let r2_lana = topo.r2_lan_a().addr;

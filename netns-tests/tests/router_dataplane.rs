@@ -29,11 +29,11 @@ use pgm_core::wire::{Body, DataRepr, Gsi, Nla, OptionList, Repr, SpmRepr, Sqn};
 use pgm_netns_tests::admin::{self, DEFAULT_LISTEN as ADMIN};
 use pgm_netns_tests::bins;
 use pgm_netns_tests::daemon::{Daemon, RouterConfig};
-use pgm_netns_tests::lab::{Ns, PgmFrame, Process, RefTopology, Signal, mcast, tshark_fields};
+use pgm_netns_tests::lab::{Ns, PgmFrame, RefTopology, Signal, mcast, tshark_fields};
 use pgm_netns_tests::metrics::sum as metric;
 use pgm_netns_tests::on_each_plane;
 use pgm_netns_tests::plane::Plane;
-use pgm_netns_tests::transfer::{Transfer, wait_delivered};
+use pgm_netns_tests::transfer::Transfer;
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
 
 const GSI: Gsi = Gsi([0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f]);
@@ -294,7 +294,6 @@ fn kernel_state(topo: &RefTopology) -> (String, Vec<String>) {
 fn restart(plane: Plane) {
     let topo = RefTopology::build(&format!("dprst{}", &plane.name()[..1])).expect("topology");
     let group = topo.group(1);
-    let src = topo.source.addr();
     let pgm = bins::cargo_bin("pgm-core", "pgm").expect("build pgm");
     let b = base(plane);
     let r2_cfg = topo.r2_config(&b, None);
@@ -309,25 +308,16 @@ fn restart(plane: Plane) {
         count: COUNT,
         size: 1000,
     };
-    let receivers: Vec<Process> = topo
-        .receivers
-        .iter()
-        .map(|h| {
-            topo.lab
-                .spawn(&h.ns, &transfer.recv_args(h.addr(), 30))
-                .expect("spawn receiver")
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(1500));
     // 8 s of data.
-    let sender = topo
-        .lab
-        .spawn(&topo.source.ns, &transfer.send_args(src, 500_000, 15))
-        .expect("spawn sender");
-    for r in &receivers {
-        r.wait_for_output("started", Duration::from_secs(10))
-            .expect("session start");
-    }
+    let run = transfer
+        .start(
+            &topo.lab,
+            &topo.receivers,
+            &topo.source,
+            (500_000, 15, 30),
+            &[],
+        )
+        .expect("start the transfer");
     std::thread::sleep(Duration::from_secs(2));
     let (tables, _) = kernel_state(&topo);
     assert!(tables.contains("pgm_routerd"), "R2's table: {tables}");
@@ -357,16 +347,8 @@ fn restart(plane: Plane) {
             &r2_cfg.to_string(),
         )
         .unwrap_or_else(|e| panic!("{e:#}"));
-    for (i, r) in receivers.iter().enumerate() {
-        wait_delivered(r, Duration::from_secs(60)).unwrap_or_else(|e| {
-            panic!(
-                "receiver {}: {e:#}\nR2 log:\n{}",
-                i + 1,
-                r2.stderr().unwrap_or_default()
-            )
-        });
-    }
-    let _ = sender.wait_timeout(Duration::from_secs(20));
+    run.wait(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e:#}\nR2 log:\n{}", r2.stderr().unwrap_or_default()));
     let m2 = admin::get(&topo.r2.ns, ADMIN, "/metrics").expect("R2 metrics");
     assert!(
         metric(&m2, "pgm_router_igmp_reports_total", &[]) > 0
@@ -392,7 +374,6 @@ fn spoofed(plane: Plane) {
     let topo = RefTopology::build(&format!("dpspf{}", &plane.name()[..1])).expect("topology");
     let group = topo.group(1);
     let flooded = topo.group(2);
-    let src = topo.source.addr();
     let pgm = bins::cargo_bin("pgm-core", "pgm").expect("build pgm");
     let b = base(plane);
     let r2_cfg = topo
@@ -408,23 +389,15 @@ fn spoofed(plane: Plane) {
         count: COUNT,
         size: 1000,
     };
-    let receivers: Vec<Process> = topo.receivers[..2]
-        .iter()
-        .map(|h| {
-            topo.lab
-                .spawn(&h.ns, &transfer.recv_args(h.addr(), 30))
-                .expect("spawn receiver")
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(1500));
-    let sender = topo
-        .lab
-        .spawn(&topo.source.ns, &transfer.send_args(src, 500_000, 10))
-        .expect("spawn sender");
-    for r in &receivers {
-        r.wait_for_output("started", Duration::from_secs(10))
-            .expect("session start");
-    }
+    let run = transfer
+        .start(
+            &topo.lab,
+            &topo.receivers[..2],
+            &topo.source,
+            (500_000, 10, 30),
+            &[],
+        )
+        .expect("start the transfer");
     // A member of the flooded group on LAN A (a plain socket's join).
     let rcv1 = &topo.receivers[0];
     let local = rcv1.addr();
@@ -467,11 +440,8 @@ fn spoofed(plane: Plane) {
         std::thread::sleep(Duration::from_millis(100));
     }
     flood.join().expect("flood");
-    for (i, r) in receivers.iter().enumerate() {
-        wait_delivered(r, Duration::from_secs(60))
-            .unwrap_or_else(|e| panic!("receiver {}: {e:#}", i + 1));
-    }
-    let _ = sender.wait_timeout(Duration::from_secs(20));
+    run.wait(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e:#}"));
     std::thread::sleep(Duration::from_millis(1500));
     let m2 = admin::get(&topo.r2.ns, ADMIN, "/metrics").expect("R2 metrics");
     let learned = metric(&m2, "pgm_router_learned_routes", &[]);

@@ -42,11 +42,11 @@ use pgm_core::wire::{
 use pgm_netns_tests::admin::{self, DEFAULT_LISTEN as ADMIN};
 use pgm_netns_tests::bins;
 use pgm_netns_tests::daemon::{Daemon, RouterConfig};
-use pgm_netns_tests::lab::{Ns, Process, RefTopology};
+use pgm_netns_tests::lab::{Ns, RefTopology};
 use pgm_netns_tests::metrics::sum as metric;
 use pgm_netns_tests::on_each_plane;
 use pgm_netns_tests::plane::Plane;
-use pgm_netns_tests::transfer::{Transfer, wait_delivered};
+use pgm_netns_tests::transfer::Transfer;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 const MAX_TSIS: usize = 64;
@@ -206,24 +206,16 @@ fn flood(plane: Plane) {
         count: COUNT,
         size: 1000,
     };
-    let receivers: Vec<Process> = topo.receivers[..2]
-        .iter()
-        .map(|h| {
-            let args = transfer.recv_args(h.addr(), 20);
-            topo.lab.spawn(&h.ns, &args).expect("spawn receiver")
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(1500));
-    let mut sender_args = transfer.send_args(src, 400_000, 10);
-    sender_args.extend(["--sport".to_owned(), SPORT.to_string()]);
-    let sender = topo
-        .lab
-        .spawn(&topo.source.ns, &sender_args)
-        .expect("spawn sender");
-    for r in &receivers {
-        r.wait_for_output("started", Duration::from_secs(10))
-            .expect("session start");
-    }
+    let sport = SPORT.to_string();
+    let run = transfer
+        .start(
+            &topo.lab,
+            &topo.receivers[..2],
+            &topo.source,
+            (400_000, 10, 20),
+            &["--sport", &sport],
+        )
+        .expect("start the transfer");
 
     // The real TSI, as R2 has it (GSI.sport), once its SPMs reached R2.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -345,16 +337,8 @@ fn flood(plane: Plane) {
         .expect("enter rcv3's namespace");
     let during_ok = try_during(&topo.r2.ns);
 
-    for (i, r) in receivers.iter().enumerate() {
-        wait_delivered(r, Duration::from_secs(90)).unwrap_or_else(|e| {
-            panic!(
-                "receiver {}: {e:#}\nR2 log:\n{}",
-                i + 1,
-                r2.stderr().unwrap_or_default()
-            )
-        });
-    }
-    let _ = sender.wait_timeout(Duration::from_secs(20));
+    run.wait(Duration::from_secs(90))
+        .unwrap_or_else(|e| panic!("{e:#}\nR2 log:\n{}", r2.stderr().unwrap_or_default()));
     stop.store(true, Ordering::Relaxed);
     let sampled = monitor
         .join()

@@ -239,6 +239,14 @@ fn scenario(tag: &str, plane: Plane, sender: Peer, receivers: [Peer; 3], r2_rout
 
     let m1 = admin::get(&topo.r1.ns, ADMIN, "/metrics").expect("R1's metrics");
     let m2 = admin::get(&topo.r2.ns, ADMIN, "/metrics").expect("R2's metrics");
+    // Every route and group change the routers made went into the kernel as asked.
+    for m in [&m1, &m2] {
+        assert_eq!(
+            metric(m, "pgm_router_dataplane_errors_total", &[]),
+            0,
+            "{m}"
+        );
+    }
     let (src_pkts, src_drops) = stop(cap_src);
     let (up_pkts, up_drops) = stop(cap_r2up);
     let (rcv1_pkts, rcv1_drops) = stop(cap_rcv1);

@@ -167,7 +167,8 @@ pub(crate) struct Daemon {
     shared: Arc<Mutex<Shared>>,
     changed: Arc<Notify>,
     config_path: PathBuf,
-    mode: RouterMode,
+    /// The `[router]` section the daemon started with (what a reload cannot change).
+    started: RouterSection,
     kind: PlaneKind,
     ifaces: Vec<Iface>,
     worker: PlaneWorker,
@@ -326,7 +327,7 @@ impl Daemon {
             shared,
             changed: Arc::new(Notify::new()),
             config_path,
-            mode: r.mode,
+            started: r.clone(),
             kind: choice.kind,
             intercept: log.map(Watched::new).transpose()?,
             mroute: mroute.map(Watched::new).transpose()?,
@@ -632,10 +633,21 @@ impl Daemon {
             tracing::error!("reload: no [router] section, keeping the old configuration");
             return;
         };
-        let names: Vec<&str> = r.interfaces.iter().map(|i| i.name.as_str()).collect();
-        let old: Vec<&str> = self.ifaces.iter().map(|i| i.name.as_str()).collect();
-        if names != old || r.mode != self.mode {
-            tracing::warn!("reload: interface or mode changes take effect after a restart");
+        let o = &self.started;
+        for (key, changed) in [
+            ("router.interface", r.interfaces != o.interfaces),
+            ("router.mode", r.mode != o.mode),
+            ("router.dataplane", r.dataplane != o.dataplane),
+            ("router.intercept", r.intercept != o.intercept),
+            ("router.nflog_group", r.nflog_group != o.nflog_group),
+            (
+                "router.limits.learn_rate",
+                r.limits.learn_rate != o.limits.learn_rate,
+            ),
+        ] {
+            if changed {
+                tracing::warn!(key, "reload: this change takes effect after a restart");
+            }
         }
         let shared = Arc::clone(&self.shared);
         let mut s = shared.lock().unwrap_or_else(PoisonError::into_inner);

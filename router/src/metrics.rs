@@ -206,18 +206,6 @@ const CONTROL_COUNTERS: &[(&str, &str, CtlFn)] = &[
     ),
 ];
 
-/// The data plane's kernel counters shown as `dataplane_packets_total{event}`.
-const PLANE_EVENTS: &[&str] = &[
-    "forwarded",
-    "ttl_expired",
-    "rpf_drop",
-    "intercepted",
-    "learn",
-    "learn_limited",
-    "igmp",
-    "stopped",
-];
-
 /// Everything a scrape shows, copied under the lock.
 struct Snapshot {
     ne: NeStats,
@@ -468,9 +456,9 @@ fn families(s: &Snapshot) -> Vec<MetricFamily> {
         "packets counted by the data plane's kernel rules, by event (forwarded: ODATA forwarded by the kernel; ttl_expired; rpf_drop: came in on another interface than the route's; intercepted: handed to the daemon; learn: a new source's ODATA handed to the daemon; learn_limited: dropped over limits.learn_rate; igmp; stopped: kernel forwarding stopped by the mroute plane's intercept)",
         MetricType::COUNTER,
     );
-    for ev in PLANE_EVENTS {
-        if let Some(&v) = s.plane.get(ev) {
-            f.add(&[("event", ev)], v);
+    for (ev, v) in &s.plane {
+        if !matches!(*ev, "transactions" | "errors") {
+            f.add(&[("event", ev)], *v);
         }
     }
     out.push(f.0);

@@ -94,17 +94,7 @@ impl Shared {
     fn plane_raw(&self) -> PlaneCounts {
         let mut c = PlaneCounts::new();
         if let Some(n) = self.plane.netdev_counters() {
-            for (name, v) in [
-                ("forwarded", n.forwarded),
-                ("ttl_expired", n.ttl_expired),
-                ("rpf_drop", n.rpf_drop),
-                ("intercepted", n.intercepted),
-                ("learn", n.learn),
-                ("learn_limited", n.learn_limited),
-                ("igmp", n.igmp),
-            ] {
-                c.insert(name, v);
-            }
+            c.extend(n.named());
         }
         if self.dataplane.0 == "mroute" {
             c.insert("stopped", self.plane.stopped.load(Ordering::Relaxed));

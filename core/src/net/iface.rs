@@ -27,9 +27,10 @@ pub struct Interface {
     pub multicast: bool,
 }
 
-/// The MTU of interface `name` (`SIOCGIFMTU`), in bytes.
+/// Runs the interface ioctl `request` (`SIOCGIF*`) for interface `name` and returns the
+/// filled `ifreq`.
 #[allow(unsafe_code)]
-pub fn mtu(name: &str) -> io::Result<u32> {
+fn ifreq_ioctl(name: &str, request: libc::c_ulong) -> io::Result<libc::ifreq> {
     let bytes = name.as_bytes();
     if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
         return Err(io::Error::new(
@@ -44,18 +45,25 @@ pub fn mtu(name: &str) -> io::Result<u32> {
     for (dst, &b) in req.ifr_name.iter_mut().zip(bytes) {
         *dst = b as libc::c_char;
     }
-    // SAFETY: SIOCGIFMTU reads the NUL-terminated name (the array is zeroed past it) and
-    // writes an int into the union of `req`, which lives across the call.
+    // SAFETY: the SIOCGIF* requests read the NUL-terminated name (the array is zeroed past
+    // it) and write into the union of `req`, which lives across the call.
     let r = unsafe {
         libc::ioctl(
             std::os::fd::AsRawFd::as_raw_fd(&sock),
-            libc::SIOCGIFMTU as _,
+            request as _,
             &mut req,
         )
     };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(req)
+}
+
+/// The MTU of interface `name` (`SIOCGIFMTU`), in bytes.
+#[allow(unsafe_code)]
+pub fn mtu(name: &str) -> io::Result<u32> {
+    let req = ifreq_ioctl(name, libc::SIOCGIFMTU)?;
     // SAFETY: after a successful SIOCGIFMTU the union holds `ifru_mtu`.
     let mtu = unsafe { req.ifr_ifru.ifru_mtu };
     u32::try_from(mtu).map_err(|_| io::Error::other(format!("negative MTU on {name}")))
@@ -68,32 +76,7 @@ pub const ARPHRD_ETHER: u16 = 1;
 /// address is the first 6 bytes (an Ethernet MAC address for [`ARPHRD_ETHER`]).
 #[allow(unsafe_code)]
 pub fn hardware_address(name: &str) -> io::Result<(u16, [u8; 6])> {
-    let bytes = name.as_bytes();
-    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{name:?} is not an interface name"),
-        ));
-    }
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
-    // SAFETY: `ifreq` is a plain C struct (a name and a union of integers and addresses)
-    // for which all-zero bytes are valid.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, &b) in req.ifr_name.iter_mut().zip(bytes) {
-        *dst = b as libc::c_char;
-    }
-    // SAFETY: SIOCGIFHWADDR reads the NUL-terminated name (the array is zeroed past it) and
-    // writes a `sockaddr` into the union of `req`, which lives across the call.
-    let r = unsafe {
-        libc::ioctl(
-            std::os::fd::AsRawFd::as_raw_fd(&sock),
-            libc::SIOCGIFHWADDR as _,
-            &mut req,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let req = ifreq_ioctl(name, libc::SIOCGIFHWADDR)?;
     // SAFETY: after a successful SIOCGIFHWADDR the union holds `ifru_hwaddr`.
     let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
     let mut mac = [0u8; 6];

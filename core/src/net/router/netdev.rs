@@ -127,6 +127,26 @@ pub struct NetdevCounters {
     pub igmp: u64,
 }
 
+impl NetdevCounters {
+    /// Each counter with its name, in the order of [`COUNTERS`].
+    pub fn named(&self) -> [(&'static str, u64); 7] {
+        let v = [
+            self.forwarded,
+            self.ttl_expired,
+            self.rpf_drop,
+            self.intercepted,
+            self.learn,
+            self.learn_limited,
+            self.igmp,
+        ];
+        let mut out = [("", 0); 7];
+        for ((o, name), value) in out.iter_mut().zip(COUNTERS).zip(v) {
+            *o = (name, value);
+        }
+        out
+    }
+}
+
 /// A chain forwarding to one set of interfaces.
 #[derive(Debug, Clone)]
 struct FwdChain {
