@@ -7,10 +7,11 @@
 //!   routers' own MAC addresses; ODATA whose TTL runs out is not forwarded; ODATA of the route
 //!   sent from LAN B with the source's address is not forwarded to LAN A (reverse path); an
 //!   SPM sent from LAN B for the real session does not change R2's path state.
-//! - `restart_resumes_and_leaves_nothing`: R2 (routes learned from IGMP and the first packets)
-//!   is killed with SIGKILL in the middle of a transfer: nothing of it stays in the kernel;
-//!   restarted, it learns the memberships again (start-up queries ask for answers within 1 s)
-//!   and every receiver completes; after SIGTERM nothing stays either.
+//! - `restart_resumes_and_leaves_nothing`: R2 (routes learned from IGMP and the first packets;
+//!   rcv3 on LAN B speaks IGMPv2, the others v3) is killed with SIGKILL in the middle of a
+//!   transfer: nothing of it stays in the kernel; restarted, it learns the memberships again
+//!   (start-up queries ask for answers within 1 s) and every receiver completes; after
+//!   SIGTERM nothing stays either.
 //! - `spoofed_sources_stay_bounded`: 3000 ODATA from LAN B with 3000 made-up sources for a
 //!   group with a member on LAN A: R2 learns at most `max_routes` (S,G) routes, evicts and
 //!   counts the rest, its kernel table stays as small, and a real transfer of another group
@@ -269,6 +270,21 @@ fn forwarding(plane: Plane) {
             >= 1,
         "the SPM from LAN B was not counted"
     );
+    // Each router got the one real SPM once: not twice through two paths, and not back from
+    // the interfaces it forwarded it out of.
+    let m1 = admin::get(&topo.r1.ns, ADMIN, "/metrics").expect("R1 metrics");
+    for (name, m) in [("R1", &m1), ("R2", &m2)] {
+        assert_eq!(
+            metric(m, "pgm_router_spms_received_total", &[]),
+            1,
+            "{name}: SPMs received"
+        );
+        assert_eq!(
+            metric(m, "pgm_router_spms_forwarded_total", &[]),
+            if name == "R1" { 1 } else { 2 },
+            "{name}: SPM copies forwarded"
+        );
+    }
     if plane == Plane::Netdev {
         let ev = |e: &str| metric(&m2, "pgm_router_dataplane_packets_total", &[("event", e)]);
         assert_eq!(ev("ttl_expired"), 5, "R2's TTL-expired counter");
@@ -301,6 +317,18 @@ fn restart(plane: Plane) {
     let [_r1, r2] = topo
         .start_routers(&routerd, &topo.r1_config(&b, Some(group)), &r2_cfg)
         .unwrap_or_else(|e| panic!("{e:#}"));
+    // LAN B's host reports with IGMPv2 (reports to the group, leaves to 224.0.0.2).
+    let rcv3 = topo.lan_b_receiver();
+    topo.lab
+        .exec(
+            &rcv3.ns,
+            &[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv4.conf.{}.force_igmp_version=2", rcv3.iface.name),
+            ],
+        )
+        .expect("force IGMPv2 on rcv3");
     const COUNT: usize = 4000;
     let transfer = Transfer {
         pgm: &pgm,
