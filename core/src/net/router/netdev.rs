@@ -9,9 +9,14 @@
 //! chain in_<if>   hook ingress device <if>, priority 100:
 //!     meta protocol ip ip daddr 224.0.0.0/4 jump mc
 //! chain mc:
+//!     meta l4proto 113 goto pgm
 //!     meta l4proto igmp limit 1000/s log group G counter "igmp" return  # memberships
-//!     meta l4proto 113 @th,32,8 != 0x04 ip daddr @assisted             # PGM but ODATA:
-//!         log group G counter "intercepted" drop                       #   to the daemon
+//!     goto route                                                       # other protocols
+//! chain pgm:
+//!     @th,32,8 0x04 goto route                                         # ODATA
+//!     ip daddr @assisted log group G counter "intercepted" drop        # other types: to
+//!     goto route                                                       #   the daemon
+//! chain route:
 //!     meta iif . ip saddr . ip daddr vmap @routes                      # (S,G) from its iif
 //!     meta iif . ip daddr vmap @groutes                                # (*,G) from its iif
 //!     ip saddr . ip daddr @sg_any counter "rpf_drop" drop              # wrong interface
@@ -24,6 +29,9 @@
 //!         ether saddr set <mac of o1> dup to o1 ... counter "forwarded" drop
 //!     counter "ttl_expired" drop                                       # TTL <= 1
 //! ```
+//!
+//! ODATA takes the same path with the intercept as without it (two compares to reach the
+//! routes); the intercept's rules (IGMP, the other PGM types, learning) lie off that path.
 //!
 //! So ODATA of a route (and any other multicast of it, PGM/UDP or plain UDP) is forwarded by
 //! the kernel only (never copied to user space), from its upstream interface only, with its
@@ -466,7 +474,9 @@ fn write_base(config: &NetdevConfig, b: &mut Batch) {
             .map(|(k, v)| (&k[..], Some(ElemData::Value(&v[..])))),
     );
 
-    b.add_chain(t, "mc", None);
+    for chain in ["mc", "pgm", "route"] {
+        b.add_chain(t, chain, None);
+    }
     let (r0, r1) = (Reg(0), Reg(1));
     let eq = |sreg, data| Expr::Cmp {
         sreg,
@@ -537,6 +547,18 @@ fn write_base(config: &NetdevConfig, b: &mut Batch) {
         group: config.log_group,
         prefix: "",
     };
+    // PGM first: ODATA takes one compare here and one in `pgm` to reach the routes, with the
+    // intercept or without it (the benchmark's baseline has the same path).
+    b.add_rule(
+        t,
+        "mc",
+        &[
+            meta(MetaKey::L4Proto),
+            eq(r0, &[113]),
+            Expr::Verdict(Verdict::Goto("pgm")),
+        ],
+        "PGM",
+    );
     if config.intercept {
         // IGMP reports, to learn memberships (delivered as usual as well).
         b.add_rule(
@@ -558,19 +580,29 @@ fn write_base(config: &NetdevConfig, b: &mut Batch) {
             ],
             "IGMP log",
         );
-        // Every PGM type but ODATA of an assisted group: to the daemon, not forwarded.
+    }
+    b.add_rule(
+        t,
+        "mc",
+        &[Expr::Verdict(Verdict::Goto("route"))],
+        "other protocols",
+    );
+    b.add_rule(
+        t,
+        "pgm",
+        &[
+            pgm_type,
+            eq(r0, &[PGM_ODATA]),
+            Expr::Verdict(Verdict::Goto("route")),
+        ],
+        "ODATA",
+    );
+    if config.intercept {
+        // Every other PGM type of an assisted group: to the daemon, not forwarded.
         b.add_rule(
             t,
-            "mc",
+            "pgm",
             &[
-                meta(MetaKey::L4Proto),
-                eq(r0, &[113]),
-                pgm_type,
-                Expr::Cmp {
-                    sreg: r0,
-                    op: CmpOp::Neq,
-                    data: &[PGM_ODATA],
-                },
                 load(IP_DADDR, 4, r0),
                 lookup("assisted", r0),
                 log,
@@ -580,22 +612,28 @@ fn write_base(config: &NetdevConfig, b: &mut Batch) {
             "intercept",
         );
     }
+    b.add_rule(
+        t,
+        "pgm",
+        &[Expr::Verdict(Verdict::Goto("route"))],
+        "other types",
+    );
     let iif = meta(MetaKey::Iif);
     b.add_rule(
         t,
-        "mc",
+        "route",
         &[iif, load(IP_SADDR, 8, r1), vmap("routes", r0)],
         "(S,G) routes",
     );
     b.add_rule(
         t,
-        "mc",
+        "route",
         &[iif, load(IP_DADDR, 4, r1), vmap("groutes", r0)],
         "(*,G) routes",
     );
     b.add_rule(
         t,
-        "mc",
+        "route",
         &[
             load(IP_SADDR, 8, r0),
             lookup("sg_any", r0),
@@ -606,7 +644,7 @@ fn write_base(config: &NetdevConfig, b: &mut Batch) {
     );
     b.add_rule(
         t,
-        "mc",
+        "route",
         &[
             load(IP_DADDR, 4, r0),
             lookup("g_any", r0),
@@ -635,10 +673,10 @@ fn write_base(config: &NetdevConfig, b: &mut Batch) {
             Expr::NamedCounter("learn"),
             drop,
         ]);
-        b.add_rule(t, "mc", &r, "learn");
+        b.add_rule(t, "route", &r, "learn");
         let mut r = new_source.to_vec();
         r.extend([Expr::NamedCounter("learn_limited"), drop]);
-        b.add_rule(t, "mc", &r, "learn over the rate");
+        b.add_rule(t, "route", &r, "learn over the rate");
     }
 }
 
