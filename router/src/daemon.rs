@@ -172,6 +172,8 @@ pub(crate) struct Daemon {
     kind: PlaneKind,
     ifaces: Vec<Iface>,
     worker: PlaneWorker,
+    /// What the worker applies; assist-only: asks it to read the kernel's routes.
+    sync: Arc<PlaneSync>,
     /// Assist-only: the kernel's routes as the worker reads them.
     kernel_routes: Option<watch::Receiver<KernelRoutes>>,
     /// Mroute plane, full mode: upcalls and IGMP reports; queries.
@@ -273,7 +275,7 @@ impl Daemon {
         let kernel_names =
             (!full).then(|| ifaces.iter().map(|i| (i.name.clone(), i.index)).collect());
         let (worker, kernel_routes) =
-            PlaneWorker::start(plane, sync, Arc::clone(&stats), kernel_names)
+            PlaneWorker::start(plane, Arc::clone(&sync), Arc::clone(&stats), kernel_names)
                 .context("cannot start the data plane's worker")?;
 
         let open = |k| RecvSocket::open(k).with_context(|| format!("cannot open the {k:?} socket"));
@@ -333,6 +335,7 @@ impl Daemon {
             mroute: mroute.map(Watched::new).transpose()?,
             ifaces,
             worker,
+            sync,
             kernel_routes,
             querier,
             ra,
@@ -482,8 +485,15 @@ impl Daemon {
             r.len,
         );
         if r.destination.is_multicast() {
-            // Keeps the route of a known source alive, or makes one for a new source.
-            s.ctl.handle_packet(now, r.source, r.destination, r.ifindex);
+            // Keeps the route of a known source alive, or makes one for a new source; in
+            // assist-only mode a packet of a route not read yet has the kernel read again.
+            if s.ctl
+                .handle_packet(now, r.source, r.destination, r.ifindex)
+                .is_none()
+                && self.started.mode == RouterMode::AssistOnly
+            {
+                self.sync.request_read();
+            }
             self.drain_actions(&mut s);
             // A route's packets count only from its upstream interface: the kernel would
             // not forward the others either.

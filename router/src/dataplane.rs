@@ -5,7 +5,8 @@
 //! The worker takes the changes from the [`PlaneSync`] the controller writes, applies them
 //! in one transaction each, and on failure asks for the whole state to be applied again
 //! (after a pause that doubles up to 5 s). Once a second it reads the plane's kernel
-//! counters, and in assist-only mode the kernel's multicast routing table, for the daemon.
+//! counters, and in assist-only mode the kernel's multicast routing table, for the daemon
+//! (at once, at most every 50 ms, when the daemon sees a packet of a route it does not know).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -159,6 +160,8 @@ pub(crate) struct PlaneWorker {
 
 /// How often the worker reads counters and (assist-only) the kernel's routes.
 const READ_PERIOD: Duration = Duration::from_secs(1);
+/// The shortest time between two reads the driver asks for.
+const READ_GAP: Duration = Duration::from_millis(50);
 
 impl PlaneWorker {
     /// Starts the worker for `plane`. With `kernel` (assist-only: VIF names to interface
@@ -198,8 +201,16 @@ impl PlaneWorker {
                             .kernel_routes
                             .store(plane.route_count() as u64, Ordering::Relaxed);
                     }
-                    let now = crate::daemon::now();
-                    if last_read.is_some_and(|t| now.duration_since(t) < READ_PERIOD) {
+                    let mut now = crate::daemon::now();
+                    let since = last_read.map(|t| now.duration_since(t));
+                    if s.take_read_request() {
+                        // Asked for (a packet of an unknown route): now, but not more often
+                        // than every READ_GAP.
+                        if let Some(wait) = since.and_then(|d| READ_GAP.checked_sub(d)) {
+                            std::thread::sleep(wait);
+                            now = crate::daemon::now();
+                        }
+                    } else if since.is_some_and(|d| d < READ_PERIOD) {
                         continue;
                     }
                     last_read = Some(now);

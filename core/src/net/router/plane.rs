@@ -113,6 +113,8 @@ struct Inner {
     full: bool,
     /// Past this many pending changes, the next take is a full state.
     limit: usize,
+    /// The driver asked the worker to read the kernel's routes now.
+    read_requested: bool,
     closed: bool,
 }
 
@@ -238,12 +240,30 @@ impl PlaneSync {
         let i = self.lock();
         let (mut i, _) = self
             .wake
-            .wait_timeout_while(i, timeout, |i| !i.closed && !i.has_changes())
+            .wait_timeout_while(i, timeout, |i| {
+                !i.closed && !i.has_changes() && !i.read_requested
+            })
             .unwrap_or_else(PoisonError::into_inner);
         if i.closed {
             return None;
         }
         Some(Self::take_locked(&mut i))
+    }
+
+    /// Asks the worker to read the kernel's routes as soon as it can (assist-only mode: a
+    /// packet of a route the daemon does not know yet), waking it.
+    pub fn request_read(&self) {
+        let mut i = self.lock();
+        if !i.read_requested {
+            i.read_requested = true;
+            drop(i);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Whether a read was asked for since the last call (and forgets the request).
+    pub fn take_read_request(&self) -> bool {
+        std::mem::take(&mut self.lock().read_requested)
     }
 
     /// Ends [`PlaneSync::wait_take`]: the worker stops.
@@ -348,6 +368,16 @@ mod tests {
         s.set_assisted(G, true);
         let c = t.join().unwrap().unwrap();
         assert_eq!(c.assisted.get(&G), Some(&true));
+        // A read request wakes the worker too, with no change to take.
+        let w = std::sync::Arc::clone(&s);
+        let t = std::thread::spawn(move || {
+            let c = w.wait_take(Duration::from_secs(30));
+            (c, w.take_read_request())
+        });
+        s.request_read();
+        let (c, asked) = t.join().unwrap();
+        assert_eq!(c, Some(PlaneChanges::default()));
+        assert!(asked && !s.take_read_request());
         s.close();
         assert_eq!(s.wait_take(Duration::from_secs(30)), None);
     }
