@@ -307,7 +307,10 @@ impl Controller {
                     .join((ifindex, group), now + MEMBERSHIP_TIMEOUT)
                 {
                     Joined::New => self.recompute(group),
-                    Joined::Refreshed => {}
+                    // A member answered: a later leave asks again.
+                    Joined::Refreshed => {
+                        self.querying.remove(&(ifindex, group));
+                    }
                     Joined::Refused => self.stats.memberships_refused += 1,
                 }
                 continue;
@@ -363,8 +366,9 @@ impl Controller {
                 break;
             }
             self.queries.pop_first();
-            // Only if the membership is still being asked about (no report ended it).
-            if self.members.contains((ifindex, group)) {
+            // Only if the membership is still being asked about (no report ended it). After
+            // this second query a new leave starts a new round.
+            if self.querying.remove(&(ifindex, group)) && self.members.contains((ifindex, group)) {
                 self.actions
                     .push_back(Action::GroupQuery { ifindex, group });
             }

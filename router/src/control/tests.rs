@@ -208,12 +208,31 @@ fn a_leave_draws_two_queries_and_the_membership_lapses_without_an_answer() {
         [Action::Route(RouteKey::sg(S, G), Some(route(UP, &[LAN_B])))]
     );
     assert_eq!(f.c.memberships(), [(LAN_B, G)]);
-    // A member that answers keeps the membership.
+    // A member that answers keeps the membership, and the second query is not sent.
+    f.actions();
     f.report(LAN_B, G, false);
     f.advance(Duration::from_millis(500));
     f.report(LAN_B, G, true);
     f.advance(Duration::from_secs(10));
     assert_eq!(f.c.memberships(), [(LAN_B, G)]);
+    assert_eq!(
+        f.actions(),
+        [Action::GroupQuery {
+            ifindex: LAN_B,
+            group: G
+        }]
+    );
+    // A later leave starts a new round of queries, and without an answer it lapses.
+    f.report(LAN_B, G, false);
+    assert_eq!(
+        f.actions(),
+        [Action::GroupQuery {
+            ifindex: LAN_B,
+            group: G
+        }]
+    );
+    f.advance(Duration::from_secs(5));
+    assert!(f.c.memberships().is_empty());
 }
 
 #[test]
