@@ -488,3 +488,66 @@ fn spoofed(plane: Plane) {
         MAX_ROUTES
     );
 }
+
+/// Kernels before 5.12 have no owned tables: the plane then falls back to an unowned table,
+/// deleted when the plane is dropped, and a leftover of a killed process is replaced at the
+/// next start. Both, on this kernel, with `owner: false`.
+#[test]
+fn unowned_tables_are_removed_on_drop_and_replaced_after_a_crash() {
+    use pgm_core::net::router::netdev::{NetdevConfig, NetdevPlane, PlaneIface};
+    use pgm_netns_tests::lab::Lab;
+
+    if pgm_netns_tests::lab::skip_without_root("unowned_tables") {
+        return;
+    }
+    let lab = Lab::new("dpunown").expect("lab");
+    let ns = lab.add_ns("r").expect("namespace");
+    lab.add_veth(&ns, "a0", &ns, "a1").expect("veth");
+    lab.add_addr(&ns, "a0", lab.block().addr(1, 1), 24)
+        .expect("address");
+    let tables = || {
+        let out = lab.exec(&ns, &["nft", "list", "tables"]).expect("nft");
+        String::from_utf8_lossy(&out.stdout)
+            .matches("pgm_unowned")
+            .count()
+    };
+    let install = |owner: bool| {
+        ns.run(move || {
+            let index = pgm_core::net::iface::interfaces()
+                .expect("interfaces")
+                .into_iter()
+                .find(|i| i.name == "a0")
+                .expect("a0")
+                .index;
+            let mac = pgm_core::net::iface::hardware_address("a0").expect("mac").1;
+            NetdevPlane::install(NetdevConfig {
+                table: "pgm_unowned".to_owned(),
+                interfaces: vec![PlaneIface {
+                    name: "a0".to_owned(),
+                    index,
+                    mac,
+                }],
+                log_group: 0,
+                intercept: true,
+                learn_rate: 10,
+                learn_burst: 10,
+                owner,
+            })
+            .expect("install")
+        })
+        .expect("enter namespace")
+    };
+    let plane = install(false);
+    assert!(!plane.owned());
+    assert_eq!(tables(), 1);
+    drop(plane);
+    assert_eq!(tables(), 0, "an unowned table outlived its plane");
+    // A "crash": the plane is leaked, its table stays; the next start replaces it.
+    std::mem::forget(install(false));
+    assert_eq!(tables(), 1);
+    let again = install(true);
+    assert!(again.owned());
+    assert_eq!(tables(), 1);
+    drop(again);
+    assert_eq!(tables(), 0);
+}

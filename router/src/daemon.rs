@@ -233,6 +233,9 @@ impl Daemon {
                     owner: true,
                 })
                 .context("cannot install the netdev data plane")?;
+                if !p.owned() {
+                    warn_unowned();
+                }
                 (Plane::Netdev(p), None, Some(bind_log()?))
             }
             PlaneKind::Mroute => {
@@ -254,7 +257,12 @@ impl Daemon {
                 let table = if nft {
                     Some(
                         InterceptTable::install(NFT_TABLE, group, true)
-                            .context("cannot install the nftables intercept")?,
+                            .context("cannot install the nftables intercept")
+                            .inspect(|t| {
+                                if !t.owned() {
+                                    warn_unowned();
+                                }
+                            })?,
                     )
                 } else {
                     None
@@ -754,6 +762,15 @@ impl Daemon {
             }
         }
     }
+}
+
+/// The kernel has no owned nftables tables (before Linux 5.12).
+fn warn_unowned() {
+    tracing::warn!(
+        table = NFT_TABLE,
+        "the kernel has no owned nftables tables (Linux 5.12): the table is removed when the \
+         daemon stops, but a killed daemon leaves it until the next start replaces it"
+    );
 }
 
 fn to_ne_route(r: pgm_core::net::router::plane::PlaneRoute) -> NeRoute {

@@ -50,12 +50,26 @@ impl InterceptTable {
         sock.commit(&mut b)?;
         let mut b = Batch::new(FAMILY_IPV4);
         write(&mut b, name, log_group, owner);
-        sock.commit(&mut b)?;
+        let owner = match sock.commit(&mut b) {
+            // A kernel before 5.12 has no owned tables: deleted on drop instead.
+            Err(e) if owner && super::netdev::refuses_owner(&e) => {
+                let mut b = Batch::new(FAMILY_IPV4);
+                write(&mut b, name, log_group, false);
+                sock.commit(&mut b)?;
+                false
+            }
+            r => r.map(|()| owner)?,
+        };
         Ok(Self {
             sock,
             name: name.to_owned(),
             owner,
         })
+    }
+
+    /// Whether the table is owned by its socket (see [`super::netdev::NetdevPlane::owned`]).
+    pub fn owned(&self) -> bool {
+        self.owner
     }
 
     /// The table's name.

@@ -209,8 +209,24 @@ impl NetdevPlane {
         };
         let mut b = Batch::new(FAMILY_NETDEV);
         write_base(&plane.config, &mut b);
-        plane.sock.commit(&mut b)?;
+        match plane.sock.commit(&mut b) {
+            // A kernel before 5.12 has no owned tables: the table is then deleted on drop,
+            // and a leftover of a killed process is replaced at the next start (above).
+            Err(e) if plane.config.owner && refuses_owner(&e) => {
+                plane.config.owner = false;
+                let mut b = Batch::new(FAMILY_NETDEV);
+                write_base(&plane.config, &mut b);
+                plane.sock.commit(&mut b)?;
+            }
+            r => r?,
+        }
         Ok(plane)
+    }
+
+    /// Whether the table is owned by the plane's socket (it goes with the process, `kill -9`
+    /// included); `false` on kernels without owned tables (before 5.12).
+    pub fn owned(&self) -> bool {
+        self.config.owner
     }
 
     /// Checks, without changing anything, that the kernel can hold the plane's table on
@@ -758,6 +774,11 @@ impl Drop for NetdevPlane {
             let _ = self.remove();
         }
     }
+}
+
+/// Whether `e` is a kernel refusing `NFT_TABLE_F_OWNER` (unknown table flag).
+pub(crate) fn refuses_owner(e: &NftError) -> bool {
+    e.errno() == Some(libc::EOPNOTSUPP) && e.what.starts_with("create table")
 }
 
 /// The ingress chain of interface `name`.
