@@ -307,10 +307,10 @@ impl Controller {
                     .join((ifindex, group), now + MEMBERSHIP_TIMEOUT)
                 {
                     Joined::New => self.recompute(group),
-                    // A member answered: a later leave asks again.
-                    Joined::Refreshed => {
-                        self.querying.remove(&(ifindex, group));
-                    }
+                    // A member answered: the membership lasts, and a round of queries
+                    // under way still sends its second query (RFC 3376 §6.6.3.1: the
+                    // retransmissions are not stopped by a report).
+                    Joined::Refreshed => {}
                     Joined::Refused => self.stats.memberships_refused += 1,
                 }
                 continue;
@@ -366,8 +366,8 @@ impl Controller {
                 break;
             }
             self.queries.pop_first();
-            // Only if the membership is still being asked about (no report ended it). After
-            // this second query a new leave starts a new round.
+            // The second query of the round, if the membership is still there (answered or
+            // not). The round ends here whatever happened, so a later leave asks again.
             if self.querying.remove(&(ifindex, group)) && self.members.contains((ifindex, group)) {
                 self.actions
                     .push_back(Action::GroupQuery { ifindex, group });
