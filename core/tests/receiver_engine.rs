@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use pgm_core::proto::receiver::{Event, Receiver, ReceiverConfig};
+use pgm_core::proto::receiver::{Event, Receiver, ReceiverConfig, SessionFilter};
 use pgm_core::proto::{Destination, RecvMeta, Transmit};
 use pgm_core::wire::{
     Body, DataRepr, Gsi, NakRepr, Nla, OptionList, OptionValue, PacketType, PgmOption, PollRepr,
@@ -157,17 +157,22 @@ fn an_ncf_during_back_off_suppresses_the_nak() {
     assert!(out.iter().any(|(t, _)| t.packet_type == PacketType::Nak));
 }
 
+/// A gap before any SPM draws an SPMR (to learn where to NAK), and no NAK: §6.2 forbids
+/// NAKing before the session's first SPM. The SPM then releases the NAK, to its path.
 #[test]
-fn data_before_any_spm_draws_an_spmr_multicast_then_unicast() {
+fn a_gap_before_any_spm_draws_an_spmr_and_no_nak_until_the_spm() {
     let now = t0();
     let mut r = receiver();
     r.handle_packet(now, meta(), &odata(0, b"a"));
     let out = run_until(&mut r, now + Duration::from_millis(300));
+    assert!(out.is_empty(), "nothing missing, no SPMR: {out:?}");
+    r.handle_packet(now, meta(), &odata(2, b"c"));
+    let out = run_until(&mut r, now + Duration::from_millis(600));
     let spmrs: Vec<_> = out
         .iter()
         .filter(|(t, _)| t.packet_type == PacketType::Spmr)
         .collect();
-    //= https://www.rfc-editor.org/rfc/rfc3208#section-13.5
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-13.3.1
     //= type=test
     //# it MUST first multicast its own SPMR to the group with a TTL of 1 before
     //# then unicasting its own SPMR to the source.
@@ -177,6 +182,21 @@ fn data_before_any_spm_draws_an_spmr_multicast_then_unicast() {
     assert_eq!(spmrs[1].0.destination, Destination::Unicast(SRC));
     let p = pgm_core::wire::Packet::new_checked(&spmrs[1].1[..]).expect("spmr");
     assert_eq!(p.tsi(), TSI);
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-6.2
+    //= type=test
+    //# A
+    //# receiver MUST NOT initiate repair requests until it has received at
+    //# least one SPM for the corresponding TSI.
+    assert!(naks_in(&out).is_empty(), "no NAK before an SPM: {out:?}");
+    let later = now + Duration::from_millis(600);
+    r.handle_packet(later, meta(), &spm(1, 0, 2, ROUTER));
+    let out = run_until(&mut r, later + Duration::from_millis(60));
+    assert_eq!(naks_in(&out), [1]);
+    assert!(
+        out.iter()
+            .filter(|(t, _)| t.packet_type == PacketType::Nak)
+            .all(|(t, _)| t.destination == Destination::Unicast(ROUTER))
+    );
 }
 
 #[test]
@@ -186,24 +206,29 @@ fn trail_passing_a_gap_reports_loss_and_delivery_continues() {
     r.handle_packet(now, meta(), &spm(1, 0, u32::MAX, ROUTER));
     r.handle_packet(now, meta(), &odata(0, b"a"));
     r.handle_packet(now, meta(), &odata(3, b"d"));
-    // The source's window moves past 1 and 2.
+    // The source's window moves past 1 and 2. One packet saying so is not enough (it may
+    // be corrupt or forged): nothing is given up yet.
     r.handle_packet(now, meta(), &spm(2, 3, 3, ROUTER));
+    assert!(
+        !events(&mut r)
+            .iter()
+            .any(|e| matches!(e, Event::Loss { .. })),
+        "one packet declared data lost"
+    );
+    // A second packet of the source agreeing does it.
+    r.handle_packet(now, meta(), &odata_with(4, 3, false, b"e"));
     let ev = events(&mut r);
-    let tail: Vec<&Event> = ev
-        .iter()
-        .filter(|e| !matches!(e, Event::SessionStart { .. }))
-        .collect();
-    assert_eq!(tail.len(), 3, "{ev:?}");
-    assert!(matches!(tail[0], Event::Data { data, .. } if data == b"a"));
+    assert_eq!(ev.len(), 3, "{ev:?}");
     assert!(matches!(
-        tail[1],
+        ev[0],
         Event::Loss {
             first: Sqn(1),
             count: 2,
             ..
         }
     ));
-    assert!(matches!(tail[2], Event::Data { data, .. } if data == b"d"));
+    assert_eq!(data_of(&ev), [b"d".to_vec(), b"e".to_vec()]);
+    assert_eq!(r.stats().jumps, 1);
 }
 
 #[test]
@@ -581,4 +606,312 @@ fn redirecting_polrs_are_ignored() {
         [(PacketType::Nak, Destination::Unicast(ROUTER))],
         "the NAK goes to the SPM's path, not the DLR"
     );
+}
+
+// ---- Adversarial packets (issue 11): each of these failed before the receiver's bounds.
+
+const STRANGER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 66));
+
+fn from(source: IpAddr) -> RecvMeta {
+    RecvMeta {
+        source,
+        destination: GROUP,
+    }
+}
+
+/// A packet of another TSI (GSI `gsi`, source port 4748 as in the report).
+fn foreign(gsi: [u8; 6], body: Body<'_>, options: OptionList<'_>) -> Vec<u8> {
+    let repr = Repr {
+        sport: 4748,
+        dport: 7500,
+        gsi: Gsi(gsi),
+        parity: false,
+        var_pktlen: false,
+        body,
+        options,
+    };
+    let mut b = vec![0; repr.buffer_len()];
+    repr.emit(&mut b).expect("emit");
+    b
+}
+
+fn data_at(sqn: u32, trail: u32) -> Body<'static> {
+    Body::Odata(DataRepr {
+        sqn: Sqn(sqn),
+        trail: Sqn(trail),
+        payload: b"PRB!PRB!PRB!PRB!",
+    })
+}
+
+/// Feeds the stream #0..#n of the real session, an SPM first.
+fn live_session(r: &mut Receiver, now: Instant, n: u32) {
+    r.handle_packet(now, meta(), &spm(1, 0, u32::MAX, ROUTER));
+    for s in 0..n {
+        r.handle_packet(now, meta(), &odata(s, &s.to_be_bytes()));
+    }
+}
+
+/// The report's two packets: ODATA of a made-up TSI, the second 2^30 sequence numbers past
+/// the first. The receiver used to add a slot and a timer per skipped sequence number (24 GB).
+#[test]
+fn two_packets_far_apart_allocate_nothing() {
+    let now = t0();
+    let mut r = receiver();
+    let gsi = [0x52, 0xf2, 0x26, 0x65, 0xa6, 0x0c];
+    r.handle_packet(
+        now,
+        from(STRANGER),
+        &foreign(gsi, data_at(0x64, 0x64), OptionList::EMPTY),
+    );
+    r.handle_packet(
+        now,
+        from(STRANGER),
+        &foreign(gsi, data_at(0x4000_0064, 0x64), OptionList::EMPTY),
+    );
+    assert!(r.window_slots() <= 1, "slots: {}", r.window_slots());
+    assert!(r.buffered_bytes() < 4096, "bytes: {}", r.buffered_bytes());
+    assert_eq!(r.stats().jumps_held, 1);
+    assert_eq!(r.stats().beyond_window, 1);
+    // SPM + SPM and SPM + ODATA pairs alike.
+    let gsi2 = [9, 9, 9, 9, 9, 9];
+    let s = |sqn: u32, lead: u32| {
+        Body::Spm(SpmRepr {
+            sqn: Sqn(sqn),
+            trail: Sqn(0),
+            lead: Sqn(lead),
+            path: Nla(STRANGER),
+        })
+    };
+    r.handle_packet(
+        now,
+        from(STRANGER),
+        &foreign(gsi2, s(1, 5), OptionList::EMPTY),
+    );
+    r.handle_packet(
+        now,
+        from(STRANGER),
+        &foreign(gsi2, s(2, 0x4000_0000), OptionList::EMPTY),
+    );
+    r.handle_packet(
+        now,
+        from(STRANGER),
+        &foreign(gsi2, data_at(0x7000_0000, 0), OptionList::EMPTY),
+    );
+    assert!(r.window_slots() <= 2, "slots: {}", r.window_slots());
+    let out = run_until(&mut r, now + Duration::from_secs(5));
+    assert!(naks_in(&out).is_empty());
+    assert!(r.timer_entries() < 16, "timers: {}", r.timer_entries());
+}
+
+/// Against a live session one packet far ahead (or an RDATA whose sequence number has a
+/// flipped byte) used to be enough. Now it is held, the session goes on without loss, and
+/// only a second packet of the source agreeing moves the window, as one loss event.
+#[test]
+fn one_packet_far_ahead_of_a_live_session_changes_nothing() {
+    let now = t0();
+    let mut r = receiver();
+    live_session(&mut r, now, 10);
+    let flipped = bytes(Body::Rdata(DataRepr {
+        sqn: Sqn(5 | 0x0100_0000),
+        trail: Sqn(0),
+        payload: b"x",
+    }));
+    r.handle_packet(now, meta(), &flipped);
+    r.handle_packet(now, meta(), &spm(2, 0, 0x2000_0000, ROUTER));
+    for s in 10..20 {
+        r.handle_packet(now, meta(), &odata(s, &s.to_be_bytes()));
+    }
+    let ev = events(&mut r);
+    assert_eq!(data_of(&ev).len(), 20, "{ev:?}");
+    assert!(!ev.iter().any(|e| matches!(e, Event::Loss { .. })));
+    assert!(r.window_slots() == 0);
+    let out = run_until(&mut r, now + Duration::from_secs(2));
+    assert!(naks_in(&out).is_empty(), "{out:?}");
+    // The source really jumped (a receiver cut off for a long time): two packets agree.
+    let later = now + Duration::from_secs(2);
+    r.handle_packet(later, meta(), &odata_with(1_000_000, 990_000, false, b"j"));
+    r.handle_packet(later, meta(), &odata_with(1_000_001, 990_000, false, b"k"));
+    let ev = events(&mut r);
+    assert_eq!(
+        ev.iter()
+            .filter(|e| matches!(e, Event::Loss { .. }))
+            .count(),
+        1,
+        "{ev:?}"
+    );
+    assert!(
+        r.window_slots() <= ReceiverConfig::new(7500, GROUP).rxw_sqns as usize,
+        "{}",
+        r.window_slots()
+    );
+    assert_eq!(r.stats().jumps, 1);
+}
+
+/// ODATA, SPMs (with OPT_FIN or OPT_RST) and POLLs of the session from another address
+/// are dropped and counted: they cannot end it, redirect its NAKs or feed it data.
+#[test]
+fn packets_of_a_session_from_another_address_are_dropped() {
+    let now = t0();
+    let mut r = receiver();
+    live_session(&mut r, now, 5);
+    let rst = [PgmOption::from(OptionValue::Rst {
+        no_naks: false,
+        error_code: 0,
+    })];
+    let fin = [PgmOption::from(OptionValue::Fin)];
+    let body = Body::Spm(SpmRepr {
+        sqn: Sqn(1000),
+        trail: Sqn(0),
+        lead: Sqn(4),
+        path: Nla(STRANGER),
+    });
+    r.handle_packet(
+        now,
+        from(STRANGER),
+        &bytes_with(body, OptionList::Slice(&rst)),
+    );
+    r.handle_packet(
+        now,
+        from(STRANGER),
+        &bytes_with(body, OptionList::Slice(&fin)),
+    );
+    r.handle_packet(now, from(STRANGER), &odata(5, b"forged"));
+    let poll = bytes(Body::Poll(PollRepr {
+        sqn: Sqn(7),
+        round: 0,
+        subtype: PollSubtype::General,
+        path: Nla(STRANGER),
+        backoff_ivl_us: 1000,
+        rand: [0; 4],
+        mask: 0,
+    }));
+    r.handle_packet(now, from(STRANGER), &poll);
+    assert_eq!(r.stats().wrong_source, 4);
+    assert_eq!(r.nak_target(&TSI), Some(ROUTER));
+    r.handle_packet(now, meta(), &odata(5, b"real"));
+    let ev = events(&mut r);
+    assert!(
+        !ev.iter().any(|e| matches!(e, Event::SessionEnd { .. })),
+        "{ev:?}"
+    );
+    assert_eq!(data_of(&ev).last().map(Vec::as_slice), Some(&b"real"[..]));
+    let out = run_until(&mut r, now + Duration::from_millis(100));
+    assert!(out.iter().all(|(t, _)| t.packet_type != PacketType::Polr));
+}
+
+/// A receiver of one session takes the first it hears and counts the others' packets.
+#[test]
+fn a_one_session_receiver_ignores_other_sessions() {
+    let now = t0();
+    let mut cfg = ReceiverConfig::new(7500, GROUP);
+    cfg.sessions = SessionFilter::One {
+        tsi: None,
+        source: None,
+    };
+    let mut r = Receiver::new(cfg);
+    live_session(&mut r, now, 3);
+    for g in 0..50u8 {
+        let fin = [PgmOption::from(OptionValue::Fin)];
+        r.handle_packet(
+            now,
+            from(STRANGER),
+            &foreign([g; 6], data_at(0, 0), OptionList::Slice(&fin)),
+        );
+    }
+    let ev = events(&mut r);
+    assert_eq!(r.sources(), 1);
+    assert_eq!(r.stats().other_sessions, 50);
+    assert!(ev.iter().all(|e| match e {
+        Event::Data { tsi, .. } | Event::SessionStart { tsi } => *tsi == TSI,
+        _ => false,
+    }));
+    // Named by source: the stranger's session is not it.
+    let mut cfg = ReceiverConfig::new(7500, GROUP);
+    cfg.sessions = SessionFilter::One {
+        tsi: None,
+        source: Some(SRC),
+    };
+    let mut r = Receiver::new(cfg);
+    r.handle_packet(
+        now,
+        from(STRANGER),
+        &foreign([1; 6], data_at(0, 0), OptionList::EMPTY),
+    );
+    live_session(&mut r, now, 3);
+    assert_eq!(r.tsis(), [TSI]);
+}
+
+/// Sessions made up by the thousand: SPMRs (each session with a gap asks where to NAK)
+/// stay within `max_spmr_rate`, and memory within `max_buffer_bytes`.
+#[test]
+fn made_up_sessions_draw_bounded_spmrs_and_memory() {
+    let now = t0();
+    let mut cfg = ReceiverConfig::new(7500, GROUP);
+    cfg.max_buffer_bytes = 256 << 10;
+    let mut r = Receiver::new(cfg);
+    for i in 0..2000u32 {
+        let g = i.to_be_bytes();
+        let gsi = [1, 2, g[0], g[1], g[2], g[3]];
+        r.handle_packet(
+            now,
+            from(STRANGER),
+            &foreign(gsi, data_at(0, 0), OptionList::EMPTY),
+        );
+        r.handle_packet(
+            now,
+            from(STRANGER),
+            &foreign(gsi, data_at(5, 0), OptionList::EMPTY),
+        );
+    }
+    assert!(r.buffered_bytes() <= 256 << 10, "{}", r.buffered_bytes());
+    assert!(r.stats().buffer_full > 0);
+    let out = run_until(&mut r, now + Duration::from_secs(10));
+    let spmrs = out
+        .iter()
+        .filter(|(t, _)| t.packet_type == PacketType::Spmr)
+        .count();
+    // Multicast and unicast per attempt, 10 attempts a second, for at most 11 seconds.
+    assert!(spmrs <= 2 * 10 * 11, "{spmrs} SPMRs");
+    assert!(spmrs > 0);
+    assert!(r.stats().spmrs_limited > 0);
+}
+
+/// A flood of NCFs for one missing sequence number keeps the timer queue bounded (each NCF
+/// restarts the wait and used to leave a stale timer entry behind).
+#[test]
+fn an_ncf_flood_keeps_the_timers_bounded() {
+    let now = t0();
+    let mut r = receiver();
+    r.handle_packet(now, meta(), &spm(1, 0, u32::MAX, ROUTER));
+    r.handle_packet(now, meta(), &odata(0, b"a"));
+    r.handle_packet(now, meta(), &odata(2, b"c"));
+    for i in 0..100_000u64 {
+        r.handle_packet(now + Duration::from_micros(i), from(STRANGER), &ncf(1));
+    }
+    assert!(r.timer_entries() < 200, "{}", r.timer_entries());
+}
+
+/// Forged RDATA from a stranger can only fill what is missing; it cannot add data beyond
+/// the window's end, nor replace data held.
+#[test]
+fn rdata_from_elsewhere_only_fills_missing_slots() {
+    let now = t0();
+    let mut r = receiver();
+    live_session(&mut r, now, 1);
+    r.handle_packet(now, meta(), &odata(3, b"d"));
+    let forged = |sqn: u32| {
+        bytes(Body::Rdata(DataRepr {
+            sqn: Sqn(sqn),
+            trail: Sqn(0),
+            payload: b"forged",
+        }))
+    };
+    r.handle_packet(now, from(STRANGER), &forged(4));
+    r.handle_packet(now, from(STRANGER), &forged(3));
+    assert_eq!(
+        r.window_slots(),
+        3,
+        "#1, #2 missing, #3 held: nothing added"
+    );
+    assert_eq!(r.stats().duplicates, 2);
 }

@@ -135,6 +135,14 @@ struct RecvArgs {
     /// Receive window in sequence numbers [default: 32768].
     #[arg(long)]
     rxw_sqns: Option<u32>,
+    /// Receive only this session (TSI as printed, e.g. 1.2.3.4.5.6.4000). Without it, and
+    /// without --source, the first session heard on the group and port is received; other
+    /// sessions' packets are dropped and counted.
+    #[arg(long)]
+    tsi: Option<pgm_core::wire::Tsi>,
+    /// Receive only the first session whose source has this address.
+    #[arg(long)]
+    source: Option<IpAddr>,
 }
 
 #[derive(Args, Clone, Copy)]
@@ -341,6 +349,11 @@ async fn recv(args: RecvArgs, host: HostSection) -> Result<()> {
     engine.nak_ncf_retries = host.nak_ncf_retries;
     engine.nak_data_retries = host.nak_data_retries;
     engine.rng_seed = u64::from(std::process::id());
+    // One session: the output is one stream, and only its own source can end it.
+    engine.sessions = receiver::SessionFilter::One {
+        tsi: args.tsi,
+        source: args.source,
+    };
     let mut rx =
         Receiver::bind(ReceiverConfig::new(engine, transport)).context("opening the receiver")?;
     let mut out: Box<dyn Write> = match &args.out {
@@ -427,6 +440,23 @@ async fn recv(args: RecvArgs, host: HostSection) -> Result<()> {
             reasons.join(" "),
             e.bad_fragments
         );
+    }
+    let refused = [
+        ("other_sessions", e.other_sessions),
+        ("wrong_source", e.wrong_source),
+        ("no_session", e.no_session),
+        ("beyond_window", e.beyond_window),
+        ("jumps_held", e.jumps_held),
+        ("buffer_full", e.buffer_full),
+        ("sources_refused", e.sources_refused),
+    ];
+    if refused.iter().any(|(_, n)| *n > 0) {
+        let list: Vec<String> = refused
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        eprintln!("pgm: packets not taken: {}", list.join(" "));
     }
     rx.stop().await?;
     if args.verify {

@@ -59,7 +59,7 @@ pub use poll::{PollPacket, PollRepr, PollSubtype, PolrPacket, PolrRepr};
 pub use repr::{Body, Repr};
 pub use spm::{SpmPacket, SpmRepr};
 pub use sqn::Sqn;
-pub use tsi::{Gsi, Tsi};
+pub use tsi::{Gsi, Tsi, TsiParseError};
 
 /// A byte range of a fixed-position field.
 pub(crate) type Field = core::ops::Range<usize>;

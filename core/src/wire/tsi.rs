@@ -40,6 +40,30 @@ impl Tsi {
     }
 }
 
+/// A TSI that does not read as `g1.g2.g3.g4.g5.g6.port` (six decimal bytes of GSI and a
+/// decimal port, as [`Tsi`]'s `Display` writes it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a TSI (want six GSI bytes and a port, as in 1.2.3.4.5.6.4000): {0:?}")]
+pub struct TsiParseError(pub String);
+
+impl core::str::FromStr for Tsi {
+    type Err = TsiParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || TsiParseError(s.to_owned());
+        let parts: Vec<&str> = s.split('.').collect();
+        let [g0, g1, g2, g3, g4, g5, port] = parts[..] else {
+            return Err(bad());
+        };
+        let mut gsi = [0u8; 6];
+        for (b, p) in gsi.iter_mut().zip([g0, g1, g2, g3, g4, g5]) {
+            *b = p.parse().map_err(|_| bad())?;
+        }
+        let sport = port.parse().map_err(|_| bad())?;
+        Ok(Self::new(Gsi(gsi), sport))
+    }
+}
+
 impl fmt::Debug for Tsi {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
@@ -50,5 +74,25 @@ impl fmt::Display for Tsi {
     /// `gsi.port`, the form OpenPGM prints (`1.2.3.4.5.6.4242`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.gsi, self.sport)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tsi_reads_back_what_it_prints() {
+        let t = Tsi::new(Gsi([1, 2, 3, 4, 5, 255]), 4000);
+        assert_eq!(t.to_string().parse::<Tsi>(), Ok(t));
+        for bad in [
+            "",
+            "1.2.3.4.5.6",
+            "1.2.3.4.5.6.7.8",
+            "1.2.3.4.5.256.1",
+            "a.2.3.4.5.6.7",
+        ] {
+            assert!(bad.parse::<Tsi>().is_err(), "{bad}");
+        }
     }
 }
