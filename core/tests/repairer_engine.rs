@@ -359,12 +359,30 @@ fn sessions_are_bounded_and_new_ones_refused_when_full() {
     assert_eq!(d.stats().repairs_served, 0);
 }
 
+fn spm_of(tsi_port: u16, sqn: u32, trail: u32, lead: u32) -> Vec<u8> {
+    emit(
+        tsi_port,
+        7500,
+        Body::Spm(SpmRepr {
+            sqn: Sqn(sqn),
+            trail: Sqn(trail),
+            lead: Sqn(lead),
+            path: Nla(PARENT),
+        }),
+        &[],
+    )
+}
+
 #[test]
 fn an_empty_untracked_session_makes_room_for_a_new_one() {
     let (mut d, now) = dlr_with(|c| c.max_sessions = 2);
-    // An NCF for a TSI the DLR never received data of: an empty session.
+    // A second session that only sent an SPM: tracked, nothing cached.
+    d.handle_packet(now, mcast(), &spm_of(4002, 1, 0, 0));
+    drain(&mut d, now);
+    assert_eq!(d.sessions(), 2);
+    // An NCF of a TSI never heard creates nothing.
     let ncf = emit(
-        4002,
+        4009,
         7500,
         Body::Ncf(NakRepr {
             sqn: Sqn(5),
@@ -374,16 +392,20 @@ fn an_empty_untracked_session_makes_room_for_a_new_one() {
         &[],
     );
     d.handle_packet(now, mcast(), &ncf);
-    drain(&mut d, now);
-    assert_eq!(d.stats().sessions_refused, 0);
-    // A third session: the empty one goes, the new one is cached.
+    assert_eq!(d.sessions(), 2);
+    // While the receiver still tracks it, the empty session keeps its place.
     d.handle_packet(now, mcast(), &odata(4001, 0));
+    assert_eq!(d.stats().sessions_refused, 1);
+    // Once the receiver has let it go (peer expiry), it makes room.
+    let later = now + Duration::from_secs(35);
+    d.handle_timeout(later);
+    drain(&mut d, later);
+    d.handle_packet(later, mcast(), &odata(4001, 1));
     assert_eq!(d.stats().sessions_evicted, 1);
-    assert_eq!(d.stats().sessions_refused, 0);
     assert_eq!(d.stats().cache_entries, 11);
     // Now both sessions hold data: a fourth is refused.
-    d.handle_packet(now, mcast(), &odata(4003, 0));
-    assert_eq!(d.stats().sessions_refused, 1);
+    d.handle_packet(later, mcast(), &odata(4003, 0));
+    assert_eq!(d.stats().sessions_refused, 2);
     assert_eq!(d.stats().cache_entries, 11);
 }
 
@@ -413,4 +435,267 @@ fn oldest_first_eviction_for_a_driver_bounding_several_engines() {
     assert_eq!(d.stats().cache_entries, 0);
     assert_eq!(d.stats().cache_bytes, 0);
     assert_eq!(d.stats().cache_evictions, 11);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Robustness (issue 11): what packets from anyone can make the DLR do.
+
+const STRANGER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 66));
+
+fn from(source: IpAddr) -> RecvMeta {
+    RecvMeta {
+        source,
+        destination: GROUP,
+    }
+}
+
+fn to_me(source: IpAddr) -> RecvMeta {
+    RecvMeta {
+        source,
+        destination: ME,
+    }
+}
+
+fn dlr_poll(sqn: u32, backoff_ivl_us: u32) -> Vec<u8> {
+    emit(
+        4000,
+        7500,
+        Body::Poll(PollRepr {
+            sqn: Sqn(sqn),
+            round: 0,
+            subtype: PollSubtype::Dlr,
+            path: Nla(STRANGER),
+            backoff_ivl_us,
+            rand: [0; 4],
+            mask: 0,
+        }),
+        &[],
+    )
+}
+
+/// splitmix64: floods that replay exactly.
+fn rng(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[test]
+fn naks_outside_the_sessions_window_are_dropped_and_counted() {
+    let (mut d, now) = dlr();
+    // The window is [0, 9] (ODATA 0-9); 64 past the lead is still answered (slack).
+    for far in [1_000_000u32, 0x8000_0000, u32::MAX - 5, 9 + 65] {
+        d.handle_packet(now, to_me(DOWNSTREAM_NE), &nak(&[far]));
+        assert!(drain(&mut d, now).is_empty(), "answered a NAK for {far}");
+    }
+    assert_eq!(d.stats().naks_outside_window, 4);
+    assert_eq!(d.stats().ncfs_sent, 0);
+    // A list with one entry inside: only that entry is confirmed and served.
+    d.handle_packet(now, to_me(DOWNSTREAM_NE), &nak(&[5, 500_000, 9 + 64]));
+    let out = drain(&mut d, now);
+    assert_eq!(
+        types(&out),
+        [
+            PacketType::Ncf,
+            PacketType::Nnak,
+            PacketType::Rdata,
+            PacketType::Nak
+        ]
+    );
+    let ncf = NakPacketView::sqns(&out[0].1);
+    assert_eq!(ncf, [5, 73]);
+    assert_eq!(d.stats().nak_sqns_outside_window, 4 + 1);
+}
+
+/// The sequence numbers of a NAK-like packet.
+struct NakPacketView;
+impl NakPacketView {
+    fn sqns(b: &[u8]) -> Vec<u32> {
+        pgm_core::wire::NakPacket::new_checked(b)
+            .expect("nak")
+            .sqns()
+            .map(|s| s.0)
+            .collect()
+    }
+}
+
+#[test]
+fn a_nak_flood_for_random_sqns_is_reflected_only_inside_the_window() {
+    let (mut d, now) = dlr();
+    let mut state = 11;
+    let mut inside = 0;
+    for _ in 0..50_000 {
+        let sqn = rng(&mut state) as u32;
+        inside += u64::from(sqn <= 9 + 64);
+        d.handle_packet(now, to_me(DOWNSTREAM_NE), &nak(&[sqn]));
+        drain(&mut d, now);
+    }
+    assert_eq!(d.stats().naks_outside_window, 50_000 - inside);
+    assert_eq!(d.stats().ncfs_sent, inside);
+}
+
+#[test]
+fn packets_of_a_session_from_another_address_are_not_cached_or_used() {
+    let (mut d, now) = dlr();
+    let before = d.stats().cache_entries;
+    // ODATA and SPMs of the real TSI from a stranger: a lead far ahead, data to cache.
+    d.handle_packet(now, from(STRANGER), &odata(4000, 1_000_000));
+    d.handle_packet(now, from(STRANGER), &spm_of(4000, 50, 0, 2_000_000));
+    assert_eq!(d.stats().cache_entries, before);
+    assert!(d.stats().wrong_source >= 2, "{:?}", d.stats());
+    // So the window did not move: a NAK there is still outside it.
+    d.handle_packet(now, to_me(DOWNSTREAM_NE), &nak(&[1_000_000]));
+    assert!(drain(&mut d, now).is_empty());
+    assert_eq!(d.stats().naks_outside_window, 1);
+}
+
+#[test]
+fn dlr_polls_from_anyone_but_the_source_are_ignored() {
+    let (mut d, now) = dlr();
+    // A stranger asks for a POLR to its chosen address (a reflector).
+    d.handle_packet(now, from(STRANGER), &dlr_poll(3, 10_000));
+    d.handle_timeout(now + Duration::from_secs(1));
+    assert!(drain(&mut d, now + Duration::from_secs(1)).is_empty());
+    assert_eq!(d.stats().polls_ignored, 1);
+    assert_eq!(d.pending_polrs(), 0);
+}
+
+#[test]
+fn pending_polrs_are_one_per_session_and_soon() {
+    let (mut d, now) = dlr();
+    // A thousand POLLs of ever new POLL_SQNs, each asking for over an hour of back-off.
+    for sqn in 0..1000 {
+        d.handle_packet(now, mcast(), &dlr_poll(sqn, u32::MAX));
+        assert!(d.pending_polrs() <= 1);
+    }
+    let due = d.poll_timeout().expect("a POLR is pending");
+    assert!(due <= now + Duration::from_secs(10), "back-off capped");
+    let later = now + Duration::from_secs(10);
+    d.handle_timeout(later);
+    let out = drain(&mut d, later);
+    assert_eq!(
+        types(&out),
+        [PacketType::Polr],
+        "one POLR, for the last POLL"
+    );
+    assert_eq!(d.stats().polls_answered, 1);
+}
+
+#[test]
+fn own_naks_remembered_are_bounded_and_an_ncf_flood_is_cheap() {
+    let (mut d, now) = dlr();
+    // A gap of 30,000 sequence numbers: the embedded receiver NAKs them all (window
+    // permitting), the DLR remembers a bounded number.
+    let p = emit(
+        4000,
+        7500,
+        Body::Odata(DataRepr {
+            sqn: Sqn(30_010),
+            trail: Sqn(0),
+            payload: &[1; 10],
+        }),
+        &[],
+    );
+    d.handle_packet(now, mcast(), &p);
+    let mut t = now;
+    for _ in 0..200 {
+        t += Duration::from_millis(20);
+        d.handle_timeout(t);
+        drain(&mut d, t);
+    }
+    assert!(d.receiver().stats().naks_sent > 0);
+    assert!(d.remembered_naks() <= 4096, "{}", d.remembered_naks());
+    // 100,000 NCFs for random sqns: each is O(1) (the test would take minutes if each
+    // scanned what is remembered).
+    let mut state = 5;
+    for _ in 0..100_000 {
+        let ncf = emit(
+            4000,
+            7500,
+            Body::Ncf(NakRepr {
+                sqn: Sqn(rng(&mut state) as u32 % 40_000),
+                source: Nla(SRC),
+                group: Nla(GROUP),
+            }),
+            &[],
+        );
+        d.handle_packet(t, mcast(), &ncf);
+    }
+    let out = drain(&mut d, t);
+    // At most one redirecting POLR per hold-off.
+    assert!(
+        out.iter()
+            .filter(|(x, _)| x.packet_type == PacketType::Polr)
+            .count()
+            <= 1,
+        "{:?}",
+        types(&out)
+    );
+}
+
+#[test]
+fn made_up_sessions_draw_bounded_spmrs_and_state() {
+    let (mut d, now) = dlr_with(|c| c.max_sessions = 64);
+    // 2,000 made-up sessions, two ODATA each with a gap between: each would like an SPMR.
+    let mut t = now;
+    for n in 0..2000u16 {
+        for sqn in [100, 105] {
+            d.handle_packet(t, from(STRANGER), &odata(5000 + n, sqn));
+        }
+        t += Duration::from_micros(500);
+        d.handle_timeout(t);
+        drain(&mut d, t);
+    }
+    // Then ten seconds of timers.
+    let mut spmrs = 0;
+    for _ in 0..1000 {
+        t += Duration::from_millis(10);
+        d.handle_timeout(t);
+        spmrs += drain(&mut d, t)
+            .iter()
+            .filter(|(x, _)| x.packet_type == PacketType::Spmr)
+            .count();
+    }
+    let elapsed = t.duration_since(now).as_secs() + 1;
+    let sent = d.receiver().stats().spmrs_sent;
+    assert!(
+        sent <= 10 * elapsed + 10,
+        "{sent} SPMRs in {elapsed} s (rate 10/s)"
+    );
+    // Each SPMR is multicast (TTL 1) to suppress others', then unicast (§13.3.1).
+    assert!(
+        spmrs as u64 <= 2 * sent,
+        "{spmrs} SPMR packets for {sent} SPMRs"
+    );
+    assert!(d.sessions() <= 64);
+    assert!(d.receiver().sources() <= 1024);
+}
+
+#[test]
+fn a_reset_makes_the_sessions_cache_dead_at_once() {
+    let (mut d, now) = dlr();
+    let rst = emit(
+        4000,
+        7500,
+        Body::Spm(SpmRepr {
+            sqn: Sqn(2),
+            trail: Sqn(0),
+            lead: Sqn(9),
+            path: Nla(PARENT),
+        }),
+        &[PgmOption::from(OptionValue::Rst {
+            no_naks: false,
+            error_code: 0,
+        })],
+    );
+    // From a stranger: nothing happens.
+    d.handle_packet(now, from(STRANGER), &rst);
+    d.handle_packet(now, to_me(DOWNSTREAM_NE), &nak(&[5]));
+    assert!(types(&drain(&mut d, now)).contains(&PacketType::Rdata));
+    // From the source: the cache is dead (no NAK is served; no window either).
+    d.handle_packet(now, mcast(), &rst);
+    d.handle_packet(now, to_me(DOWNSTREAM_NE), &nak(&[5]));
+    assert!(!types(&drain(&mut d, now)).contains(&PacketType::Rdata));
 }

@@ -264,23 +264,23 @@ impl Daemon {
         let repairer = Repairer::new(config);
         let name = self.lock().name_of(key.0);
         tracing::info!(interface = %name, group = %key.1, port = key.2, "serving group and port");
-        self.lock().engines.insert(
+        self.lock().add_engine(
             key,
             Engine {
                 baseline: repairer.stats().clone(),
-                own_naks_baseline: 0,
+                rx_baseline: pgm_core::proto::receiver::ReceiverStats::default(),
                 repairer,
             },
         );
         true
     }
 
-    /// With `serve = "all"` at `max_engines`: retires the idle engines (no session in
-    /// their receivers, nothing cached). Whether there is room now.
+    /// With `serve = "all"` at `max_engines`: retires an idle engine (no session in its
+    /// receiver, nothing cached), if one of the next few in rotation is. Whether there is room now.
     fn make_room(&mut self) -> bool {
         let mut s = self.lock();
         let (room, idle) = s.make_room();
-        for k in &idle {
+        if let Some(k) = idle {
             let name = s.name_of(k.0);
             tracing::info!(interface = %name, group = %k.1, port = k.2, "idle engine retired");
         }

@@ -68,6 +68,26 @@ const COUNTERS: &[(&str, &str, TotalFn)] = &[
         "idle sessions (nothing cached, expired) forgotten to make room",
         |t| t.sessions_evicted,
     ),
+    (
+        "naks_outside_window_total",
+        "NAKs dropped whole: no sequence number in the session's transmit window (or none known)",
+        |t| t.naks_outside_window,
+    ),
+    (
+        "nak_sqns_outside_window_total",
+        "sequence numbers dropped from NAKs: outside the session's transmit window",
+        |t| t.nak_sqns_outside_window,
+    ),
+    (
+        "wrong_source_total",
+        "ODATA, RDATA and SPMs of a session from another address than its source's: not cached",
+        |t| t.wrong_source,
+    ),
+    (
+        "polls_ignored_total",
+        "PGM_POLL_DLR polls not answered: not from the session's source, or no random match",
+        |t| t.polls_ignored,
+    ),
 ];
 
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {
@@ -193,6 +213,18 @@ pub(crate) fn render(s: &Shared) -> String {
         let _ = writeln!(
             out,
             "pgm_dlr_malformed_packets_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+    header(
+        &mut out,
+        "receiver_dropped_packets_total",
+        "packets the embedded receivers did not take, by reason",
+        "counter",
+    );
+    for (reason, n) in &t.receiver_dropped {
+        let _ = writeln!(
+            out,
+            "pgm_dlr_receiver_dropped_packets_total{{reason=\"{reason}\"}} {n}"
         );
     }
     header(

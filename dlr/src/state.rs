@@ -1,10 +1,11 @@
 //! What the driver and the admin API share: the engines (one per interface, group and port)
 //! and the daemon's own counters.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::Ipv4Addr;
 
 use pgm_config::{DlrSection, DlrServe};
+use pgm_core::proto::receiver::ReceiverStats;
 use pgm_core::proto::repairer::{DlrStats, Repairer};
 use pgm_core::wire::Tsi;
 use serde_json::{Value, json};
@@ -19,7 +20,8 @@ pub(crate) type Key = (u32, Ipv4Addr, u16);
 pub(crate) struct Engine {
     pub(crate) repairer: Repairer,
     pub(crate) baseline: DlrStats,
-    pub(crate) own_naks_baseline: u64,
+    /// The embedded receiver's counters at the last clear.
+    pub(crate) rx_baseline: ReceiverStats,
 }
 
 /// Direction of traffic.
@@ -69,7 +71,27 @@ pub(crate) struct Totals {
     pub(crate) own_naks_sent: u64,
     pub(crate) sessions_refused: u64,
     pub(crate) sessions_evicted: u64,
+    pub(crate) naks_outside_window: u64,
+    pub(crate) nak_sqns_outside_window: u64,
+    pub(crate) wrong_source: u64,
+    pub(crate) polls_ignored: u64,
+    /// Packets the embedded receivers did not take, by reason.
+    pub(crate) receiver_dropped: BTreeMap<&'static str, u64>,
     pub(crate) malformed: BTreeMap<&'static str, u64>,
+}
+
+/// The embedded receiver's reasons for not taking a packet, as metric labels.
+fn receiver_dropped(s: &ReceiverStats) -> [(&'static str, u64); 8] {
+    [
+        ("other_session", s.other_sessions),
+        ("no_session", s.no_session),
+        ("wrong_source", s.wrong_source),
+        ("beyond_window", s.beyond_window),
+        ("jump_held", s.jumps_held),
+        ("buffer_full", s.buffer_full),
+        ("source_refused", s.sources_refused),
+        ("spmr_limited", s.spmrs_limited),
+    ]
 }
 
 impl Totals {
@@ -88,6 +110,13 @@ impl Totals {
         self.own_naks_sent += o.own_naks_sent;
         self.sessions_refused += o.sessions_refused;
         self.sessions_evicted += o.sessions_evicted;
+        self.naks_outside_window += o.naks_outside_window;
+        self.nak_sqns_outside_window += o.nak_sqns_outside_window;
+        self.wrong_source += o.wrong_source;
+        self.polls_ignored += o.polls_ignored;
+        for (r, n) in &o.receiver_dropped {
+            *self.receiver_dropped.entry(r).or_default() += n;
+        }
         for (r, n) in &o.malformed {
             *self.malformed.entry(r).or_default() += n;
         }
@@ -98,6 +127,7 @@ impl Engine {
     /// This engine's counters since the last clear, and its cache gauges.
     fn totals(&self) -> Totals {
         let (s, b) = (self.repairer.stats(), &self.baseline);
+        let rx = self.repairer.receiver().stats();
         let mut t = Totals {
             cache_entries: s.cache_entries,
             cache_bytes: s.cache_bytes,
@@ -111,11 +141,22 @@ impl Engine {
             redirects_announced: s.redirects_announced - b.redirects_announced,
             polls_answered: s.polls_answered - b.polls_answered,
             ignored: s.ignored - b.ignored,
-            own_naks_sent: self.repairer.receiver().stats().naks_sent - self.own_naks_baseline,
+            own_naks_sent: rx.naks_sent - self.rx_baseline.naks_sent,
             sessions_refused: s.sessions_refused - b.sessions_refused,
             sessions_evicted: s.sessions_evicted - b.sessions_evicted,
+            naks_outside_window: s.naks_outside_window - b.naks_outside_window,
+            nak_sqns_outside_window: s.nak_sqns_outside_window - b.nak_sqns_outside_window,
+            wrong_source: s.wrong_source - b.wrong_source,
+            polls_ignored: s.polls_ignored - b.polls_ignored,
+            receiver_dropped: BTreeMap::new(),
             malformed: BTreeMap::new(),
         };
+        for ((r, n), (_, base)) in receiver_dropped(rx)
+            .into_iter()
+            .zip(receiver_dropped(&self.rx_baseline))
+        {
+            t.receiver_dropped.insert(r, n - base);
+        }
         for (r, n) in s.malformed.iter() {
             *t.malformed.entry(r).or_default() += n - b.malformed.get(r);
         }
@@ -143,7 +184,15 @@ pub(crate) struct Shared {
     /// neither group nor data port in a form we can route by (SPMR, POLR, unicast NCF).
     /// Bounded by [`Shared::routes_limit`].
     pub(crate) routes: HashMap<(u32, Tsi), Key>,
+    /// Every route once, in the order they are examined to make room.
+    route_rotation: VecDeque<(u32, Tsi)>,
+    /// Every engine once, in the order they are examined to make room.
+    engine_rotation: VecDeque<Key>,
 }
+
+/// Engines or routes examined, at most, to make room for a new one: a packet's work stays
+/// bounded whatever the number of engines and routes.
+const EVICTION_CANDIDATES: usize = 8;
 
 impl Shared {
     /// No engine yet; the bounds of `[dlr]` `d`, the interfaces' `names` by index.
@@ -160,6 +209,8 @@ impl Shared {
             engine_limit: if listed { 0 } else { d.max_engines },
             session_limit: d.max_sessions,
             routes: HashMap::new(),
+            route_rotation: VecDeque::new(),
+            engine_rotation: VecDeque::new(),
         }
     }
 
@@ -199,16 +250,35 @@ impl Shared {
         }
     }
 
-    /// Whether one more engine may start (`serve = "all"`). At [`Self::engine_limit`], the
-    /// idle engines are retired first (their routes go with them); returns whether there is
-    /// room now and the engines retired.
-    pub(crate) fn make_room(&mut self) -> (bool, Vec<Key>) {
-        if self.engines.len() < self.engine_limit {
-            return (true, Vec::new());
+    /// Starts engine `key` (replacing one of the same key).
+    pub(crate) fn add_engine(&mut self, key: Key, engine: Engine) {
+        if self.engines.insert(key, engine).is_none() {
+            self.engine_rotation.push_back(key);
         }
-        let idle = self.retire_idle();
-        self.routes.retain(|_, k| !idle.contains(k));
-        (self.engines.len() < self.engine_limit, idle)
+    }
+
+    /// Whether one more engine may start (`serve = "all"`). At [`Self::engine_limit`], one
+    /// idle engine (no session in its receiver, nothing cached) is retired first, looking at
+    /// no more than [`EVICTION_CANDIDATES`] in rotation; its routes are forgotten as they
+    /// come up for eviction. Returns whether there is room now and the engine retired.
+    pub(crate) fn make_room(&mut self) -> (bool, Option<Key>) {
+        if self.engines.len() < self.engine_limit {
+            return (true, None);
+        }
+        for _ in 0..EVICTION_CANDIDATES {
+            let Some(key) = self.engine_rotation.pop_front() else {
+                break;
+            };
+            let Some(e) = self.engines.get(&key) else {
+                continue;
+            };
+            if e.repairer.receiver().sources() == 0 && e.repairer.stats().cache_entries == 0 {
+                self.retire(key);
+                return (self.engines.len() < self.engine_limit, Some(key));
+            }
+            self.engine_rotation.push_back(key);
+        }
+        (false, None)
     }
 
     /// Bound of [`Self::routes`]: [`Self::session_limit`] per running engine, what their
@@ -217,55 +287,59 @@ impl Shared {
         self.session_limit.saturating_mul(self.engines.len().max(1))
     }
 
-    /// The engine of the packets of `tsi` heard on `ifindex`, if learnt.
+    /// The engine of the packets of `tsi` heard on `ifindex`, if learnt and running.
     pub(crate) fn route_of(&self, ifindex: u32, tsi: Tsi) -> Option<Key> {
-        self.routes.get(&(ifindex, tsi)).copied()
+        self.routes
+            .get(&(ifindex, tsi))
+            .copied()
+            .filter(|k| self.engines.contains_key(k))
+    }
+
+    /// Whether the route `r` leads to an engine whose receiver tracks its source.
+    fn route_live(&self, r: &(u32, Tsi)) -> bool {
+        self.routes
+            .get(r)
+            .and_then(|k| self.engines.get(k))
+            .is_some_and(|e| e.repairer.receiver().source_addr(&r.1).is_some())
     }
 
     /// Records that `tsi` on `ifindex` belongs to engine `key`. A new route at
-    /// [`Self::routes_limit`] first forgets the routes of sources no engine's receiver tracks
-    /// any more (counted in `routes_evicted`); if every route is still live, the new one is
-    /// not learnt (counted in `routes_refused`; its engine's receiver is full as well).
+    /// [`Self::routes_limit`] first forgets one route of a source no engine's receiver tracks
+    /// any more (counted in `routes_evicted`), looking at no more than
+    /// [`EVICTION_CANDIDATES`] in rotation; if those are all live, the new one is not learnt
+    /// (counted in `routes_refused`; its engine's receiver is most likely full as well).
     /// Returns whether the route is known now.
     pub(crate) fn learn_route(&mut self, ifindex: u32, tsi: Tsi, key: Key) -> bool {
         if let Some(k) = self.routes.get_mut(&(ifindex, tsi)) {
             *k = key;
             return true;
         }
-        let limit = self.routes_limit();
-        if self.routes.len() >= limit {
-            let live: HashSet<(u32, Tsi)> = self
-                .engines
-                .iter()
-                .flat_map(|(k, e)| e.repairer.receiver().tsis().into_iter().map(|t| (k.0, t)))
-                .collect();
-            let before = self.routes.len();
-            self.routes.retain(|r, _| live.contains(r));
-            self.extra.routes_evicted += (before - self.routes.len()) as u64;
-            if self.routes.len() >= limit {
-                self.extra.routes_refused += 1;
-                return false;
-            }
+        if self.routes.len() >= self.routes_limit() && !self.forget_a_route() {
+            self.extra.routes_refused += 1;
+            return false;
         }
         self.routes.insert((ifindex, tsi), key);
+        self.route_rotation.push_back((ifindex, tsi));
         true
     }
 
-    /// Removes every idle engine (no session left in its receiver, nothing cached), keeping
-    /// its counters; returns their keys.
-    pub(crate) fn retire_idle(&mut self) -> Vec<Key> {
-        let idle: Vec<Key> = self
-            .engines
-            .iter()
-            .filter(|(_, e)| {
-                e.repairer.receiver().sources() == 0 && e.repairer.stats().cache_entries == 0
-            })
-            .map(|(k, _)| *k)
-            .collect();
-        for k in &idle {
-            self.retire(*k);
+    /// Forgets one dead route, if one of the next few in rotation is.
+    fn forget_a_route(&mut self) -> bool {
+        for _ in 0..EVICTION_CANDIDATES {
+            let Some(r) = self.route_rotation.pop_front() else {
+                return false;
+            };
+            if !self.routes.contains_key(&r) {
+                continue;
+            }
+            if !self.route_live(&r) {
+                self.routes.remove(&r);
+                self.extra.routes_evicted += 1;
+                return true;
+            }
+            self.route_rotation.push_back(r);
         }
-        idle
+        false
     }
 
     /// Keeps the cached bytes of all engines together within `limit`, evicting the oldest
@@ -302,7 +376,7 @@ impl Shared {
     pub(crate) fn clear_counters(&mut self) {
         for e in self.engines.values_mut() {
             e.baseline = e.repairer.stats().clone();
-            e.own_naks_baseline = e.repairer.receiver().stats().naks_sent;
+            e.rx_baseline = e.repairer.receiver().stats().clone();
         }
         self.extra = Extra::default();
         self.retired = Totals::default();
@@ -411,7 +485,7 @@ interfaces = [\"eth0\"]\n{keys}"
     fn with(repairer: Repairer) -> Engine {
         Engine {
             baseline: repairer.stats().clone(),
-            own_naks_baseline: 0,
+            rx_baseline: ReceiverStats::default(),
             repairer,
         }
     }
@@ -482,20 +556,20 @@ interfaces = [\"eth0\"]\n{keys}"
         assert_eq!(s.engine_limit, 2);
         let key = |n: u8| (1, Ipv4Addr::new(239, 1, 1, n), 7500);
         let (busy, idle, new) = (key(1), key(2), key(3));
-        assert_eq!(s.make_room(), (true, vec![]));
-        s.engines.insert(busy, engine(busy.1));
+        assert_eq!(s.make_room(), (true, None));
+        s.add_engine(busy, engine(busy.1));
         feed(&mut s, busy, t0, 0..2);
-        assert_eq!(s.make_room(), (true, vec![]));
-        s.engines.insert(idle, engine(idle.1));
+        assert_eq!(s.make_room(), (true, None));
+        s.add_engine(idle, engine(idle.1));
         assert!(s.learn_route(1, tsi(9000), idle));
-        // Full: the idle engine makes room, and its routes go with it.
-        assert_eq!(s.make_room(), (true, vec![idle]));
+        // Full: the idle engine makes room, and its routes lead nowhere.
+        assert_eq!(s.make_room(), (true, Some(idle)));
         assert_eq!(s.extra.engines_retired, 1);
         assert_eq!(s.route_of(1, tsi(9000)), None);
-        s.engines.insert(new, engine(new.1));
+        s.add_engine(new, engine(new.1));
         feed(&mut s, new, t0, 0..2);
         // Full of busy engines: no room.
-        assert_eq!(s.make_room(), (false, vec![]));
+        assert_eq!(s.make_room(), (false, None));
         assert_eq!(s.engines.len(), 2);
         assert!(s.engines.contains_key(&busy) && s.engines.contains_key(&new));
     }
@@ -518,16 +592,14 @@ interfaces = [\"eth0\"]\n{keys}"
                 );
             }
         }
-        // Two sessions tracked and cached; every packet of the other two refused.
+        // Two sessions tracked and cached; every packet of the other two refused by the
+        // receiver (so the DLR does not track them either).
         assert_eq!(e.repairer.receiver().sources(), 2);
         assert_eq!(e.repairer.receiver().stats().sources_refused, 6);
         let stats = e.repairer.stats();
         assert_eq!(stats.cache_entries, 6);
-        assert_eq!(stats.sessions_refused, 6);
+        assert_eq!(e.repairer.sessions(), 2);
         assert_eq!(stats.sessions_evicted, 0);
-        let mut s = Shared::new(&d, BTreeMap::new());
-        s.engines.insert((1, group, 7500), e);
-        assert_eq!(s.totals().sessions_refused, 6);
     }
 
     #[test]
@@ -537,7 +609,7 @@ interfaces = [\"eth0\"]\n{keys}"
         let d = section("max_sessions = 2\n");
         let key = (1, Ipv4Addr::new(239, 1, 1, 1), 7500);
         let mut s = Shared::new(&d, BTreeMap::new());
-        s.engines.insert(key, configured(&d, key.1));
+        s.add_engine(key, configured(&d, key.1));
         assert_eq!(s.routes_limit(), 2);
         let live = |s: &mut Shared, sport| {
             let e = s.engines.get_mut(&key).expect("engine");
@@ -565,7 +637,7 @@ interfaces = [\"eth0\"]\n{keys}"
         assert_eq!((s.extra.routes_evicted, s.extra.routes_refused), (2, 1));
         // Each running engine adds max_sessions routes.
         let other = (1, Ipv4Addr::new(239, 1, 1, 2), 7500);
-        s.engines.insert(other, configured(&d, other.1));
+        s.add_engine(other, configured(&d, other.1));
         assert_eq!(s.routes_limit(), 4);
         assert!(s.learn_route(1, tsi(6000), other));
         let text = crate::metrics::render(&s);
@@ -590,8 +662,8 @@ interfaces = [\"eth0\"]\n{keys}"
             (1, Ipv4Addr::new(239, 1, 1, 2), 7500),
         );
         let mut s = shared();
-        s.engines.insert(a, engine(a.1));
-        s.engines.insert(b, engine(b.1));
+        s.add_engine(a, engine(a.1));
+        s.add_engine(b, engine(b.1));
         feed(&mut s, a, t0, 0..10);
         feed(&mut s, b, t0 + Duration::from_millis(5), 0..10);
         let per_engine = s.totals().cache_bytes / 2;
@@ -613,8 +685,8 @@ interfaces = [\"eth0\"]\n{keys}"
         let a = (1, Ipv4Addr::new(239, 1, 1, 1), 7500);
         let idle = (1, Ipv4Addr::new(239, 1, 1, 9), 7500);
         let mut s = shared();
-        s.engines.insert(a, engine(a.1));
-        s.engines.insert(idle, engine(idle.1));
+        s.add_engine(a, engine(a.1));
+        s.add_engine(idle, engine(idle.1));
         feed(&mut s, a, t0, 0..4);
         s.engines
             .get_mut(&a)
@@ -623,8 +695,9 @@ interfaces = [\"eth0\"]\n{keys}"
             .set_cache_limits(t0, 250, Duration::from_secs(30));
         let before = s.totals().cache_evictions;
         assert!(before > 0);
-        // Only the engine with neither session nor cache is idle.
-        assert_eq!(s.retire_idle(), vec![idle]);
+        // At the limit, only the engine with neither session nor cache is idle.
+        s.engine_limit = 2;
+        assert_eq!(s.make_room(), (true, Some(idle)));
         assert_eq!(s.extra.engines_retired, 1);
         s.retire(a);
         assert!(s.engines.is_empty());

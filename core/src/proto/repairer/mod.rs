@@ -21,19 +21,34 @@
 //!
 //! The DLR never sets OPT_PARITY in its POLRs: it cannot serve FEC repairs (§9.5.2).
 
-use std::collections::{HashMap, VecDeque};
+mod cache;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 
+use self::cache::{Cache, Recent};
 use super::receiver::{Event, Receiver, ReceiverConfig};
 use super::source::MalformedCounts;
 use super::{Destination, EngineRng, RecvMeta, rng_from_seed};
 use crate::wire::{
-    Body, DataPacket, NakPacket, NakRepr, Nla, OptionList, OptionValue, Packet, PacketType,
-    PgmOption, PollPacket, PollSubtype, PolrRepr, Repr, Sqn, SqnList, Tsi,
+    Body, DataPacket, NakPacket, NakRepr, Nla, OptionList, OptionType, OptionValue, Packet,
+    PacketType, PgmOption, PollPacket, PollSubtype, PolrRepr, Repr, SpmPacket, Sqn, SqnList, Tsi,
 };
+
+/// Sessions examined, at most, to make room for a new one (see
+/// [`DlrConfig::max_sessions`]): a packet's work stays bounded at any table size.
+const EVICTION_CANDIDATES: usize = 8;
+
+/// Sequence numbers of its own NAKs a session remembers (their NCFs draw no POLR), at most.
+const OWN_NAKS: usize = 4096;
+
+/// Longest back-off before answering a PGM_POLL_DLR, whatever the POLL asks (its
+/// POLL_BO_IVL field allows over an hour).
+const MAX_POLR_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Configuration of a DLR. Defaults ([`DlrConfig::new`]) are documented per field.
 #[derive(Debug, Clone)]
@@ -56,11 +71,20 @@ pub struct DlrConfig {
     pub redirect_holdoff: Duration,
     /// Sessions to serve: `None` serves every session heard; otherwise only these TSIs.
     pub serve: Option<Vec<Tsi>>,
-    /// Most sessions (TSIs) tracked at once. When full, a session with nothing cached that
-    /// the embedded receiver no longer tracks makes room; otherwise packets of a new session
-    /// are neither cached nor served, and counted in [`DlrStats::sessions_refused`]. Default
-    /// 1024, the embedded receiver's default `max_sources`.
+    /// Most sessions (TSIs) tracked at once. A session is tracked only once the embedded
+    /// receiver tracks it. When full, a session with nothing cached that the embedded
+    /// receiver no longer tracks makes room (at most 8 are examined per packet); otherwise
+    /// packets of a new session are neither cached nor served, and counted in
+    /// [`DlrStats::sessions_refused`]. Default 1024, the embedded receiver's default
+    /// `max_sources`.
     pub max_sessions: usize,
+    /// How far past the session's leading edge a NAK's sequence numbers may lie and still be
+    /// served or forwarded. The window (trailing and leading edges) is learnt from the
+    /// source's SPMs and ODATA; NAKs for sequence numbers outside it, or of a session whose
+    /// window is not known yet, are dropped and counted in
+    /// [`DlrStats::naks_outside_window`] (the source would not repair them either, §5.3).
+    /// Default 64.
+    pub nak_window_slack: u32,
 }
 
 impl DlrConfig {
@@ -76,6 +100,7 @@ impl DlrConfig {
             redirect_holdoff: Duration::from_secs(1),
             serve: None,
             max_sessions: 1024,
+            nak_window_slack: 64,
         }
     }
 }
@@ -132,32 +157,91 @@ pub struct DlrStats {
     /// Sessions forgotten to make room for new ones (nothing cached, no longer tracked by
     /// the embedded receiver).
     pub sessions_evicted: u64,
+    /// NAKs dropped whole because none of their sequence numbers lies in the session's
+    /// transmit window, or the window is not known yet (see
+    /// [`DlrConfig::nak_window_slack`]).
+    pub naks_outside_window: u64,
+    /// Sequence numbers dropped from NAKs because they lie outside the session's window.
+    pub nak_sqns_outside_window: u64,
+    /// ODATA, RDATA and SPMs of a tracked session from another address than its source's:
+    /// not cached, not used for the window.
+    pub wrong_source: u64,
+    /// PGM_POLL_DLR polls not answered: not from the session's source address (network
+    /// elements send them with the source's address, §14.4), or not matching our random
+    /// node identifier.
+    pub polls_ignored: u64,
     /// Malformed packets by reason.
     pub malformed: MalformedCounts,
 }
 
+/// What the DLR knows of one session it serves.
 #[derive(Debug)]
-struct Cached {
-    at: Instant,
-    /// The packet as received (ODATA or RDATA), checksum valid.
-    bytes: Box<[u8]>,
-}
-
-#[derive(Debug, Default)]
 struct Session {
-    cache: HashMap<u32, Cached>,
-    order: VecDeque<u32>,
-    source: Option<IpAddr>,
+    /// The source's address: the IP source of the session's first ODATA or SPM as the
+    /// embedded receiver took it.
+    source: IpAddr,
     group: Option<IpAddr>,
     dport: u16,
+    /// Bumped by OPT_RST: packets cached in an earlier epoch are dead.
+    epoch: u32,
+    /// Packets of this session in the cache, of any epoch.
+    cached: usize,
+    /// Transmit window (trail, lead) from the source's SPMs and ODATA.
+    window: Option<(Sqn, Sqn)>,
+    /// The last SPM sequence number taken.
+    spm_sqn: Option<Sqn>,
     last_redirect: Option<Instant>,
     /// Sequence numbers our own receiver NAKed recently: their NCFs draw no POLR.
-    own_naks: HashMap<u32, Instant>,
+    own_naks: Recent<u32>,
+}
+
+impl Session {
+    fn new(source: IpAddr) -> Self {
+        Self {
+            source,
+            group: None,
+            dport: 0,
+            epoch: 0,
+            cached: 0,
+            window: None,
+            spm_sqn: None,
+            last_redirect: None,
+            own_naks: Recent::new(OWN_NAKS),
+        }
+    }
+
+    /// Moves the leading edge forward to `lead` and the trailing edge to `trail` (never
+    /// back), keeping the window under half the sequence space.
+    fn advance(&mut self, trail: Sqn, lead: Sqn) {
+        if lead.0.wrapping_sub(trail.0) >= 1 << 31 {
+            return;
+        }
+        let (t, l) = match self.window {
+            None => (trail, lead),
+            Some((t, l)) => (
+                if trail.gt(t) { trail } else { t },
+                if lead.gt(l) { lead } else { l },
+            ),
+        };
+        if l.0.wrapping_sub(t.0) < 1 << 31 {
+            self.window = Some((t, l));
+        } else {
+            self.window = Some((trail, lead));
+        }
+    }
+
+    /// Whether `sqn` lies in the window, up to `slack` past its leading edge.
+    fn in_window(&self, sqn: Sqn, slack: u32) -> bool {
+        let Some((trail, lead)) = self.window else {
+            return false;
+        };
+        let span = lead.0.wrapping_sub(trail.0);
+        sqn.0.wrapping_sub(trail.0) <= span.saturating_add(slack)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 struct PendingPolr {
-    tsi: Tsi,
     sqn: Sqn,
     round: u16,
     dest: IpAddr,
@@ -171,10 +255,15 @@ pub struct Repairer {
     config: DlrConfig,
     receiver: Receiver,
     sessions: HashMap<Tsi, Session>,
-    total_bytes: usize,
+    /// Every tracked session once, in the order they are examined to make room.
+    rotation: VecDeque<Tsi>,
+    cache: Cache,
     rng: EngineRng,
     rand_node_id: u32,
-    polrs: Vec<PendingPolr>,
+    /// One pending POLR per session (a new POLL of another POLL_SQN replaces it).
+    polrs: HashMap<Tsi, PendingPolr>,
+    /// Their deadlines; entries no longer in `polrs` are skipped when due.
+    polr_heap: BinaryHeap<Reverse<(Instant, Tsi)>>,
     tx: VecDeque<(DlrTransmit, Vec<u8>)>,
     stats: DlrStats,
 }
@@ -188,10 +277,12 @@ impl Repairer {
             receiver: Receiver::new(config.receiver.clone()),
             config,
             sessions: HashMap::new(),
-            total_bytes: 0,
+            rotation: VecDeque::new(),
+            cache: Cache::default(),
             rng,
             rand_node_id,
-            polrs: Vec::new(),
+            polrs: HashMap::new(),
+            polr_heap: BinaryHeap::new(),
             tx: VecDeque::new(),
             stats: DlrStats::default(),
         }
@@ -211,64 +302,87 @@ impl Repairer {
         &self.stats
     }
 
+    /// Sessions tracked (at most [`DlrConfig::max_sessions`]).
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// POLRs waiting for their back-off (at most one per session).
+    pub fn pending_polrs(&self) -> usize {
+        self.polrs.len()
+    }
+
+    /// Sequence numbers of its own NAKs remembered over all sessions (each session at most
+    /// 4096, and each for NAK_RPT_IVL + NAK_RDATA_IVL). O(sessions): for tests and audits.
+    pub fn remembered_naks(&self) -> usize {
+        self.sessions.values().map(|s| s.own_naks.len()).sum()
+    }
+
+    /// Packets queued for [`Repairer::poll_transmit`].
+    pub fn queued_transmits(&self) -> usize {
+        self.tx.len()
+    }
+
     /// When the oldest packet in the cache was cached, `None` if the cache is empty. With
     /// [`Repairer::evict_oldest`], lets a driver that runs several engines bound their caches
-    /// together, oldest first over all of them.
+    /// together, oldest first over all of them. O(1).
     pub fn oldest_cached(&self) -> Option<Instant> {
-        self.sessions
-            .values()
-            .filter_map(|s| s.order.front().and_then(|q| s.cache.get(q)))
-            .map(|c| c.at)
-            .min()
+        self.cache.oldest()
     }
 
     /// Evicts the oldest packet in the cache (counted in `cache_evictions`) and returns its
-    /// size in bytes; 0 if the cache is empty.
+    /// size in bytes; 0 if the cache is empty. O(1).
     pub fn evict_oldest(&mut self) -> usize {
-        let freed = self.evict_oldest_entry();
+        let freed = match self.cache.pop_oldest() {
+            Some(popped) => self.evicted(popped),
+            None => 0,
+        };
         self.update_cache_stats();
         freed
     }
 
-    fn evict_oldest_entry(&mut self) -> usize {
-        let victim = self
-            .sessions
-            .iter()
-            .filter_map(|(t, s)| {
-                s.order
-                    .front()
-                    .and_then(|q| s.cache.get(q))
-                    .map(|c| (*t, c.at))
-            })
-            .min_by_key(|(_, at)| *at)
-            .map(|(t, _)| t);
-        let Some(s) = victim.and_then(|t| self.sessions.get_mut(&t)) else {
-            return 0;
-        };
-        let Some(c) = s.order.pop_front().and_then(|sqn| s.cache.remove(&sqn)) else {
-            return 0;
-        };
-        self.total_bytes -= c.bytes.len();
+    /// Accounts for a packet gone from the cache.
+    fn evicted(&mut self, (tsi, len): (Tsi, usize)) -> usize {
+        if let Some(s) = self.sessions.get_mut(&tsi) {
+            s.cached = s.cached.saturating_sub(1);
+        }
         self.stats.cache_evictions += 1;
-        c.bytes.len()
+        len
     }
 
-    /// The state of session `tsi`, created if there is room (see
+    /// The state of session `tsi` whose source is at `source`, created if there is room (see
     /// [`DlrConfig::max_sessions`]); `None`, counted, if there is not.
-    fn session(&mut self, tsi: Tsi) -> Option<&mut Session> {
-        if !self.sessions.contains_key(&tsi) && self.sessions.len() >= self.config.max_sessions {
-            // Forget sessions that hold nothing and that the receiver has let go of.
-            let live: std::collections::HashSet<Tsi> = self.receiver.tsis().into_iter().collect();
-            let before = self.sessions.len();
-            self.sessions
-                .retain(|t, s| !s.cache.is_empty() || live.contains(t));
-            self.stats.sessions_evicted += (before - self.sessions.len()) as u64;
-            if self.sessions.len() >= self.config.max_sessions {
+    fn session(&mut self, tsi: Tsi, source: IpAddr) -> Option<&mut Session> {
+        if !self.sessions.contains_key(&tsi) {
+            if self.sessions.len() >= self.config.max_sessions && !self.make_room() {
                 self.stats.sessions_refused += 1;
                 return None;
             }
+            self.sessions.insert(tsi, Session::new(source));
+            self.rotation.push_back(tsi);
         }
-        Some(self.sessions.entry(tsi).or_default())
+        self.sessions.get_mut(&tsi)
+    }
+
+    /// Forgets one session that holds nothing and that the receiver has let go of, looking
+    /// at no more than [`EVICTION_CANDIDATES`] in rotation. Whether one went.
+    fn make_room(&mut self) -> bool {
+        for _ in 0..EVICTION_CANDIDATES {
+            let Some(tsi) = self.rotation.pop_front() else {
+                return false;
+            };
+            let Some(s) = self.sessions.get(&tsi) else {
+                continue;
+            };
+            if s.cached == 0 && self.receiver.source_addr(&tsi).is_none() {
+                self.sessions.remove(&tsi);
+                self.polrs.remove(&tsi);
+                self.stats.sessions_evicted += 1;
+                return true;
+            }
+            self.rotation.push_back(tsi);
+        }
+        false
     }
 
     /// The embedded receiver (its own delivery and NAK counters).
@@ -285,6 +399,22 @@ impl Repairer {
         self.config.serve.as_ref().is_none_or(|s| s.contains(tsi))
     }
 
+    /// The session `tsi` if `source` is its source's address, created if the embedded
+    /// receiver tracks it with that source and there is room. Packets of a tracked session
+    /// from elsewhere are counted in `wrong_source`.
+    fn session_from(&mut self, tsi: Tsi, source: IpAddr) -> Option<&mut Session> {
+        if !self.serves(&tsi) {
+            return None;
+        }
+        let known = self.sessions.get(&tsi).map(|s| s.source);
+        let expected = known.or_else(|| self.receiver.source_addr(&tsi))?;
+        if expected != source {
+            self.stats.wrong_source += 1;
+            return None;
+        }
+        self.session(tsi, source)
+    }
+
     /// Handles an arriving packet.
     pub fn handle_packet(&mut self, now: Instant, meta: RecvMeta, bytes: &[u8]) {
         let packet = match Packet::new_checked(bytes) {
@@ -297,64 +427,65 @@ impl Repairer {
         let tsi = packet.tsi();
         match packet.packet_type() {
             PacketType::Odata | PacketType::Rdata => {
-                if self.serves(&tsi) {
-                    self.cache(now, meta, bytes);
-                }
+                // The receiver first: it decides whether this is a session at all.
                 self.receiver.handle_packet(now, meta, bytes);
+                self.cache(now, meta, bytes);
             }
             // NAKs unicast to us: repair requests. Multicast NAKs go to the receiver.
             PacketType::Nak | PacketType::Nnak if meta.destination == self.config.addr => {
                 if packet.packet_type() == PacketType::Nak && self.serves(&tsi) {
-                    self.on_nak(now, meta, bytes);
+                    self.on_nak(meta, bytes);
                 } else {
                     self.stats.ignored += 1;
                 }
             }
             PacketType::Ncf => {
-                self.on_ncf(now, meta, bytes);
+                self.on_ncf(now, bytes);
                 self.receiver.handle_packet(now, meta, bytes);
             }
             PacketType::Poll => {
                 let dlr_poll =
                     PollPacket::new_checked(bytes).is_ok_and(|p| p.subtype() == PollSubtype::Dlr);
                 if dlr_poll {
-                    self.on_dlr_poll(now, bytes);
+                    self.on_dlr_poll(now, meta, bytes);
                 } else {
                     self.receiver.handle_packet(now, meta, bytes);
                 }
             }
             PacketType::Spm => {
-                if let Ok(s) = crate::wire::SpmPacket::new_checked(bytes) {
-                    if packet
-                        .options()
-                        .find(crate::wire::OptionType::Rst)
-                        .is_some()
-                    {
-                        // §9.8.3: a reset session's cache is of no more use.
-                        self.drop_session(&tsi);
-                    }
-                    if let Some(sess) = self.session(tsi) {
-                        sess.source = Some(meta.source);
-                        sess.group = Some(meta.destination);
-                        sess.dport = s.dest_port();
-                    }
-                }
                 self.receiver.handle_packet(now, meta, bytes);
+                self.on_spm(meta, bytes);
             }
             _ => self.receiver.handle_packet(now, meta, bytes),
         }
         self.collect_receiver_tx(now);
     }
 
-    fn drop_session(&mut self, tsi: &Tsi) {
-        if let Some(s) = self.sessions.get_mut(tsi) {
-            for (_, c) in s.cache.drain() {
-                self.total_bytes -= c.bytes.len();
-                self.stats.cache_evictions += 1;
-            }
-            s.order.clear();
+    fn on_spm(&mut self, meta: RecvMeta, bytes: &[u8]) {
+        let Ok(spm) = SpmPacket::new_checked(bytes) else {
+            return;
+        };
+        let rst =
+            Packet::new_checked(bytes).is_ok_and(|p| p.options().find(OptionType::Rst).is_some());
+        let Some(sess) = self.session_from(spm.tsi(), meta.source) else {
+            return;
+        };
+        // An SPM older than the last one taken says nothing new (§6.2: SPMs out of
+        // sequence are ignored).
+        if sess.spm_sqn.is_some_and(|last| !spm.sqn().gt(last)) {
+            return;
         }
-        self.update_cache_stats();
+        sess.spm_sqn = Some(spm.sqn());
+        sess.group = Some(meta.destination);
+        sess.dport = spm.dest_port();
+        if rst {
+            // §9.8.3: a reset session's cache is of no more use. Its packets are dead from
+            // now on and age out of the cache: O(1) whatever was cached.
+            sess.epoch = sess.epoch.wrapping_add(1);
+            sess.window = None;
+            return;
+        }
+        sess.advance(spm.trail(), spm.lead());
     }
 
     fn cache(&mut self, now: Instant, meta: RecvMeta, bytes: &[u8]) {
@@ -362,60 +493,49 @@ impl Repairer {
             return;
         };
         let tsi = d.tsi();
+        let odata = d.packet_type() == PacketType::Odata;
         let too_big = bytes.len() > self.config.cache_bytes;
-        let Some(sess) = self.session(tsi) else {
+        let Some(sess) = self.session_from(tsi, meta.source) else {
             return;
         };
-        sess.source.get_or_insert(meta.source);
         sess.group.get_or_insert(meta.destination);
         sess.dport = d.dest_port();
-        let sqn = d.sqn().0;
-        if sess.cache.contains_key(&sqn) || too_big {
+        let sqn = d.sqn();
+        if odata {
+            sess.advance(d.trail(), sqn);
+        } else if !sess.in_window(sqn, 0) {
+            // RDATA outside what the source's ODATA and SPMs announced.
             return;
         }
-        sess.cache.insert(
-            sqn,
-            Cached {
-                at: now,
-                bytes: bytes.into(),
-            },
-        );
-        sess.order.push_back(sqn);
-        self.total_bytes += bytes.len();
+        let epoch = sess.epoch;
+        if too_big || !self.cache.insert(now, tsi, sqn.0, epoch, bytes) {
+            return;
+        }
+        if let Some(s) = self.sessions.get_mut(&tsi) {
+            s.cached += 1;
+        }
         self.evict(now);
     }
 
-    /// Evicts by age, then oldest first while over the byte bound.
+    /// Evicts by age, then oldest first while over the byte bound. O(1) amortised: each
+    /// packet leaves the cache once.
     fn evict(&mut self, now: Instant) {
         let age = self.config.cache_age;
-        for s in self.sessions.values_mut() {
-            while let Some(&sqn) = s.order.front() {
-                let old = s
-                    .cache
-                    .get(&sqn)
-                    .is_none_or(|c| now.saturating_duration_since(c.at) >= age);
-                if !old {
-                    break;
-                }
-                s.order.pop_front();
-                if let Some(c) = s.cache.remove(&sqn) {
-                    self.total_bytes -= c.bytes.len();
-                    self.stats.cache_evictions += 1;
-                }
-            }
+        while let Some(popped) = self.cache.pop_aged(now, age) {
+            self.evicted(popped);
         }
-        // Then the oldest entry over all sessions, while over the byte bound.
-        while self.total_bytes > self.config.cache_bytes {
-            if self.evict_oldest_entry() == 0 {
-                break;
-            }
+        while self.cache.bytes() > self.config.cache_bytes {
+            match self.cache.pop_oldest() {
+                Some(popped) => self.evicted(popped),
+                None => break,
+            };
         }
         self.update_cache_stats();
     }
 
     fn update_cache_stats(&mut self) {
-        self.stats.cache_bytes = self.total_bytes as u64;
-        self.stats.cache_entries = self.sessions.values().map(|s| s.cache.len() as u64).sum();
+        self.stats.cache_bytes = self.cache.bytes() as u64;
+        self.stats.cache_entries = self.cache.len() as u64;
     }
 
     /// The session's parent: SPM_PATH of its last SPM, as the embedded receiver knows it.
@@ -423,7 +543,7 @@ impl Repairer {
         self.receiver.nak_target(tsi)
     }
 
-    fn on_ncf(&mut self, now: Instant, _meta: RecvMeta, bytes: &[u8]) {
+    fn on_ncf(&mut self, now: Instant, bytes: &[u8]) {
         if !self.config.upstream {
             return;
         }
@@ -436,15 +556,15 @@ impl Repairer {
         }
         let holdoff = self.config.redirect_holdoff;
         let rpt = self.config.receiver.nak_rpt_ivl + self.config.receiver.nak_rdata_ivl;
-        let Some(sess) = self.session(tsi) else {
+        // NCFs of sessions not tracked create nothing.
+        let Some(sess) = self.sessions.get_mut(&tsi) else {
             return;
         };
         //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.2.1
         //# If the NCF completes NAK transmission initiated by the DLR itself,
         //# the DLR MUST NOT send a redirecting POLR.
-        sess.own_naks
-            .retain(|_, at| now.saturating_duration_since(*at) < rpt);
-        if sess.own_naks.contains_key(&ncf.sqn().0) {
+        sess.own_naks.expire(now, rpt);
+        if sess.own_naks.contains(&ncf.sqn().0) {
             return;
         }
         if sess
@@ -453,11 +573,11 @@ impl Repairer {
         {
             return;
         }
-        sess.last_redirect = Some(now);
-        let (Some(source), Some(group)) = (sess.source, sess.group) else {
+        let Some(group) = sess.group else {
             return;
         };
-        let dport = sess.dport;
+        sess.last_redirect = Some(now);
+        let (source, dport) = (sess.source, sess.dport);
         //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.2.1
         //# When a DLR receives an NCF from its upstream PGM parent, it SHOULD
         //# send a redirecting POLR, multicast to the group.
@@ -496,7 +616,7 @@ impl Repairer {
         }
     }
 
-    fn on_dlr_poll(&mut self, now: Instant, bytes: &[u8]) {
+    fn on_dlr_poll(&mut self, now: Instant, meta: RecvMeta, bytes: &[u8]) {
         if !self.config.off_tree {
             return;
         }
@@ -504,40 +624,66 @@ impl Repairer {
             return;
         };
         let tsi = poll.tsi();
-        if !self.serves(&tsi) || !self.sessions.contains_key(&tsi) {
+        let Some(sess) = self.sessions.get(&tsi).filter(|_| self.serves(&tsi)) else {
             self.stats.ignored += 1;
+            return;
+        };
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-14.4
+        //# Nota Bene: POLLs transmitted by network elements MUST bear the
+        //# ODATA source's network-header source address, not the network
+        //# element's NLA.
+        if sess.source != meta.source {
+            // Anyone else would have us unicast POLRs wherever its POLL_PATH says.
+            self.stats.polls_ignored += 1;
             return;
         }
         // Appendix D's rules: random match on POLL_MASK, round 0 only (no multi-round DLR
         // polls are sent by our network element), cancel replies to other POLL_SQNs.
         let (sqn, round, mask) = (poll.sqn(), poll.round(), poll.mask());
         let rand = u32::from_be_bytes(poll.rand());
-        self.polrs.retain(|p| p.tsi != tsi || p.sqn == sqn);
+        if self.polrs.get(&tsi).is_some_and(|p| p.sqn != sqn) {
+            self.polrs.remove(&tsi);
+        }
         if self.rand_node_id & mask != rand & mask {
+            self.stats.polls_ignored += 1;
             return;
         }
-        let bo = Duration::from_micros(u64::from(poll.backoff_ivl_us()));
-        let nanos = bo.as_nanos().min(u128::from(u64::MAX)) as u64;
+        if self.polrs.contains_key(&tsi) {
+            // Already answering this POLL_SQN.
+            return;
+        }
+        let bo = Duration::from_micros(u64::from(poll.backoff_ivl_us())).min(MAX_POLR_BACKOFF);
+        let nanos = bo.as_nanos() as u64;
         let d = if nanos == 0 {
             0
         } else {
             self.rng.random_range(0..nanos)
         };
-        self.polrs.push(PendingPolr {
+        let at = now + Duration::from_nanos(d);
+        self.polrs.insert(
             tsi,
-            sqn,
-            round,
-            dest: poll.path().0,
-            at: now + Duration::from_nanos(d),
-        });
+            PendingPolr {
+                sqn,
+                round,
+                dest: poll.path().0,
+                at,
+            },
+        );
+        self.polr_heap.push(Reverse((at, tsi)));
+        if self.polr_heap.len() > 2 * self.polrs.len() + 64 {
+            self.polr_heap = self
+                .polrs
+                .iter()
+                .map(|(t, p)| Reverse((p.at, *t)))
+                .collect();
+        }
     }
 
-    fn on_nak(&mut self, now: Instant, meta: RecvMeta, bytes: &[u8]) {
+    fn on_nak(&mut self, meta: RecvMeta, bytes: &[u8]) {
         let Ok(nak) = NakPacket::new_checked(bytes) else {
             return;
         };
         let tsi = nak.tsi();
-        let sqns: Vec<Sqn> = nak.sqns().collect();
         let parent = self.parent(&tsi);
         //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.2.3
         //# Note that a DLR differentiates between NAKs from an NE downstream or
@@ -548,22 +694,33 @@ impl Repairer {
             self.stats.ignored += 1;
             return;
         };
-        let (Some(source), Some(group)) = (sess.source, sess.group) else {
+        let Some(group) = sess.group else {
+            self.stats.ignored += 1;
             return;
         };
-        let dport = sess.dport;
+        let (source, dport, epoch) = (sess.source, sess.dport, sess.epoch);
+        let slack = self.config.nak_window_slack;
+        // At most 63 sequence numbers (the NAK and its OPT_NAK_LIST).
         let (mut have, mut miss) = (Vec::new(), Vec::new());
-        for s in sqns {
-            if sess.cache.contains_key(&s.0) {
+        let mut outside = 0;
+        for s in nak.sqns() {
+            if !sess.in_window(s, slack) {
+                outside += 1;
+            } else if self.cache.contains(tsi, s.0, epoch) {
                 have.push(s);
             } else {
                 miss.push(s);
             }
         }
+        self.stats.nak_sqns_outside_window += outside;
+        if have.is_empty() && miss.is_empty() {
+            self.stats.naks_outside_window += 1;
+            return;
+        }
         self.stats.cache_hits += have.len() as u64;
         self.stats.cache_misses += miss.len() as u64;
         let me = self.config.addr;
-        // The NCF confirms the whole NAK, served or not.
+        // The NCF confirms the whole NAK (what lies in the window), served or not.
         let all: Vec<Sqn> = have.iter().chain(miss.iter()).copied().collect();
         let ncf = nak_like(tsi, dport, source, group, &all, PacketType::Ncf);
         self.stats.ncfs_sent += 1;
@@ -604,7 +761,7 @@ impl Repairer {
                 );
             }
             for s in &have {
-                let Some(c) = self.sessions.get(&tsi).and_then(|x| x.cache.get(&s.0)) else {
+                let Some(c) = self.cache.get(tsi, s.0, epoch) else {
                     continue;
                 };
                 let rdata = to_rdata(&c.bytes);
@@ -653,7 +810,6 @@ impl Repairer {
                 );
             }
         }
-        let _ = now;
     }
 
     fn push(&mut self, t: DlrTransmit, bytes: Vec<u8>) {
@@ -670,13 +826,10 @@ impl Repairer {
             let bytes = buf[..t.len].to_vec();
             if t.packet_type == PacketType::Nak {
                 if let Ok(n) = NakPacket::new_checked(&bytes[..]) {
-                    let rpt = self.config.receiver.nak_rpt_ivl + self.config.receiver.nak_rdata_ivl;
-                    if let Some(s) = self.session(n.tsi()) {
-                        // Bounded by what is still awaiting its NCF.
-                        s.own_naks
-                            .retain(|_, at| now.saturating_duration_since(*at) < rpt);
+                    if let Some(s) = self.sessions.get_mut(&n.tsi()) {
+                        // Bounded in count (OWN_NAKS) and by time (expired at each NCF).
                         for q in n.sqns() {
-                            s.own_naks.insert(q.0, now);
+                            s.own_naks.insert(now, q.0);
                         }
                     }
                 }
@@ -695,19 +848,29 @@ impl Repairer {
         }
     }
 
-    /// Handles timer expiry: the receiver's timers, POLR back-offs, cache ageing.
+    /// Handles timer expiry: the receiver's timers, POLR back-offs, cache ageing. Work is
+    /// bounded by what expired.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.receiver.handle_timeout(now);
         self.collect_receiver_tx(now);
-        let due: Vec<PendingPolr> = self.polrs.iter().filter(|p| p.at <= now).copied().collect();
-        self.polrs.retain(|p| p.at > now);
-        for p in due {
-            let dport = self.sessions.get(&p.tsi).map_or(0, |s| s.dport);
+        while let Some(&Reverse((at, tsi))) = self.polr_heap.peek() {
+            if at > now {
+                break;
+            }
+            self.polr_heap.pop();
+            // An entry superseded by a later POLL of the session is skipped.
+            if self.polrs.get(&tsi).is_none_or(|p| p.at != at) {
+                continue;
+            }
+            let Some(p) = self.polrs.remove(&tsi) else {
+                continue;
+            };
+            let dport = self.sessions.get(&tsi).map_or(0, |s| s.dport);
             //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.2.2
             //# A DLR that receives a POLL with sub-type PGM_POLL_DLR MUST respond
             //# with a unicast redirecting POLR if it provides the appropriate
             //# service.
-            let polr = self.redirect_polr(p.tsi, dport, p.sqn, p.round);
+            let polr = self.redirect_polr(tsi, dport, p.sqn, p.round);
             self.stats.polls_answered += 1;
             self.push(
                 DlrTransmit {
@@ -724,19 +887,17 @@ impl Repairer {
         self.evict(now);
     }
 
-    /// The earliest deadline.
+    /// The earliest deadline. O(1).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut t = self.receiver.poll_timeout();
-        let mut take = |x: Instant| t = Some(t.map_or(x, |t| t.min(x)));
-        for p in &self.polrs {
-            take(p.at);
-        }
-        for s in self.sessions.values() {
-            if let Some(c) = s.order.front().and_then(|q| s.cache.get(q)) {
-                take(c.at + self.config.cache_age);
-            }
-        }
-        t
+        let polr = self.polr_heap.peek().map(|Reverse((at, _))| *at);
+        let aged = self
+            .cache
+            .oldest()
+            .and_then(|at| at.checked_add(self.config.cache_age));
+        [self.receiver.poll_timeout(), polr, aged]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The next packet to send, written into `buf`.
