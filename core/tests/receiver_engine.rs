@@ -172,7 +172,7 @@ fn a_gap_before_any_spm_draws_an_spmr_and_no_nak_until_the_spm() {
         .iter()
         .filter(|(t, _)| t.packet_type == PacketType::Spmr)
         .collect();
-    //= https://www.rfc-editor.org/rfc/rfc3208#section-13.3.1
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-13.5
     //= type=test
     //# it MUST first multicast its own SPMR to the group with a TTL of 1 before
     //# then unicasting its own SPMR to the source.
@@ -914,4 +914,62 @@ fn rdata_from_elsewhere_only_fills_missing_slots() {
         "#1, #2 missing, #3 held: nothing added"
     );
     assert_eq!(r.stats().duplicates, 2);
+}
+
+fn fragment(sqn: u32, first: u32, offset: u32, length: u32, rdata: bool, part: &[u8]) -> Vec<u8> {
+    let opts = [PgmOption::from(OptionValue::Fragment {
+        first_sqn: Sqn(first),
+        offset,
+        length,
+    })];
+    let d = DataRepr {
+        sqn: Sqn(sqn),
+        trail: Sqn(0),
+        payload: part,
+    };
+    bytes_with(
+        if rdata { Body::Rdata(d) } else { Body::Odata(d) },
+        OptionList::Slice(&opts),
+    )
+}
+
+/// Report item 6: contradictory OPT_FRAGMENT packets of the real TSI (same first sqn, other
+/// offsets and lengths) cost the real session 9 unrecoverable losses. From another address
+/// they are not taken: ODATA not at all, RDATA only into slots the source's data left missing.
+#[test]
+fn forged_fragments_from_another_address_cost_the_session_nothing() {
+    let now = t0();
+    let mut r = receiver();
+    live_session(&mut r, now, 10);
+    events(&mut r);
+    // The next message, #10-#12, 3 fragments of 4 bytes: forged first, as ODATA and RDATA.
+    for (sqn, off, len) in [(10, 0, 7), (11, 5, 9), (12, 1, 12), (13, 0, 4)] {
+        for rdata in [false, true] {
+            r.handle_packet(
+                now,
+                from(STRANGER),
+                &fragment(sqn, 10, off, len, rdata, b"EVIL"),
+            );
+        }
+    }
+    // Then the real ones.
+    for (i, sqn) in (10..13).enumerate() {
+        r.handle_packet(
+            now,
+            meta(),
+            &fragment(sqn, 10, 4 * i as u32, 12, false, &[b'a' + i as u8; 4]),
+        );
+    }
+    r.handle_packet(now, meta(), &odata(13, b"next"));
+    let evs = events(&mut r);
+    assert!(
+        !evs.iter().any(|e| matches!(e, Event::Loss { .. })),
+        "{evs:?}"
+    );
+    assert_eq!(
+        data_of(&evs),
+        [b"aaaabbbbcccc".to_vec(), b"next".to_vec()]
+    );
+    assert_eq!(r.stats().bad_fragments, 0);
+    assert!(r.stats().wrong_source >= 4, "{:?}", r.stats());
 }
