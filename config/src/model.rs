@@ -336,6 +336,16 @@ pub struct DlrSection {
     /// `max_sessions` per running engine. Default 1024, the engine's own default. 1 to
     /// 10 000 000.
     pub max_sessions: usize,
+    /// `receive_buffer_bytes`: bound on what each engine's embedded receiver holds (its
+    /// receive windows: data waiting for the gap before it to be repaired, messages being
+    /// reassembled), bytes as for `cache_bytes`. Default 16 MiB. Not zero. The DLR's memory
+    /// is about `cache_bytes` + engines x `receive_buffer_bytes`.
+    pub receive_buffer_bytes: u64,
+    /// `nak_window_slack`: how far past a session's leading edge (from its source's SPMs and
+    /// ODATA) a NAK's sequence numbers may lie and still be confirmed, served or forwarded;
+    /// NAKs wholly outside the window are dropped (`pgm_dlr_naks_outside_window_total`).
+    /// Default 64. 0 to 2^31 - 1.
+    pub nak_window_slack: u32,
 }
 
 impl Default for DlrSection {
@@ -350,6 +360,8 @@ impl Default for DlrSection {
             off_tree: true,
             max_engines: 256,
             max_sessions: 1024,
+            receive_buffer_bytes: 16 << 20,
+            nak_window_slack: 64,
         }
     }
 }
@@ -431,6 +443,11 @@ pub struct HostSection {
     /// `rxw_sqns`: receive window bound per source in sequence numbers. Default 32768. 1
     /// to 2^31 - 1.
     pub rxw_sqns: u32,
+    /// `max_buffer_bytes`: bound on what the receiver holds over its receive windows (the
+    /// slots, data waiting for a repair before it, messages being reassembled), bytes as for
+    /// `[dlr] cache_bytes`. A packet beyond it is dropped and counted (`buffer_full`), and
+    /// NAKed later as if lost. Default 256 MiB. Not zero.
+    pub max_buffer_bytes: u64,
 }
 
 impl Default for HostSection {
@@ -451,6 +468,7 @@ impl Default for HostSection {
             nak_ncf_retries: 50,
             nak_data_retries: 50,
             rxw_sqns: 32_768,
+            max_buffer_bytes: 256 << 20,
         }
     }
 }

@@ -66,6 +66,8 @@ mod keys {
         "off_tree",
         "max_engines",
         "max_sessions",
+        "receive_buffer_bytes",
+        "nak_window_slack",
     ];
     pub(super) const DLR_SESSION: &[&str] = &["group", "port", "tsi"];
     pub(super) const HOST: &[&str] = &[
@@ -84,6 +86,7 @@ mod keys {
         "nak_ncf_retries",
         "nak_data_retries",
         "rxw_sqns",
+        "max_buffer_bytes",
     ];
 
     /// Every table, by the dotted path written in a header (`[[...]]` entries without the
@@ -636,31 +639,24 @@ fn dlr(ctx: &mut Ctx<'_>, mut section: Section<'_, '_>) -> DlrSection {
         _ => {}
     }
 
-    if let Some(value) = section.value(ctx, "cache_bytes") {
-        let key = section.key("cache_bytes");
-        let parsed = match value.get_ref() {
-            DeValue::Integer(int) => i128::from_str_radix(int.as_str(), int.radix())
-                .ok()
-                .and_then(|n| u64::try_from(n).ok())
-                .ok_or_else(|| format!("{int} is not a number of bytes")),
-            DeValue::String(text) => parse_byte_size(text),
-            other => {
-                ctx.wrong_type(value.span(), &key, "bytes (integer or \"64MiB\")", other);
-                Err(String::new())
-            }
-        };
-        match parsed {
-            Ok(0) => ctx.error(
-                value.span(),
-                &key,
-                ErrorKind::OutOfRange,
-                "zero: the DLR would cache nothing".to_owned(),
-            ),
-            Ok(bytes) => dlr.cache_bytes = bytes,
-            Err(reason) if reason.is_empty() => {}
-            Err(reason) => ctx.error(value.span(), &key, ErrorKind::InvalidValue, reason),
-        }
-    }
+    section.bytes(
+        ctx,
+        "cache_bytes",
+        &mut dlr.cache_bytes,
+        "the DLR would cache nothing",
+    );
+    section.bytes(
+        ctx,
+        "receive_buffer_bytes",
+        &mut dlr.receive_buffer_bytes,
+        "no engine could hold a packet",
+    );
+    section.integer(
+        ctx,
+        "nak_window_slack",
+        &mut dlr.nak_window_slack,
+        0..=(i32::MAX as i128),
+    );
     section.duration(ctx, "cache_age", &mut dlr.cache_age, true);
     section.boolean(ctx, "upstream", &mut dlr.upstream);
     section.boolean(ctx, "off_tree", &mut dlr.off_tree);
@@ -800,6 +796,12 @@ fn host(ctx: &mut Ctx<'_>, mut section: Section<'_, '_>) -> HostSection {
         1..=1000,
     );
     section.integer(ctx, "rxw_sqns", &mut host.rxw_sqns, WINDOW_RANGE);
+    section.bytes(
+        ctx,
+        "max_buffer_bytes",
+        &mut host.max_buffer_bytes,
+        "the receiver could hold nothing",
+    );
     section.finish(ctx);
     host
 }
@@ -1138,6 +1140,37 @@ impl<'t, 'i> Section<'t, 'i> {
                 );
                 false
             }
+        }
+    }
+
+    /// A number of bytes: an integer or a string with a unit (`"64MiB"`). Zero is refused
+    /// with `zero_means` as the reason.
+    fn bytes(&mut self, ctx: &mut Ctx<'_>, name: &str, out: &mut u64, zero_means: &str) {
+        let Some(value) = self.value(ctx, name) else {
+            return;
+        };
+        let key = self.key(name);
+        let parsed = match value.get_ref() {
+            DeValue::Integer(int) => i128::from_str_radix(int.as_str(), int.radix())
+                .ok()
+                .and_then(|n| u64::try_from(n).ok())
+                .ok_or_else(|| format!("{int} is not a number of bytes")),
+            DeValue::String(text) => parse_byte_size(text),
+            other => {
+                ctx.wrong_type(value.span(), &key, "bytes (integer or \"64MiB\")", other);
+                Err(String::new())
+            }
+        };
+        match parsed {
+            Ok(0) => ctx.error(
+                value.span(),
+                &key,
+                ErrorKind::OutOfRange,
+                format!("zero: {zero_means}"),
+            ),
+            Ok(bytes) => *out = bytes,
+            Err(reason) if reason.is_empty() => {}
+            Err(reason) => ctx.error(value.span(), &key, ErrorKind::InvalidValue, reason),
         }
     }
 

@@ -195,6 +195,8 @@ cache_age = "1m30s"
 upstream = false
 max_engines = 16
 max_sessions = 10_000
+receive_buffer_bytes = "8MiB"
+nak_window_slack = 500
 
 [[dlr.session]]
 group = "239.192.0.1"
@@ -219,6 +221,7 @@ nak_rdata_ivl = "1s"
 nak_ncf_retries = 3
 nak_data_retries = 4
 rxw_sqns = 2000
+max_buffer_bytes = 1_000_000
 "#;
     let config = Config::from_str(text, "full.toml").unwrap();
     assert_eq!(
@@ -292,6 +295,8 @@ rxw_sqns = 2000
             off_tree: true,
             max_engines: 16,
             max_sessions: 10_000,
+            receive_buffer_bytes: 8 << 20,
+            nak_window_slack: 500,
         }
     );
     assert_eq!(
@@ -315,6 +320,7 @@ rxw_sqns = 2000
             nak_ncf_retries: 3,
             nak_data_retries: 4,
             rxw_sqns: 2000,
+            max_buffer_bytes: 1_000_000,
         }
     );
     assert_eq!(config.locations.file, "full.toml");

@@ -58,6 +58,10 @@ pub(crate) struct Settings {
     off_tree: bool,
     /// Most sessions per engine (`max_sessions`).
     max_sessions: usize,
+    /// Each engine's receiver bound (`receive_buffer_bytes`).
+    receive_buffer_bytes: usize,
+    /// `nak_window_slack`.
+    nak_window_slack: u32,
 }
 
 impl Settings {
@@ -68,6 +72,8 @@ impl Settings {
             upstream: d.upstream,
             off_tree: d.off_tree,
             max_sessions: d.max_sessions,
+            receive_buffer_bytes: usize::try_from(d.receive_buffer_bytes).unwrap_or(usize::MAX),
+            nak_window_slack: d.nak_window_slack,
         }
     }
 
@@ -85,6 +91,7 @@ impl Settings {
         // The embedded receiver tracks as many sources as the engine sessions, so that
         // neither holds state for sessions the other cannot.
         rc.max_sources = self.max_sessions;
+        rc.max_buffer_bytes = self.receive_buffer_bytes;
         let mut c = DlrConfig::new(rc, IpAddr::V4(addr));
         // Each engine may use the whole bound; `bound_cache` keeps their sum within it.
         c.cache_bytes = self.cache_bytes;
@@ -92,6 +99,7 @@ impl Settings {
         c.upstream = self.upstream;
         c.off_tree = self.off_tree;
         c.max_sessions = self.max_sessions;
+        c.nak_window_slack = self.nak_window_slack;
         c
     }
 }
@@ -446,9 +454,11 @@ impl Daemon {
             || d.off_tree != self.settings.off_tree
             || d.max_engines != self.max_engines
             || d.max_sessions != self.settings.max_sessions
+            || d.receive_buffer_bytes as usize != self.settings.receive_buffer_bytes
+            || d.nak_window_slack != self.settings.nak_window_slack
         {
             tracing::warn!(
-                "reload: interface, session, role and engine/session limit changes take effect after a restart"
+                "reload: interface, session, role, engine/session limit, receive_buffer_bytes and nak_window_slack changes take effect after a restart"
             );
         }
         self.settings.cache_bytes = usize::try_from(d.cache_bytes).unwrap_or(usize::MAX);

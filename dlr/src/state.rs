@@ -549,6 +549,20 @@ interfaces = [\"eth0\"]\n{keys}"
     }
 
     #[test]
+    fn engines_take_the_receive_buffer_bound_and_the_nak_slack() {
+        let d = section("receive_buffer_bytes = \"2MiB\"\nnak_window_slack = 7\n");
+        let e = configured(&d, Ipv4Addr::new(239, 1, 1, 1));
+        assert_eq!(e.repairer.receiver().config().max_buffer_bytes, 2 << 20);
+        let default = configured(&DlrSection::default(), Ipv4Addr::new(239, 1, 1, 1));
+        assert_eq!(
+            default.repairer.receiver().config().max_buffer_bytes,
+            16 << 20
+        );
+        let c = Settings::from(&d).engine_config(Ipv4Addr::new(239, 1, 1, 1), 7500, DLR, 1);
+        assert_eq!(c.nak_window_slack, 7);
+    }
+
+    #[test]
     fn a_configured_engine_limit_is_honoured() {
         #[expect(clippy::disallowed_methods, reason = "the test's epoch")]
         let t0 = Instant::now();

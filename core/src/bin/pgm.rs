@@ -343,6 +343,7 @@ async fn recv(args: RecvArgs, host: HostSection) -> Result<()> {
     transport.listen_unicast = false;
     let mut engine = receiver::ReceiverConfig::new(port(&args.net, &host), IpAddr::V4(group));
     engine.rxw_sqns = args.rxw_sqns.unwrap_or(host.rxw_sqns);
+    engine.max_buffer_bytes = usize::try_from(host.max_buffer_bytes).unwrap_or(usize::MAX);
     engine.nak_bo_ivl = host.nak_bo_ivl;
     engine.nak_rpt_ivl = host.nak_rpt_ivl;
     engine.nak_rdata_ivl = host.nak_rdata_ivl;
