@@ -107,7 +107,18 @@ fn gap_draws_a_nak_to_the_spm_path_and_repair_fills_it() {
         .iter()
         .filter(|(t, _)| t.packet_type == PacketType::Nak)
         .collect();
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-6.3
+    //= type=test
+    //# Receivers MUST detect gaps in the expected data sequence in the
+    //# following manners:
+    //#
+    //#    by comparing the sequence number on the most recently received
+    //#    ODATA or RDATA packet with the leading edge of contiguous data
     assert_eq!(naks.len(), 1, "one NAK within NAK_BO_IVL");
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-6.2
+    //= type=test
+    //# For each TSI, receivers MUST use the most recent SPM to determine the
+    //# NLA of the upstream PGM network element for use in NAK addressing.
     //= https://www.rfc-editor.org/rfc/rfc3208#section-6.3
     //= type=test
     //# Upon expiry of NAK_RB_IVL, a receiver MUST unicast a NAK to the
@@ -130,6 +141,11 @@ fn gap_draws_a_nak_to_the_spm_path_and_repair_fills_it() {
             _ => None,
         })
         .collect();
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-6.1
+    //= type=test
+    //# As its default mode of operation, a receiver MUST deliver only
+    //# contiguous data packets to the application, and it MUST do so in the
+    //# order defined by those data packets' sequence numbers.
     assert_eq!(data, [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
 }
 
@@ -260,6 +276,10 @@ fn general_poll_is_answered_after_a_back_off() {
     let Body::Polr(p) = Repr::parse_bytes(&polrs[0].1).expect("polr").body else {
         panic!()
     };
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-14.5
+    //= type=test
+    //# POLR_SQN MUST be equal to
+    //# POLL_SQN and POLR_ROUND must be equal to POLL_ROUND.
     assert_eq!((p.sqn, p.round), (Sqn(7), 0));
     // A DLR poll is not for receivers.
     let dlr = bytes(Body::Poll(PollRepr {
@@ -282,13 +302,62 @@ fn sources_beyond_the_limit_are_refused_and_counted() {
     let mut cfg = ReceiverConfig::new(7500, GROUP);
     cfg.max_sources = 1;
     let mut r = Receiver::new(cfg);
+    // A source confirmed by its second packet keeps its place.
     r.handle_packet(now, meta(), &odata(0, b"a"));
+    r.handle_packet(now, meta(), &odata(1, b"a"));
     let mut other = odata(0, b"b");
     other[8] = 99; // another GSI
     pgm_core::wire::Packet::new_unchecked(&mut other[..]).fill_checksum();
     r.handle_packet(now, meta(), &other);
     assert_eq!(r.sources(), 1);
     assert_eq!(r.stats().sources_refused, 1);
+    assert_eq!(r.stats().sources_evicted, 0);
+}
+
+/// A flood of made-up TSIs, one packet each, must not keep a real source out at
+/// `max_sources`: sources heard of only once make room (examined in rotation).
+#[test]
+fn made_up_sources_at_the_limit_make_room_for_a_real_one() {
+    let now = t0();
+    let mut cfg = ReceiverConfig::new(7500, GROUP);
+    cfg.max_sources = 16;
+    let mut r = Receiver::new(cfg);
+    for n in 0..1000u32 {
+        let gsi = n.to_be_bytes();
+        let b = foreign(
+            [0xEE, 0xEE, gsi[0], gsi[1], gsi[2], gsi[3]],
+            data_at(n, n),
+            OptionList::EMPTY,
+        );
+        r.handle_packet(now, from(STRANGER), &b);
+    }
+    assert_eq!(r.sources(), 16);
+    assert_eq!(r.stats().sources_evicted, 1000 - 16);
+    assert_eq!(r.stats().sources_refused, 0);
+    events(&mut r);
+    // The real session gets in, confirms itself, and outlives the next flood.
+    live_session(&mut r, now, 10);
+    for n in 1000..2000u32 {
+        let gsi = n.to_be_bytes();
+        let b = foreign(
+            [0xEE, 0xEE, gsi[0], gsi[1], gsi[2], gsi[3]],
+            data_at(n, n),
+            OptionList::EMPTY,
+        );
+        r.handle_packet(now, from(STRANGER), &b);
+    }
+    let evs = events(&mut r);
+    let real = evs
+        .iter()
+        .filter(|e| matches!(e, Event::Data { tsi, .. } if *tsi == TSI))
+        .count();
+    assert_eq!(real, 10, "the real session delivered everything");
+    assert!(
+        !evs.iter()
+            .any(|e| matches!(e, Event::SessionEnd { tsi, .. } if *tsi == TSI)),
+        "the real session was evicted"
+    );
+    assert!(r.tsis().contains(&TSI));
 }
 
 fn odata_with(sqn: u32, trail: u32, syn: bool, payload: &[u8]) -> Vec<u8> {
@@ -601,6 +670,12 @@ fn redirecting_polrs_are_ignored() {
             dests.push((tx.packet_type, tx.destination));
         }
     }
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.4
+    //= type=test
+    //# So, receivers MUST ignore a redirecting POLR
+    //# from a DLR on the same IP subnet that the receiver resides on, since
+    //# this is likely to suffer identical loss to the receiver and so be
+    //# useless.
     assert_eq!(
         dests,
         [(PacketType::Nak, Destination::Unicast(ROUTER))],
@@ -913,6 +988,11 @@ fn rdata_from_elsewhere_only_fills_missing_slots() {
         3,
         "#1, #2 missing, #3 held: nothing added"
     );
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-6.1
+    //= type=test
+    //# A receiver MUST discard any
+    //# data packet that duplicates one already received in the transmit
+    //# window.
     assert_eq!(r.stats().duplicates, 2);
 }
 
@@ -928,7 +1008,11 @@ fn fragment(sqn: u32, first: u32, offset: u32, length: u32, rdata: bool, part: &
         payload: part,
     };
     bytes_with(
-        if rdata { Body::Rdata(d) } else { Body::Odata(d) },
+        if rdata {
+            Body::Rdata(d)
+        } else {
+            Body::Odata(d)
+        },
         OptionList::Slice(&opts),
     )
 }
@@ -966,10 +1050,7 @@ fn forged_fragments_from_another_address_cost_the_session_nothing() {
         !evs.iter().any(|e| matches!(e, Event::Loss { .. })),
         "{evs:?}"
     );
-    assert_eq!(
-        data_of(&evs),
-        [b"aaaabbbbcccc".to_vec(), b"next".to_vec()]
-    );
+    assert_eq!(data_of(&evs), [b"aaaabbbbcccc".to_vec(), b"next".to_vec()]);
     assert_eq!(r.stats().bad_fragments, 0);
     assert!(r.stats().wrong_source >= 4, "{:?}", r.stats());
 }

@@ -396,14 +396,21 @@ fn an_empty_untracked_session_makes_room_for_a_new_one() {
     // While the receiver still tracks it, the empty session keeps its place.
     d.handle_packet(now, mcast(), &odata(4001, 0));
     assert_eq!(d.stats().sessions_refused, 1);
-    // Once the receiver has let it go (peer expiry), it makes room.
+    // Once the receiver has let it go (peer expiry), it makes room; the first session's
+    // SPMs keep it tracked.
+    for (i, secs) in [10u64, 20, 30].into_iter().enumerate() {
+        let t = now + Duration::from_secs(secs);
+        d.handle_packet(t, mcast(), &spm_of(4000, 2 + i as u32, 0, 9));
+        d.handle_timeout(t);
+        drain(&mut d, t);
+    }
     let later = now + Duration::from_secs(35);
     d.handle_timeout(later);
     drain(&mut d, later);
     d.handle_packet(later, mcast(), &odata(4001, 1));
     assert_eq!(d.stats().sessions_evicted, 1);
     assert_eq!(d.stats().cache_entries, 11);
-    // Now both sessions hold data: a fourth is refused.
+    // Now both sessions are live: a fourth is refused.
     d.handle_packet(later, mcast(), &odata(4003, 0));
     assert_eq!(d.stats().sessions_refused, 2);
     assert_eq!(d.stats().cache_entries, 11);
@@ -698,4 +705,33 @@ fn a_reset_makes_the_sessions_cache_dead_at_once() {
     d.handle_packet(now, mcast(), &rst);
     d.handle_packet(now, to_me(DOWNSTREAM_NE), &nak(&[5]));
     assert!(!types(&drain(&mut d, now)).contains(&PacketType::Rdata));
+}
+
+#[test]
+fn a_flood_of_one_packet_sessions_does_not_keep_a_real_one_out() {
+    let (mut d, now) = dlr_with(|c| {
+        c.max_sessions = 64;
+        c.receiver.max_sources = 64;
+    });
+    for n in 0..2000u16 {
+        d.handle_packet(now, from(STRANGER), &odata(5000 + n, 100));
+    }
+    drain(&mut d, now);
+    assert!(d.sessions() <= 64);
+    assert!(d.receiver().stats().sources_evicted > 0);
+    // A real new session from the source: tracked, cached, served.
+    d.handle_packet(now, mcast(), &spm_of(4001, 1, 0, 0));
+    for sqn in 0..3 {
+        d.handle_packet(now, mcast(), &odata(4001, sqn));
+    }
+    drain(&mut d, now);
+    let mut n = nak(&[1]);
+    n[2..4].copy_from_slice(&4001u16.to_be_bytes());
+    Packet::new_unchecked(&mut n[..]).fill_checksum();
+    d.handle_packet(now, to_me(DOWNSTREAM_NE), &n);
+    assert!(
+        types(&drain(&mut d, now)).contains(&PacketType::Rdata),
+        "{:?}",
+        d.stats()
+    );
 }

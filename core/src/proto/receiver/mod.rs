@@ -180,6 +180,9 @@ pub enum EndReason {
     Reset,
     /// Nothing was heard from the source for `peer_expiry`.
     Expired,
+    /// A session heard of only once (one packet, no second packet or SPM from its source)
+    /// was forgotten to make room for a new one at `max_sources`.
+    Evicted,
 }
 
 /// What the receiver tells the application.
@@ -249,8 +252,11 @@ pub struct ReceiverStats {
     pub sqns_lost: u64,
     /// Loss events reported.
     pub loss_events: u64,
-    /// Packets of sources beyond `max_sources`.
+    /// Packets of sources beyond `max_sources` (every tracked source confirmed by a second
+    /// packet or an SPM).
     pub sources_refused: u64,
+    /// Sources heard of only once forgotten to make room for a new one at `max_sources`.
+    pub sources_evicted: u64,
     /// Fragments that did not fit their message (bad offsets or lengths).
     pub bad_fragments: u64,
     /// Packets of other ports, or of types a receiver does not handle.
@@ -301,6 +307,9 @@ pub struct Receiver {
     wakeups: BinaryHeap<Reverse<(Instant, Tsi)>>,
     /// The session chosen by [`SessionFilter::One`].
     chosen: Option<Tsi>,
+    /// Every tracked source once (and some gone since), in the order they are examined to
+    /// make room; rebuilt when stale entries outnumber the live ones.
+    rotation: VecDeque<Tsi>,
     /// Bytes all windows hold (the sum of [`Peer::bytes`]).
     buffered: usize,
     /// SPMRs that may still be sent in the current second, and when it started.
@@ -326,6 +335,7 @@ impl Receiver {
             peers: HashMap::with_hasher(keyed_hasher()),
             wakeups: BinaryHeap::new(),
             chosen: None,
+            rotation: VecDeque::new(),
             buffered: 0,
             spmr_budget: (0, None),
             rng,
@@ -417,6 +427,12 @@ impl Receiver {
             PacketType::Ncf | PacketType::Nak => self.on_ncf_or_nak(now, bytes),
             PacketType::Spmr => self.on_spmr(now, &packet),
             PacketType::Poll => self.on_poll(now, meta, bytes),
+            // POLRs among them: every redirecting POLR is ignored (§9.5.4 allows it).
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.4
+            //# So, receivers MUST ignore a redirecting POLR
+            //# from a DLR on the same IP subnet that the receiver resides on, since
+            //# this is likely to suffer identical loss to the receiver and so be
+            //# useless.
             _ => {
                 self.stats.ignored += 1;
                 return;
@@ -452,7 +468,7 @@ impl Receiver {
         if !self.takes(tsi, source) {
             return false;
         }
-        if self.peers.len() >= self.config.max_sources {
+        if self.peers.len() >= self.config.max_sources && !self.make_room() {
             self.stats.sources_refused += 1;
             return false;
         }
@@ -461,7 +477,38 @@ impl Receiver {
         }
         self.events.push_back(Event::SessionStart { tsi });
         self.peers.insert(tsi, Peer::new(tsi, source, now));
+        self.rotation.push_back(tsi);
+        if self.rotation.len() > 2 * self.peers.len() + 64 {
+            self.rotation = self.peers.keys().copied().collect();
+        }
         true
+    }
+
+    /// At `max_sources`: forgets one source heard of only once (a made-up TSI costs one
+    /// packet; a real source confirms itself with its next packet or SPM), looking at no more
+    /// than 8 in rotation. Whether one went.
+    fn make_room(&mut self) -> bool {
+        for _ in 0..8 {
+            let Some(tsi) = self.rotation.pop_front() else {
+                return false;
+            };
+            let Some(peer) = self.peers.get(&tsi) else {
+                continue;
+            };
+            if peer.heard < 2 {
+                if let Some(p) = self.peers.remove(&tsi) {
+                    self.buffered -= p.bytes;
+                }
+                self.stats.sources_evicted += 1;
+                self.events.push_back(Event::SessionEnd {
+                    tsi,
+                    reason: EndReason::Evicted,
+                });
+                return true;
+            }
+            self.rotation.push_back(tsi);
+        }
+        false
     }
 
     fn on_data(&mut self, now: Instant, meta: RecvMeta, bytes: &[u8]) {
@@ -509,12 +556,22 @@ impl Receiver {
             return;
         }
         peer.last_heard = now;
+        if from_source {
+            peer.heard = peer.heard.saturating_add(1);
+        }
         let before = peer.bytes;
         let cfg = &self.config;
         let (nak_bo, rxw) = (cfg.nak_bo_ivl, cfg.rxw_sqns);
         let mut events = Vec::new();
         if !peer.started {
             peer.started = true;
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-6.1
+            //# That
+            //# is, it is assigned to RXW_TRAIL_INIT within the receiver, and until
+            //# the trailing edge sequence number advertised in subsequent packets
+            //# (SPMs or ODATA or RDATA) increments past RXW_TRAIL_INIT, the receiver
+            //# MUST only request repairs for sequence numbers subsequent to
+            //# RXW_TRAIL_INIT.
             peer.next = join_point(sqn, trail, join, rxw);
             peer.skip_mid_message(sqn, fragment);
             if !syn && peer.next != trail {
@@ -545,6 +602,12 @@ impl Receiver {
                 peer.fin_lead = Some(sqn);
             }
         }
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-6.1
+        //# Within a given transport session, a receiver MUST accept any ODATA or
+        //# RDATA packets within the receive window.  A receiver MUST discard any
+        //# data packet that duplicates one already received in the transmit
+        //# window.  A receiver MUST discard any data packet outside of the
+        //# receive window.
         let dup = match peer.growth_for(sqn, rxw) {
             None if sqn.lt(peer.next) => true,
             None => {
@@ -557,6 +620,12 @@ impl Receiver {
                     && self.buffered.saturating_add(payload.len()) <= cfg.max_buffer_bytes;
                 !fits || !peer.store(sqn, payload, fragment, rdata, true, now)
             }
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-6.3
+            //# Receivers MUST detect gaps in the expected data sequence in the
+            //# following manners:
+            //#
+            //#    by comparing the sequence number on the most recently received
+            //#    ODATA or RDATA packet with the leading edge of contiguous data
             Some(grow) => {
                 let need = grow * SLOT_COST + payload.len();
                 if self.buffered.saturating_add(need) > cfg.max_buffer_bytes {
@@ -586,7 +655,7 @@ impl Receiver {
             return;
         };
         if peer.spmr == SpmrState::Idle && peer.has_parked() {
-            //= https://www.rfc-editor.org/rfc/rfc3208#section-13.3.1
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-13.5
             //# before unicasting a given SPMR, receivers MUST
             //# choose a random delay on SPMR_BO_IVL (~250 msecs) during which they
             //# listen for a multicast of an identical SPMR.
@@ -633,6 +702,8 @@ impl Receiver {
             return;
         }
         peer.last_spm_sqn = Some(sqn);
+        peer.heard = peer.heard.saturating_add(1);
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-6.2
         //# For each TSI, receivers MUST use the most recent SPM to determine the
         //# NLA of the upstream PGM network element for use in NAK addressing.
         let first_spm = peer.nak_target.is_none();
@@ -656,6 +727,12 @@ impl Receiver {
                     peer.hold(now, cfg.join_hold);
                 }
             }
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-6.2
+            //# Receivers SHOULD expect
+            //# this to be the case and SHOULD detect it by comparing the packet lead
+            //# and trail values with the values the receivers have stored for lead
+            //# and trail.  If the SPM packet values are less, they SHOULD be
+            //# ignored, but the rest of the packet SHOULD be processed as normal.
             match peer.observe(lead, trail, now, rxw, cfg.peer_expiry) {
                 Observed::InWindow => {}
                 Observed::Held => self.stats.jumps_held += 1,
@@ -664,6 +741,12 @@ impl Receiver {
                     peer.skip_to(start, cfg.max_apdu, &mut events, &mut self.stats);
                 }
             }
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-6.3
+            //# by comparing SPM_LEAD of the most recently received SPM with the
+            //# leading edge of contiguous data
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-6.3
+            //# The leading edge field in SPMs
+            //# SHOULD also be taken into account in the loss detection algorithm.
             // Data up to SPM_LEAD was sent: what we lack of it is missing (§6.3).
             if let Some(grow) = peer.growth_for(lead, rxw) {
                 if self.buffered.saturating_add(grow * SLOT_COST) <= cfg.max_buffer_bytes {
@@ -675,6 +758,13 @@ impl Receiver {
             if fin || rst {
                 peer.fin_lead = Some(lead);
             }
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-9.8.1
+            //# Receivers SHOULD treat the reception of OPT_RST in an SPM as an abort
+            //# of the session.
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-9.8.1
+            //# A receiver that receives an SPM with an OPT_RST with the N bit set
+            //# SHOULD not send any more NAKs for the said session towards the
+            //# source.
             if rst {
                 peer.reset();
                 peer.ended = true;
@@ -728,6 +818,14 @@ impl Receiver {
                 // Our first NAK's confirmation (Karn: retried NAKs are not measured).
                 peer.ncf_rtt.sample(now.saturating_duration_since(*since));
             }
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-6.3
+            //# A receiver MUST suspend NAK generation if a duplicate of the NAK is
+            //# already pending from this receiver or the NAK is already outstanding
+            //# from this or another receiver.
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-9.3.2
+            //# Reception of an NCF or multicast NAK containing the NAK List option
+            //# suspends generation of NAKs for all sequence numbers within the NAK
+            //# list, as well as the sequence number within the NAK header.
             if let NakAction::Enter(next) = state.on(input, true, true) {
                 let (rpt, rdata) = nak_waits(&self.config, &peer.ncf_rtt, &peer.rdata_rtt);
                 let at = now
@@ -773,7 +871,7 @@ impl Receiver {
             self.stats.no_session += 1;
             return;
         };
-        //= https://www.rfc-editor.org/rfc/rfc3208#section-7.1
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-14.4
         //# Nota Bene: POLLs transmitted by network elements MUST bear the
         //# ODATA source's network-header source address, not the network
         //# element's NLA.
@@ -786,29 +884,62 @@ impl Receiver {
         //# A PGM receiver or network element MUST cancel any pending
         //# transmission of POLRs if a new POLL is received with POLL_SQN
         //# different from POLR_SQN of the poll that scheduled POLRs.
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-14.3.1
+        //# PGM children that receive a
+        //# POLL MUST cancel any pending reply for POLLs with POLL_SQN different
+        //# from the one of the last POLL received.
         if peer.polr.is_some_and(|p| p.sqn != sqn) {
             peer.polr = None;
         }
         if round == 0 {
             peer.poll_round0 = Some(sqn);
         }
-        //# If the incoming POLL
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-14.5
+        //# When a PGM child
+        //# (receiver or network element) receives a POLL it MUST use its
+        //# RAND_NODE_ID to match POLL_RAND of incoming POLLs.  The match is
+        //# limited to the bits specified by POLL_MASK.  If the incoming POLL
         //# contain a POLL_MASK made of all zeroes, the match is successful
-        //# despite the content of POLL_RAND (deterministic reply).
+        //# despite the content of POLL_RAND (deterministic reply).  If the match
+        //# fails, then the receiver or network element MUST discard the POLL
+        //# without any further action
         if node & mask != rand & mask {
             return;
         }
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-14.5
         //# If POLL_ROUND is non-zero and the PGM receiver has not received a
         //# previous poll with the same POLL_SQN and a zero POLL_ROUND, it MUST
         //# discard the poll without further action.
         if round != 0 && peer.poll_round0 != Some(sqn) {
             return;
         }
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-14.5
+        //# If POLL_S_TYPE is equal to PGM_POLL_GENERAL, the PGM child MUST
+        //# schedule a reply to the POLL despite the presence of PGM options on
+        //# the POLL packet.
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-14.5
+        //# If POLL_S_TYPE is unknown to the recipient of the POLL, it MUST NOT
+        //# reply and ignore the poll.
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-14.3.2
+        //# PGM children MUST ignore a POLL packet if they do not understand
+        //# POLL_S_TYPE.
         // Receivers answer general polls only; DLR polls are for repairers and unknown
         // sub-types MUST be ignored.
         if poll.subtype() != PollSubtype::General {
             return;
         }
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-14.5
+        //# If a PGM receiver or network element has decided to reply to a POLL,
+        //# it MUST schedule the transmission of a single POLR at a random time
+        //# in the future.  The random delay is chosen in the interval [0,
+        //# POLL_BO_IVL].
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-14.3.1
+        //# In addition to this PGM children MUST observe a random back-off in
+        //# replying to a poll.
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-14.2.1
+        //# POLL_BO_IVL    the back-off interval that MUST be used to compute the
+        //#                random back-off time to wait before sending the
+        //#                response to a poll.
         let d = random_upto(&mut self.rng, bo + Duration::from_nanos(1));
         peer.polr = Some(PendingPolr {
             sqn,
@@ -826,6 +957,15 @@ impl Receiver {
         };
         if peer.hold_until.is_none() {
             let before = peer.bytes;
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-6.1
+            //# As its default mode of operation, a receiver MUST deliver only
+            //# contiguous data packets to the application, and it MUST do so in the
+            //# order defined by those data packets' sequence numbers.
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-6.1
+            //# However, the implementation MUST only deliver complete
+            //# application protocol data units (APDUs) to the application.  That is,
+            //# APDUs that have been fragmented into different TPDUs MUST be
+            //# reassembled before delivery to the application.
             peer.drain(max_apdu, &mut events, &mut self.stats);
             self.buffered = self.buffered + peer.bytes - before;
             let fin_done = peer.fin_lead.is_some_and(|f| peer.next == f.next());
@@ -989,6 +1129,13 @@ impl Receiver {
                     peer.timers.push(Reverse((at, raw)));
                     to_nak.push(sqn);
                 }
+                //= https://www.rfc-editor.org/rfc/rfc3208#section-6.3
+                //# Before transmitting a NAK, a receiver MUST wait some interval
+                //# NAK_RB_IVL chosen randomly over some time period NAK_BO_IVL.
+                //= https://www.rfc-editor.org/rfc/rfc3208#section-6.3
+                //# In all cases, receivers SHOULD temper the initiation of NAK
+                //# generation to account for simple mis-ordering introduced by the
+                //# network.
                 NakAction::Enter(next) => {
                     let at = now
                         + match next {
@@ -1014,6 +1161,14 @@ impl Receiver {
         //# When a receiver has to transmit a sequence of NAKs, it SHOULD
         //# transmit the NAKs in order from oldest to most recent.
         to_nak.sort_by_key(|s| s.since(peer.next).unwrap_or(u32::MAX));
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-9.3
+        //# The NAK list MUST be unique and duplicate free.  It MUST be
+        //# ordered, and MUST consist of either a list of selective or a list of
+        //# parity NAKs.
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-9.3.2
+        //# Receivers SHOULD proceed to back off NAK transmission in a manner
+        //# consistent with the procedures outlined for single sequence number
+        //# NAKs.
         for chunk in to_nak.chunks(1 + MAX_NAK_LIST) {
             self.tx.push_back(PendingTx::Nak {
                 tsi,
@@ -1023,7 +1178,7 @@ impl Receiver {
         match peer.spmr {
             SpmrState::BackOff(at) if at <= now => {
                 if spmr_allowed(&mut self.spmr_budget, cfg.max_spmr_rate, now) {
-                    //= https://www.rfc-editor.org/rfc/rfc3208#section-13.3.1
+                    //= https://www.rfc-editor.org/rfc/rfc3208#section-13.5
                     //# If a receiver does not see a matching multicast SPMR within its chosen
                     //# random interval, it MUST first multicast its own SPMR to the group
                     //# with a TTL of 1 before then unicasting its own SPMR to the source.
@@ -1110,6 +1265,13 @@ impl Receiver {
                     self.stats.spmrs_sent += u64::from(!*multicast);
                     (*tsi, Body::Spmr, &[][..], dest, ttl, PacketType::Spmr)
                 }
+                //= https://www.rfc-editor.org/rfc/rfc3208#section-14.5
+                //# When this timer expires, it MUST send a POLR using POLL_PATH of the
+                //# received POLL as destination address.  POLR_SQN MUST be equal to
+                //# POLL_SQN and POLR_ROUND must be equal to POLL_ROUND.
+                //= https://www.rfc-editor.org/rfc/rfc3208#section-14.5
+                //# If POLL_S_TYPE
+                //# is PGM_POLL_GENERAL no option is REQUIRED.
                 PendingTx::Polr { tsi, polr } => {
                     self.stats.polrs_sent += 1;
                     let body = Body::Polr(PolrRepr {

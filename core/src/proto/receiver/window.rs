@@ -93,6 +93,9 @@ pub(super) struct Peer {
     pub(super) nak_target: Option<IpAddr>,
     pub(super) last_spm_sqn: Option<Sqn>,
     pub(super) last_heard: Instant,
+    /// Packets taken from the source's address (ODATA, SPMs), saturating: a source heard
+    /// of only once may be forgotten to make room for another.
+    pub(super) heard: u32,
     /// The next sequence number to deliver; `slots[i]` is `next + i`.
     pub(super) next: Sqn,
     pub(super) started: bool,
@@ -136,6 +139,7 @@ impl Peer {
             nak_target: None,
             last_spm_sqn: None,
             last_heard: now,
+            heard: 0,
             next: Sqn(0),
             started: false,
             hold_until: None,

@@ -72,8 +72,9 @@ pub struct DlrConfig {
     /// Sessions to serve: `None` serves every session heard; otherwise only these TSIs.
     pub serve: Option<Vec<Tsi>>,
     /// Most sessions (TSIs) tracked at once. A session is tracked only once the embedded
-    /// receiver tracks it. When full, a session with nothing cached that the embedded
-    /// receiver no longer tracks makes room (at most 8 are examined per packet); otherwise
+    /// receiver tracks it. When full, a session the embedded receiver no longer tracks
+    /// (expired, or heard of only once and evicted) makes room, its cached packets dead with
+    /// it (at most 8 are examined per packet); otherwise
     /// packets of a new session are neither cached nor served, and counted in
     /// [`DlrStats::sessions_refused`]. Default 1024, the embedded receiver's default
     /// `max_sources`.
@@ -154,8 +155,8 @@ pub struct DlrStats {
     /// Packets of new sessions not tracked because `max_sessions` were (see
     /// [`DlrConfig::max_sessions`]).
     pub sessions_refused: u64,
-    /// Sessions forgotten to make room for new ones (nothing cached, no longer tracked by
-    /// the embedded receiver).
+    /// Sessions forgotten to make room for new ones (no longer tracked by the embedded
+    /// receiver; their cached packets die with them).
     pub sessions_evicted: u64,
     /// NAKs dropped whole because none of their sequence numbers lies in the session's
     /// transmit window, or the window is not known yet (see
@@ -182,10 +183,9 @@ struct Session {
     source: IpAddr,
     group: Option<IpAddr>,
     dport: u16,
-    /// Bumped by OPT_RST: packets cached in an earlier epoch are dead.
+    /// Unique to this session and renewed by OPT_RST: cached packets of another epoch (an
+    /// earlier life of the TSI) are dead.
     epoch: u32,
-    /// Packets of this session in the cache, of any epoch.
-    cached: usize,
     /// Transmit window (trail, lead) from the source's SPMs and ODATA.
     window: Option<(Sqn, Sqn)>,
     /// The last SPM sequence number taken.
@@ -196,13 +196,12 @@ struct Session {
 }
 
 impl Session {
-    fn new(source: IpAddr) -> Self {
+    fn new(source: IpAddr, epoch: u32) -> Self {
         Self {
             source,
             group: None,
             dport: 0,
-            epoch: 0,
-            cached: 0,
+            epoch,
             window: None,
             spm_sqn: None,
             last_redirect: None,
@@ -260,6 +259,8 @@ pub struct Repairer {
     cache: Cache,
     rng: EngineRng,
     rand_node_id: u32,
+    /// The last session epoch handed out.
+    next_epoch: u32,
     /// One pending POLR per session (a new POLL of another POLL_SQN replaces it).
     polrs: HashMap<Tsi, PendingPolr>,
     /// Their deadlines; entries no longer in `polrs` are skipped when due.
@@ -281,6 +282,7 @@ impl Repairer {
             cache: Cache::default(),
             rng,
             rand_node_id,
+            next_epoch: 0,
             polrs: HashMap::new(),
             polr_heap: BinaryHeap::new(),
             tx: VecDeque::new(),
@@ -342,10 +344,7 @@ impl Repairer {
     }
 
     /// Accounts for a packet gone from the cache.
-    fn evicted(&mut self, (tsi, len): (Tsi, usize)) -> usize {
-        if let Some(s) = self.sessions.get_mut(&tsi) {
-            s.cached = s.cached.saturating_sub(1);
-        }
+    fn evicted(&mut self, (_, len): (Tsi, usize)) -> usize {
         self.stats.cache_evictions += 1;
         len
     }
@@ -358,23 +357,31 @@ impl Repairer {
                 self.stats.sessions_refused += 1;
                 return None;
             }
-            self.sessions.insert(tsi, Session::new(source));
+            let epoch = self.new_epoch();
+            self.sessions.insert(tsi, Session::new(source, epoch));
             self.rotation.push_back(tsi);
         }
         self.sessions.get_mut(&tsi)
     }
 
-    /// Forgets one session that holds nothing and that the receiver has let go of, looking
+    fn new_epoch(&mut self) -> u32 {
+        self.next_epoch = self.next_epoch.wrapping_add(1);
+        self.next_epoch
+    }
+
+    /// Forgets one session that the receiver has let go of, looking
     /// at no more than [`EVICTION_CANDIDATES`] in rotation. Whether one went.
     fn make_room(&mut self) -> bool {
         for _ in 0..EVICTION_CANDIDATES {
             let Some(tsi) = self.rotation.pop_front() else {
                 return false;
             };
-            let Some(s) = self.sessions.get(&tsi) else {
+            if !self.sessions.contains_key(&tsi) {
                 continue;
-            };
-            if s.cached == 0 && self.receiver.source_addr(&tsi).is_none() {
+            }
+            // A session the receiver let go of (expired, or heard of only once and evicted):
+            // its cached packets can serve no one and die with it (another epoch).
+            if self.receiver.source_addr(&tsi).is_none() {
                 self.sessions.remove(&tsi);
                 self.polrs.remove(&tsi);
                 self.stats.sessions_evicted += 1;
@@ -481,8 +488,11 @@ impl Repairer {
         if rst {
             // §9.8.3: a reset session's cache is of no more use. Its packets are dead from
             // now on and age out of the cache: O(1) whatever was cached.
-            sess.epoch = sess.epoch.wrapping_add(1);
             sess.window = None;
+            let epoch = self.new_epoch();
+            if let Some(sess) = self.sessions.get_mut(&spm.tsi()) {
+                sess.epoch = epoch;
+            }
             return;
         }
         sess.advance(spm.trail(), spm.lead());
@@ -508,12 +518,10 @@ impl Repairer {
             return;
         }
         let epoch = sess.epoch;
-        if too_big || !self.cache.insert(now, tsi, sqn.0, epoch, bytes) {
+        if too_big {
             return;
         }
-        if let Some(s) = self.sessions.get_mut(&tsi) {
-            s.cached += 1;
-        }
+        self.cache.insert(now, tsi, sqn.0, epoch, bytes);
         self.evict(now);
     }
 
