@@ -4,7 +4,7 @@
 //! The window never holds more than `rxw_sqns` slots, whatever a packet says: a packet
 //! beyond it is not stored, and a jump of the window (a trailing edge past data still
 //! missing, or data or an SPM lead beyond the window) is taken only when a second packet of
-//! the session's source agrees with it (see [`Peer::observe`]). A jump then costs one loss
+//! the session's source agrees with it (see `Peer::observe`). A jump then costs one loss
 //! event, not one slot per skipped sequence number.
 
 use std::cmp::Reverse;
