@@ -17,7 +17,23 @@
 #                ops tests scrape the router with
 #   systemd      systemd-analyze and systemd-sysusers, to check deploy/systemd (deploy/check.sh)
 #   jq           JSON checks of the Grafana dashboard (deploy/check.sh)
+#
+# and, from crates.io with cargo (into $CARGO_HOME/bin, root not needed), when the pinned version
+# is not there yet:
+#
+#   duvet        RFC 3208 compliance: every `//#` quote is RFC text (scripts/duvet.sh)
 set -euo pipefail
+
+# Pinned: its requirement extraction and quote matching decide what scripts/duvet.sh accepts and
+# what docs/rfc3208-compliance.md lists. Bump it with a check of the report's diff.
+duvet_version=0.4.3
+
+# duvet: `cargo install --list` prints "duvet v0.4.3:" when that version is installed (duvet
+# itself has no --version). A fresh build takes 3 to 6 minutes on 2 cores; later runs skip it.
+if ! cargo install --list 2>/dev/null | grep -qx "duvet v${duvet_version}:"; then
+    echo "installing: duvet ${duvet_version} (cargo install)" >&2
+    cargo install duvet --version "=${duvet_version}" --locked --quiet
+fi
 
 packages=(tshark libpgm-dev pkg-config gcc iproute2 nftables iptables smcroute tcpdump prometheus
     systemd jq)

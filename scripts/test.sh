@@ -16,6 +16,9 @@ export CARGO_TERM_COLOR=never
 echo "== format"
 cargo fmt --all --check
 
+echo "== RFC 3208 compliance: every //# quote verbatim, docs/rfc3208-compliance.md"
+scripts/duvet.sh
+
 echo "== lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

@@ -78,6 +78,11 @@ fn starts_with_an_spm_then_odata_with_syn() {
     let mut s = Source::new(cfg, now);
     s.send(b"hello").expect("send");
     let out = drain(&mut s, now);
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-5.1.3
+    //# To preserve the logic of PGM's transmit window, a source MUST
+    //# strictly prioritize sending of pending NCFs first, pending SPMs
+    //# second, and only send ODATA or RDATA when no NCFs or SPMs are
+    //# pending.
     assert_eq!(types(&out), [PacketType::Spm, PacketType::Odata]);
     let odata = Repr::parse_bytes(&out[1].1).expect("parse");
     assert!(
@@ -94,6 +99,9 @@ fn starts_with_an_spm_then_odata_with_syn() {
     };
     // Empty window: trail = lead + 1 (§3.3).
     assert_eq!(spm.trail, spm.lead.next());
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-8
+    //# Recall from General Procedures that, for PGM over IP multicast, SPMs,
+    //# NCFs, and RDATA MUST also bear the IP Router Alert Option.
     assert!(out[0].0.router_alert, "SPMs carry Router Alert");
 }
 
@@ -153,6 +161,16 @@ fn nak_draws_ncf_first_then_rdata_and_duplicates_merge() {
     s.handle_packet(now, meta(), &nak(&[3, 5]));
     s.handle_packet(now, meta(), &nak(&[3]));
     let out = drain(&mut s, now);
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-5.3
+    //# After multicasting an NCF in response to a NAK, a source MUST then
+    //# multicast RDATA (while respecting TXW_MAX_RTE) in response to any NAK
+    //# it receives for data packets within the transmit window.
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-9.3.4
+    //# It MUST then multicast RDATA (while respecting TXW_MAX_RTE) for every
+    //# requested sequence number.
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-5.2
+    //# A source SHOULD be able to detect a NAK storm and adopt
+    //# countermeasure to protect the network against a denial of service.
     assert_eq!(
         types(&out),
         [PacketType::Ncf, PacketType::Rdata, PacketType::Rdata],
@@ -330,6 +348,9 @@ fn spmr_is_answered_at_most_once_per_ihb_min() {
     };
     let mut b = vec![0; spmr.buffer_len()];
     spmr.emit(&mut b).expect("emit");
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-13.4
+    //# A source MUST respond immediately to an SPMR with the corresponding
+    //# SPM rate limited to once per IHB_MIN per TSI.
     s.handle_packet(now, meta(), &b);
     s.handle_packet(now, meta(), &b);
     assert_eq!(types(&drain(&mut s, now)), [PacketType::Spm]);
@@ -358,6 +379,12 @@ fn close_puts_fin_on_the_last_odata_and_the_spms_after() {
         .expect("odata");
     assert!(fin_on(&odata.1));
     assert_eq!(s.send(b"more"), Err(SendError::Closed));
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-9.7
+    //# The FIN PGM option MUST appear in every SPM
+    //# sent after the last ODATA for a session.
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-9.7.1
+    //# Sources MUST include OPT_FIN in every SPM sent after it has been
+    //# determined that the application has closed gracefully.
     // Heartbeat SPMs after the last ODATA carry OPT_FIN (§9.7).
     let hb = now + Duration::from_millis(60);
     s.handle_timeout(hb);

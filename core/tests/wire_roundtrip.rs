@@ -19,6 +19,18 @@ proptest! {
         let opts = m.option_values();
         let want = m.repr(&opts);
 
+        // `new_checked` refuses an option chain without its OPT_LENGTH, with a wrong total, or
+        // whose OPT_END is not on the last option.
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-9.1
+        //= type=test
+        //# When option extensions are appended to the standard PGM header, the
+        //# extensions MUST be preceded by an option extension length field
+        //# specifying the total length of all option extensions.
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-9.1
+        //= type=test
+        //# To provide an indication of the end of option extensions, OPT_END
+        //# (0x80) MUST be set in the Option Type field of the trailing option
+        //# extension.
         let packet = Packet::new_checked(&bytes[..]).expect("emitted packet checks");
         packet.verify_checksum().expect("emitted checksum verifies");
         let got = Repr::parse(&packet).expect("emitted packet parses");
@@ -29,6 +41,11 @@ proptest! {
         got.emit(&mut again).expect("re-emit");
         prop_assert_eq!(&again, &bytes);
 
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-9.1
+        //= type=test
+        //# In addition, the presence of the options MUST be encoded in the
+        //# Options field of the standard PGM header before the Checksum is
+        //# computed.
         // Header flags follow the options.
         let f = packet.options_flags();
         prop_assert_eq!(f & flags::OPT_PRESENT != 0, !m.options.is_empty());

@@ -243,6 +243,10 @@ fn test_message(p: PatternArgs, fixed: u64, i: u64) -> Vec<u8> {
 
 async fn send(args: SendArgs, host: HostSection) -> Result<()> {
     let (interface, group, transport) = parse_network(&args.net, &host)?;
+    // One session per process: a port from the process id is unique within this source.
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-8
+    //# This port number
+    //# MUST be unique within the source.
     let sport = args
         .sport
         .unwrap_or_else(|| (std::process::id() as u16) | 0x8000);

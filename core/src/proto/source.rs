@@ -295,6 +295,10 @@ impl Source {
         }
     }
 
+    // The configuration is fixed for the engine's life: the TSI never changes in a session.
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-8
+    //# This ID MUST NOT change
+    //# throughout the duration of the transport session.
     /// The session's TSI.
     pub fn tsi(&self) -> Tsi {
         Tsi::new(self.config.gsi, self.config.sport)
@@ -392,6 +396,9 @@ impl Source {
     }
 
     fn push(&mut self, tsdu: &[u8], fragment: Option<(Sqn, u32, u32)>, syn: bool) {
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-5.1.1
+        //# A source MUST number ODATA packets in the order in which they are
+        //# submitted for transmission by the application.
         self.window.push_back(TxEntry {
             sqn: self.next_sqn,
             tsdu: tsdu.into(),
@@ -411,6 +418,10 @@ impl Source {
         if self.closing {
             return;
         }
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-9.7.1
+        //# When a source detects that it needs to send an OPT_FIN it SHOULD
+        //# immediately send it.  This is done either by appending it to the last
+        //# data packet or transmission group or by immediately sending an SPM
         self.closing = true;
         if let Some(last) = self.window.back_mut().filter(|e| e.sent_at.is_none()) {
             last.fin = true;
@@ -481,6 +492,9 @@ impl Source {
             //= https://www.rfc-editor.org/rfc/rfc3208#section-5.2
             //# A source MUST immediately multicast an NCF in response to any NAK it
             //# receives.
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-5.2
+            //# A source SHOULD be able to detect a NAK storm and adopt
+            //# countermeasure to protect the network against a denial of service.
             let held = entry
                 .last_ncf
                 .is_some_and(|t| now.saturating_duration_since(t) < self.config.ncf_holdoff);
@@ -494,6 +508,9 @@ impl Source {
             //# After multicasting an NCF in response to a NAK, a source MUST then
             //# multicast RDATA (while respecting TXW_MAX_RTE) in response to any NAK
             //# it receives for data packets within the transmit window.
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-9.3.4
+            //# It MUST then multicast RDATA (while respecting TXW_MAX_RTE) for every
+            //# requested sequence number.
             if self.repair_set.insert(sqn.0) {
                 self.repairs.push_back(sqn);
             } else {
@@ -513,10 +530,29 @@ impl Source {
     /// evicts packets that aged out of the window.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.evict(now);
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-5.1.4
+        //# Interleaved with ODATA and RDATA, a source MUST transmit SPMs at a
+        //# rate at least sufficient to maintain current source path state in PGM
+        //# network elements.
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-5.1.6
+        //# At the same time however, ambient SPMs MUST be
+        //# interleaved into the data as a matter of course, not necessarily as a
+        //# heartbeat mechanism.  This ambient transmission of SPMs is REQUIRED
+        //# to keep the distribution tree information in the network current and
+        //# to allow new receivers to synchronize with the session.
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-5.1.6
+        //# An implementation SHOULD de-couple ambient and heartbeat SPM timers
+        //# sufficiently to permit them to be configured independently of each
+        //# other.
         if now >= self.next_ambient {
             self.spm_due = true;
             self.next_ambient = now + self.config.spm_ambient_ivl;
         }
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-5.1.5
+        //# In the absence of data to transmit, a source SHOULD transmit SPMs at
+        //# a decaying rate in order to assist early detection of lost data, to
+        //# maintain current source path state in PGM network elements, and to
+        //# maintain current receive window state in the receivers.
         if self.next_heartbeat.is_some_and(|t| now >= t) {
             self.spm_due = true;
             self.ihb = (self.ihb * 2).min(self.config.ihb_max);
@@ -545,6 +581,16 @@ impl Source {
         }
     }
 
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-5.1.2
+    //# To regulate its transmit rate, a source MUST use a token bucket
+    //# scheme or any other traffic management scheme that yields equivalent
+    //# behavior.
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-5.1.2
+    //# Over any arbitrarily chosen interval, the number
+    //# of bytes the source may transmit MUST NOT exceed the token bucket
+    //# size plus the product of the token rate and the chosen interval.
+    // (A packet goes out while tokens remain and is charged whole: the bound is exceeded
+    // by at less than one packet, as if the bucket were a packet deeper.)
     fn refill(&mut self, now: Instant) {
         if self.config.txw_max_rte == 0 {
             return;
@@ -578,6 +624,11 @@ impl Source {
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         self.handle_timeout(now);
         self.refill(now);
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-5.1.3
+        //# To preserve the logic of PGM's transmit window, a source MUST
+        //# strictly prioritize sending of pending NCFs first, pending SPMs
+        //# second, and only send ODATA or RDATA when no NCFs or SPMs are
+        //# pending.
         if let Some((first, rest)) = self.ncfs.pop_front() {
             let t = self.emit_ncf(first, &rest, buf);
             self.stats.ncf_sent += 1;
@@ -613,6 +664,11 @@ impl Source {
             self.on_data_sent(now);
             return Some(t);
         }
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-5.1.1
+        //# A source MUST
+        //# transmit ODATA packets in sequence and only within the transmit
+        //# window beginning with TXW_TRAIL at no greater a rate than
+        //# TXW_MAX_RTE.
         if self.next_odata != self.next_sqn {
             let idx = self.next_odata.since(self.window.front()?.sqn)? as usize;
             let t = self.emit_data(idx, PacketType::Odata, buf);
@@ -664,6 +720,12 @@ impl Source {
     }
 
     fn emit_spm(&self, buf: &mut Vec<u8>) -> Transmit {
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-9.7.1
+        //# Sources MUST include OPT_FIN in every SPM sent after it has been
+        //# determined that the application has closed gracefully.
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-9.7
+        //# The FIN PGM option MUST appear in every SPM sent after the last ODATA
+        //# for a session.
         let fin = self.closing && self.is_drained();
         let mut opts = [PgmOption::from(OptionValue::Fin); 2];
         let mut n = 0;

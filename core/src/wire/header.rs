@@ -406,6 +406,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.buffer.as_mut()[field::DPORT].copy_from_slice(&v.to_be_bytes());
     }
 
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-8
+    //# The high-order two bits of the Type field encode a version
+    //# number, 0x0 in this instance.  The low-order nibble of the type
+    //# field encodes the specific packet type.  The intervening two
+    //# bits (the low-order two bits of the high-order nibble) are
+    //# reserved and MUST be zero.
     /// Sets the type byte to a packet type, version 0.
     pub fn set_packet_type(&mut self, t: PacketType) {
         self.buffer.as_mut()[field::TYPE] = t.code();

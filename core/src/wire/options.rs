@@ -359,6 +359,10 @@ pub struct PgmOption<'a> {
 impl<'a> From<OptionValue<'a>> for PgmOption<'a> {
     fn from(value: OptionValue<'a>) -> Self {
         Self {
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-9
+            //# OP_ENCODED and
+            //# OP_ENCODED_NULL MUST be normally set to zero except when the option
+            //# is used in FEC packets to preserve original options.
             flags: OptFlags::default(),
             value,
         }
@@ -590,6 +594,10 @@ impl<'a> PgmOption<'a> {
         let len = self.wire_len();
         let len8 = u8::try_from(len).map_err(|_| WireError::Unrepresentable)?;
         let out = buf.get_mut(..len).ok_or(WireError::BufferTooSmall)?;
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-9
+        //# Last are 7 bits designated for option specific
+        //# information which may be defined on a per-option basis.  If not
+        //# defined for a particular option, they MUST be set to 0.
         let mut specific = 0u8;
         let body = &mut out[OPTION_HEADER_LEN..];
         let put32 = |b: &mut [u8], at: usize, v: u32| {
@@ -781,6 +789,10 @@ impl<'a> OptionList<'a> {
         }
         let total16 = u16::try_from(total).map_err(|_| WireError::Unrepresentable)?;
         let out = buf.get_mut(..total).ok_or(WireError::BufferTooSmall)?;
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-9.1
+        //# When option extensions are appended to the standard PGM header, the
+        //# extensions MUST be preceded by an option extension length field
+        //# specifying the total length of all option extensions.
         out[0] = OptionType::Length.code();
         out[1] = OPTION_HEADER_LEN as u8;
         out[2..4].copy_from_slice(&total16.to_be_bytes());
@@ -791,6 +803,13 @@ impl<'a> OptionList<'a> {
                     return Err(WireError::Unrepresentable);
                 }
             }
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-9.1
+            //# To provide an indication of the end of option extensions, OPT_END
+            //# (0x80) MUST be set in the Option Type field of the trailing option
+            //# extension.
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-9
+            //# The OPT_END bit MUST be set in the last
+            //# option in the option list, whichever that might be.
             o.emit(&mut out[at..], i + 1 == count)?;
             at += o.wire_len();
         }

@@ -148,6 +148,10 @@ impl<'a> Repr<'a> {
     /// derived from the options (§9.1), the parity bits from the fields.
     pub fn options_flags(&self) -> u8 {
         let mut f = 0;
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-9.1
+        //# In addition, the presence of the options MUST be encoded in the
+        //# Options field of the standard PGM header before the Checksum is
+        //# computed.
         if !self.options.is_empty() {
             f |= flags::OPT_PRESENT;
         }
