@@ -272,14 +272,7 @@ impl Daemon {
         let repairer = Repairer::new(config);
         let name = self.lock().name_of(key.0);
         tracing::info!(interface = %name, group = %key.1, port = key.2, "serving group and port");
-        self.lock().add_engine(
-            key,
-            Engine {
-                baseline: repairer.stats().clone(),
-                rx_baseline: pgm_core::proto::receiver::ReceiverStats::default(),
-                repairer,
-            },
-        );
+        self.lock().add_engine(key, Engine::new(repairer));
         true
     }
 
@@ -360,7 +353,10 @@ impl Daemon {
         };
         let mut s = self.lock();
         match s.engines.get_mut(&key) {
-            Some(e) => e.repairer.handle_packet(now, meta, pgm),
+            Some(e) => {
+                e.repairer.handle_packet(now, meta, pgm);
+                s.touch(key);
+            }
             None => s.extra.unserved += 1,
         }
     }
@@ -373,7 +369,14 @@ impl Daemon {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut sent: Vec<(u32, &'static str)> = Vec::new();
         let mut errors = 0;
-        for (&(ifindex, _, _), e) in &mut s.engines {
+        // Only the engines that handled something: the work per batch does not grow with the
+        // number of engines.
+        let touched = s.take_touched();
+        for &key in &touched {
+            let ifindex = key.0;
+            let Some(e) = s.engines.get_mut(&key) else {
+                continue;
+            };
             while let Some(ev) = e.repairer.poll_event() {
                 tracing::trace!(event = ?ev, "receiver event");
             }
@@ -403,6 +406,9 @@ impl Daemon {
                 }
             }
         }
+        for key in touched {
+            s.schedule(key);
+        }
         for (i, ty) in sent {
             s.count(i, Dir::Out, ty);
         }
@@ -410,19 +416,19 @@ impl Daemon {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        self.lock()
-            .engines
-            .values()
-            .filter_map(|e| e.repairer.poll_timeout())
-            .min()
+        self.lock().next_wake()
     }
 
     fn timeout(&self, now: Instant) {
         let mut s = self.lock();
-        for e in s.engines.values_mut() {
-            if e.repairer.poll_timeout().is_some_and(|t| t <= now) {
-                e.repairer.handle_timeout(now);
+        for key in s.due(now) {
+            if let Some(e) = s.engines.get_mut(&key) {
+                if e.repairer.poll_timeout().is_some_and(|t| t <= now) {
+                    e.repairer.handle_timeout(now);
+                }
             }
+            // Touched either way, so that its next deadline is scheduled.
+            s.touch(key);
         }
     }
 
@@ -469,8 +475,12 @@ impl Daemon {
             let mut s = self.lock();
             s.cache_limit = d.cache_bytes;
             s.cache_age_secs = d.cache_age.as_secs_f64();
-            for e in s.engines.values_mut() {
-                e.repairer.set_cache_limits(now, bytes, age);
+            let keys: Vec<Key> = s.engines.keys().copied().collect();
+            for key in keys {
+                if let Some(e) = s.engines.get_mut(&key) {
+                    e.repairer.set_cache_limits(now, bytes, age);
+                }
+                s.touch(key);
             }
             s.engines.len()
         };

@@ -1,8 +1,10 @@
 //! What the driver and the admin API share: the engines (one per interface, group and port)
 //! and the daemon's own counters.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::net::Ipv4Addr;
+use std::time::Instant;
 
 use pgm_config::{DlrSection, DlrServe};
 use pgm_core::proto::receiver::ReceiverStats;
@@ -22,6 +24,26 @@ pub(crate) struct Engine {
     pub(crate) baseline: DlrStats,
     /// The embedded receiver's counters at the last clear.
     pub(crate) rx_baseline: ReceiverStats,
+    /// Its entry in [`Shared::wakeups`], if any.
+    wake: Option<Instant>,
+    /// Its cache bytes as last added to [`Shared::cache_total`].
+    cached: u64,
+    /// In [`Shared::touched`].
+    touched: bool,
+}
+
+impl Engine {
+    /// A new engine, counting from zero.
+    pub(crate) fn new(repairer: Repairer) -> Self {
+        Self {
+            baseline: repairer.stats().clone(),
+            rx_baseline: ReceiverStats::default(),
+            wake: None,
+            cached: 0,
+            touched: false,
+            repairer,
+        }
+    }
 }
 
 /// Direction of traffic.
@@ -188,6 +210,13 @@ pub(crate) struct Shared {
     route_rotation: VecDeque<(u32, Tsi)>,
     /// Every engine once, in the order they are examined to make room.
     engine_rotation: VecDeque<Key>,
+    /// Engines that handled packets or timers since their transmits were last taken.
+    touched: Vec<Key>,
+    /// Each engine's next deadline (entries superseded since are skipped; rebuilt when they
+    /// outnumber the engines twice over).
+    wakeups: BinaryHeap<Reverse<(Instant, Key)>>,
+    /// The engines' cache bytes together.
+    cache_total: u64,
 }
 
 /// Engines or routes examined, at most, to make room for a new one: a packet's work stays
@@ -211,6 +240,9 @@ impl Shared {
             routes: HashMap::new(),
             route_rotation: VecDeque::new(),
             engine_rotation: VecDeque::new(),
+            touched: Vec::new(),
+            wakeups: BinaryHeap::new(),
+            cache_total: 0,
         }
     }
 
@@ -244,6 +276,7 @@ impl Shared {
     /// Removes the engine `key`, keeping its counters in the totals.
     pub(crate) fn retire(&mut self, key: Key) {
         if let Some(e) = self.engines.remove(&key) {
+            self.cache_total = self.cache_total.saturating_sub(e.cached);
             let t = e.totals();
             self.retired.add_counters(&t);
             self.extra.engines_retired += 1;
@@ -342,17 +375,91 @@ impl Shared {
         false
     }
 
+    /// Notes that engine `key` handled a packet or a timer: its cache bytes are accounted
+    /// at once (O(1)), its transmits and deadline at the next [`Self::take_touched`].
+    pub(crate) fn touch(&mut self, key: Key) {
+        let Some(e) = self.engines.get_mut(&key) else {
+            return;
+        };
+        let now_cached = e.repairer.stats().cache_bytes;
+        self.cache_total = (self.cache_total + now_cached).saturating_sub(e.cached);
+        e.cached = now_cached;
+        if !e.touched {
+            e.touched = true;
+            self.touched.push(key);
+        }
+    }
+
+    /// The engines touched since the last call (each once).
+    pub(crate) fn take_touched(&mut self) -> Vec<Key> {
+        let keys = std::mem::take(&mut self.touched);
+        for k in &keys {
+            if let Some(e) = self.engines.get_mut(k) {
+                e.touched = false;
+            }
+        }
+        keys
+    }
+
+    /// Puts engine `key`'s next deadline in the wake-up queue if it is earlier than its
+    /// entry there.
+    pub(crate) fn schedule(&mut self, key: Key) {
+        let Some(e) = self.engines.get_mut(&key) else {
+            return;
+        };
+        let Some(at) = e.repairer.poll_timeout() else {
+            return;
+        };
+        if e.wake.is_some_and(|w| w <= at) {
+            return;
+        }
+        e.wake = Some(at);
+        self.wakeups.push(Reverse((at, key)));
+        if self.wakeups.len() > 2 * self.engines.len() + 64 {
+            self.wakeups = self
+                .engines
+                .iter()
+                .filter_map(|(k, e)| e.wake.map(|w| Reverse((w, *k))))
+                .collect();
+        }
+    }
+
+    /// The earliest deadline of any engine (perhaps a little early: a superseded entry).
+    pub(crate) fn next_wake(&self) -> Option<Instant> {
+        self.wakeups.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// The engines whose wake-up is due at `now`, taken off the queue.
+    pub(crate) fn due(&mut self, now: Instant) -> Vec<Key> {
+        let mut keys = Vec::new();
+        while let Some(&Reverse((at, key))) = self.wakeups.peek() {
+            if at > now {
+                break;
+            }
+            self.wakeups.pop();
+            if let Some(e) = self.engines.get_mut(&key) {
+                if e.wake == Some(at) {
+                    e.wake = None;
+                    keys.push(key);
+                }
+            }
+        }
+        keys
+    }
+
+    /// The engines' cache bytes together.
+    #[cfg(test)]
+    pub(crate) fn cache_total(&self) -> u64 {
+        self.cache_total
+    }
+
     /// Keeps the cached bytes of all engines together within `limit`, evicting the oldest
     /// packet over all of them first (each engine alone is bounded by its own copy of the
-    /// limit, and by age). Returns the packets evicted.
+    /// limit, and by age). Returns the packets evicted. Free below the limit; at it, each
+    /// eviction compares the engines' oldest packets (O(engines), at most `max_engines`).
     pub(crate) fn bound_cache(&mut self, limit: u64) -> u64 {
-        let mut total: u64 = self
-            .engines
-            .values()
-            .map(|e| e.repairer.stats().cache_bytes)
-            .sum();
         let mut evicted = 0;
-        while total > limit {
+        while self.cache_total > limit {
             let oldest = self
                 .engines
                 .iter()
@@ -367,7 +474,7 @@ impl Shared {
                 break;
             }
             evicted += 1;
-            total = total.saturating_sub(freed as u64);
+            self.touch(key);
         }
         evicted
     }
@@ -483,11 +590,7 @@ interfaces = [\"eth0\"]\n{keys}"
     }
 
     fn with(repairer: Repairer) -> Engine {
-        Engine {
-            baseline: repairer.stats().clone(),
-            rx_baseline: ReceiverStats::default(),
-            repairer,
-        }
+        Engine::new(repairer)
     }
 
     fn tsi(sport: u16) -> Tsi {
@@ -518,6 +621,7 @@ interfaces = [\"eth0\"]\n{keys}"
         for q in sqns {
             feed_from(e, key.1, at, SPORT, q);
         }
+        s.touch(key);
     }
 
     /// One ODATA of the source with data-source port `sport`.
@@ -680,6 +784,7 @@ interfaces = [\"eth0\"]\n{keys}"
         s.add_engine(b, engine(b.1));
         feed(&mut s, a, t0, 0..10);
         feed(&mut s, b, t0 + Duration::from_millis(5), 0..10);
+        assert_eq!(s.cache_total(), s.totals().cache_bytes);
         let per_engine = s.totals().cache_bytes / 2;
         // Room for 15 packets: the 5 oldest go, all of them engine a's.
         let limit = per_engine * 3 / 2;
@@ -690,6 +795,40 @@ interfaces = [\"eth0\"]\n{keys}"
         assert_eq!(s.engines[&a].repairer.stats().cache_entries, 5);
         assert_eq!(s.engines[&b].repairer.stats().cache_entries, 10);
         assert_eq!(s.bound_cache(limit), 0);
+        assert_eq!(s.cache_total(), s.totals().cache_bytes);
+    }
+
+    #[test]
+    fn only_touched_engines_are_flushed_and_deadlines_come_from_a_queue() {
+        #[expect(clippy::disallowed_methods, reason = "the test's epoch")]
+        let t0 = Instant::now();
+        let mut s = shared();
+        let keys: Vec<Key> = (1..=4)
+            .map(|n| (1, Ipv4Addr::new(239, 1, 1, n), 7500))
+            .collect();
+        for &k in &keys {
+            s.add_engine(k, engine(k.1));
+        }
+        assert!(s.take_touched().is_empty() && s.next_wake().is_none());
+        // Packets for one engine: it alone is touched (once), and its deadline (cache
+        // ageing, NAK timers) is queued when its transmits are taken.
+        feed(&mut s, keys[2], t0, 0..3);
+        feed(&mut s, keys[2], t0, 3..5);
+        let touched = s.take_touched();
+        assert_eq!(touched, vec![keys[2]]);
+        for k in touched {
+            s.schedule(k);
+        }
+        let wake = s.next_wake().expect("a deadline");
+        assert_eq!(Some(wake), s.engines[&keys[2]].repairer.poll_timeout());
+        assert!(s.due(wake - Duration::from_millis(1)).is_empty());
+        assert_eq!(s.due(wake), vec![keys[2]]);
+        assert!(s.next_wake().is_none());
+        // Scheduling again and again keeps one entry per engine.
+        for _ in 0..1000 {
+            s.schedule(keys[2]);
+        }
+        assert!(s.wakeups.len() <= 1);
     }
 
     #[test]
