@@ -239,8 +239,9 @@ impl Default for RouterTimers {
     }
 }
 
-/// `[router.limits]`: bounds on the network element's state. Beyond a bound the least
-/// recently used entry is evicted, and the eviction counted in the metrics.
+/// `[router.limits]`: bounds on the network element's state and on the NAKs it acts on.
+/// Beyond a state bound the least recently used entry is evicted, and the eviction counted in
+/// the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouterLimits {
     /// `max_tsis`: most TSIs with source path state. Default 4096. 1 to 10 000 000.
@@ -257,6 +258,14 @@ pub struct RouterLimits {
     /// `learn_rate`: packets of sources without a route handed to the daemon per second at
     /// most (netdev plane; the kernel drops the rest). Default 1000. 1 to 1 000 000.
     pub learn_rate: u32,
+    /// `nak_window_slack`: how far past a session's leading edge (from its source's SPMs and
+    /// the RDATA the router forwards) a NAK's sequence numbers may lie and still be confirmed
+    /// and forwarded; entries outside the window leave the NCF and the forwarded NAK, and NAKs
+    /// wholly outside it are dropped (`pgm_router_naks_outside_window_total`). Default
+    /// 1048576 (2^20): the router does not see ODATA, so the window it knows lags the data by
+    /// up to an ambient SPM interval at the start of a burst; 2^20 covers 100 000 packets/s
+    /// for ten seconds. 0 to 2^31 - 1.
+    pub nak_window_slack: u32,
 }
 
 impl Default for RouterLimits {
@@ -267,6 +276,7 @@ impl Default for RouterLimits {
             max_routes: 4096,
             max_memberships: 4096,
             learn_rate: 1000,
+            nak_window_slack: 1 << 20,
         }
     }
 }

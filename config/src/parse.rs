@@ -54,6 +54,7 @@ mod keys {
         "max_routes",
         "max_memberships",
         "learn_rate",
+        "nak_window_slack",
     ];
     pub(super) const ROUTER_POLL: &[&str] = &["interval", "backoff", "mask_bits"];
     pub(super) const DLR: &[&str] = &[
@@ -114,6 +115,8 @@ const MAX_IFNAME: usize = 15;
 const LIMIT_RANGE: RangeInclusive<i128> = 1..=10_000_000;
 /// Range of window sizes in sequence numbers: less than half the sequence space (§3).
 const WINDOW_RANGE: RangeInclusive<i128> = 1..=(i32::MAX as i128);
+/// Range of a network element's NAK window slack: less than half the sequence space (§3.3).
+const SLACK_RANGE: RangeInclusive<i128> = 0..=(i32::MAX as i128);
 /// Range of ports.
 const PORT_RANGE: RangeInclusive<i128> = 1..=65_535;
 
@@ -387,12 +390,14 @@ fn router(ctx: &mut Ctx<'_>, mut section: Section<'_, '_>) -> RouterSection {
             max_routes,
             max_memberships,
             learn_rate,
+            nak_window_slack,
         } = &mut router.limits;
         limits.integer(ctx, "max_tsis", max_tsis, LIMIT_RANGE);
         limits.integer(ctx, "max_repair_states", max_repair_states, LIMIT_RANGE);
         limits.integer(ctx, "max_routes", max_routes, LIMIT_RANGE);
         limits.integer(ctx, "max_memberships", max_memberships, LIMIT_RANGE);
         limits.integer(ctx, "learn_rate", learn_rate, 1..=1_000_000);
+        limits.integer(ctx, "nak_window_slack", nak_window_slack, SLACK_RANGE);
         limits.finish(ctx);
     }
     if let Some(mut poll) = section.table(ctx, "poll") {

@@ -328,6 +328,29 @@ fn nflog_group_is_a_16_bit_group() {
 }
 
 #[test]
+fn nak_window_slack_is_at_most_half_the_sequence_space() {
+    let text = format!("{IFACES}[router.limits]\nnak_window_slack = 2147483648\n");
+    assert_eq!(
+        only_error(&text).to_string(),
+        "test.toml:6:20: router.limits.nak_window_slack: 2147483648 is out of range 0..=2147483647"
+    );
+    assert_eq!(
+        errors(&format!("{IFACES}[router.limits]\nnak_window_slack = -1\n")),
+        vec![e(
+            6,
+            20,
+            "router.limits.nak_window_slack",
+            ErrorKind::OutOfRange
+        )]
+    );
+    for (given, want) in [("0", 0), ("2147483647", i32::MAX as u32)] {
+        let ok = format!("{IFACES}[router.limits]\nnak_window_slack = {given}\n");
+        let router = Config::from_str(&ok, "t").unwrap().router.unwrap();
+        assert_eq!(router.limits.nak_window_slack, want);
+    }
+}
+
+#[test]
 fn limits_out_of_range() {
     let text = format!(
         "{IFACES}[router.limits]\nmax_tsis = 0\nmax_repair_states = 10_000_001\n[router.poll]\nmask_bits = 32\n"

@@ -47,6 +47,7 @@ fn engine_defaults() {
             max_routes: 4096,
             max_memberships: 4096,
             learn_rate: 1000,
+            nak_window_slack: 1 << 20,
         }
     );
     assert_eq!(timers.route_idle, ms(180_000));
@@ -181,6 +182,7 @@ max_repair_states = 1_000
 max_routes = 50
 max_memberships = 60
 learn_rate = 200
+nak_window_slack = 4096
 
 [router.poll]
 interval = "off"
@@ -260,6 +262,7 @@ max_buffer_bytes = 1_000_000
                 max_routes: 50,
                 max_memberships: 60,
                 learn_rate: 200,
+                nak_window_slack: 4096,
             },
             poll: PollSettings {
                 interval: None,

@@ -69,10 +69,20 @@ fn ne() -> NetworkElement {
 }
 
 fn emit(sport: u16, dport: u16, body: Body<'_>, options: &[PgmOption<'_>]) -> Vec<u8> {
+    emit_for(GSI, sport, dport, body, options)
+}
+
+fn emit_for(
+    gsi: Gsi,
+    sport: u16,
+    dport: u16,
+    body: Body<'_>,
+    options: &[PgmOption<'_>],
+) -> Vec<u8> {
     let repr = Repr {
         sport,
         dport,
-        gsi: GSI,
+        gsi,
         parity: false,
         var_pktlen: false,
         body,
@@ -847,4 +857,619 @@ fn nak_src_is_put_right_when_forwarded() {
     p.verify_checksum().expect("checksum updated");
     assert_eq!(p.source_nla(), Nla(SRC));
     assert_eq!(ne.stats().nak_sources_rewritten, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Robustness: the transmit window, OPX checksums, work per packet, bounds.
+
+/// An SPM of the test TSI with the given window edges.
+fn spm_window(sqn: u32, trail: u32, lead: u32) -> Vec<u8> {
+    emit(
+        4000,
+        7500,
+        Body::Spm(SpmRepr {
+            sqn: Sqn(sqn),
+            trail: Sqn(trail),
+            lead: Sqn(lead),
+            path: Nla(UPSTREAM),
+        }),
+        &[],
+    )
+}
+
+/// An SPM without window information (SPM_TRAIL 0, SPM_LEAD 0x80000000, §8.1).
+fn spm_no_window(sqn: u32) -> Vec<u8> {
+    spm_window(sqn, 0, 0x8000_0000)
+}
+
+/// An RDATA packet with the given trail.
+fn rdata_trail(sqn: u32, trail: u32) -> Vec<u8> {
+    emit(
+        4000,
+        7500,
+        Body::Rdata(DataRepr {
+            sqn: Sqn(sqn),
+            trail: Sqn(trail),
+            payload: b"repair",
+        }),
+        &[],
+    )
+}
+
+/// An NNAK for `sqns`.
+fn nnak(sqns: &[u32]) -> Vec<u8> {
+    let mut b = nak(sqns);
+    b[4] = 0x09;
+    Packet::new_unchecked(&mut b[..]).fill_checksum();
+    b
+}
+
+/// How many of `out` are of type `ty`.
+fn count(out: &[(NeTransmit, Vec<u8>)], ty: PacketType) -> usize {
+    out.iter().filter(|(t, _)| t.packet_type == ty).count()
+}
+
+/// The sequence numbers of the first packet of type `ty` in `out`.
+fn sqns_of(out: &[(NeTransmit, Vec<u8>)], ty: PacketType) -> Vec<u32> {
+    let (_, b) = out
+        .iter()
+        .find(|(t, _)| t.packet_type == ty)
+        .unwrap_or_else(|| panic!("no {ty:?} in {out:?}"));
+    let p = pgm_core::wire::NakPacket::new_checked(&b[..]).expect("a NAK-like packet");
+    p.verify_checksum().expect("checksum");
+    p.sqns().map(|s| s.0).collect()
+}
+
+/// A small deterministic generator (splitmix64): the floods replay exactly.
+struct Mix(u64);
+
+impl Mix {
+    fn u32(&mut self) -> u32 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) as u32
+    }
+}
+
+/// What one NAK for `sqn` on LAN A draws: (NCFs, NAKs forwarded).
+fn nak_outcome(ne: &mut NetworkElement, now: Instant, sqns: &[u32]) -> (usize, usize) {
+    ne.handle_packet(now, nak_on(IF_A), &nak(sqns));
+    let out = drain(ne, now);
+    (count(&out, PacketType::Ncf), count(&out, PacketType::Nak))
+}
+
+#[test]
+fn a_flood_of_naks_for_random_sqns_is_reflected_only_inside_the_window() {
+    // 50 000 NAKs for random sequence numbers of a real session used to draw 50 000 NCFs
+    // onto the LAN and 50 000 NAKs upstream. Only those inside the window the SPMs announce
+    // (plus the slack) may.
+    let now = t0();
+    let mut ne = ne_with(|c| c.nak_window_slack = 1000);
+    ne.handle_packet(now, from_upstream(), &spm_window(1, 10_000, 20_000));
+    drain(&mut ne, now);
+    let mut rng = Mix(0x5eed);
+    let (mut inside, mut ncfs, mut forwarded) = (0u64, 0, 0);
+    for i in 0..50_000u32 {
+        let at = now + Duration::from_micros(u64::from(i));
+        // One in a hundred is a real loss inside the window.
+        let s = if i % 100 == 0 {
+            10_000 + rng.u32() % 11_001
+        } else {
+            rng.u32()
+        };
+        inside += u64::from(s.wrapping_sub(10_000) <= 10_000 + 1000);
+        let (n, f) = nak_outcome(&mut ne, at, &[s]);
+        ncfs += n;
+        forwarded += f;
+    }
+    assert!(inside >= 500, "{inside}");
+    assert_eq!(ne.stats().naks_outside_window, 50_000 - inside);
+    assert_eq!(ne.stats().nak_sqns_outside_window, 50_000 - inside);
+    assert!(
+        ncfs as u64 <= inside && ncfs >= 400,
+        "{ncfs} NCFs for {inside} NAKs inside"
+    );
+    assert!(
+        forwarded as u64 <= inside && forwarded >= 400,
+        "{forwarded} forwarded"
+    );
+    assert!(ne.repair_state_count() as u64 <= inside);
+    assert_eq!(ne.stats().naks_received, 50_000);
+}
+
+#[test]
+fn the_window_edges_follow_serial_arithmetic_and_the_slack() {
+    let now = t0();
+    // A window across the wrap of the sequence space.
+    let mut ne = ne_with(|c| c.nak_window_slack = 100);
+    ne.handle_packet(now, from_upstream(), &spm_window(1, 0xFFFF_FF00, 0x10));
+    drain(&mut ne, now);
+    for (s, admitted) in [
+        (0xFFFF_FEFF, false),
+        (0xFFFF_FF00, true),
+        (0xFFFF_FFFF, true),
+        (0, true),
+        (0x10, true),
+        (0x10 + 100, true),
+        (0x10 + 101, false),
+        (0x7FFF_FFFF, false),
+        (0x8000_0000, false),
+        (0xFFFF_0000, false),
+    ] {
+        let want = if admitted { (1, 1) } else { (0, 0) };
+        assert_eq!(nak_outcome(&mut ne, now, &[s]), want, "NAK for {s:#x}");
+    }
+    assert_eq!(ne.stats().naks_outside_window, 5);
+    // An empty window (SPM_TRAIL = SPM_LEAD + 1): what was sent is gone, what comes next may
+    // be NAKed up to the slack.
+    let mut ne = ne_with(|c| c.nak_window_slack = 10);
+    ne.handle_packet(now, from_upstream(), &spm_window(1, 501, 500));
+    drain(&mut ne, now);
+    for (s, admitted) in [(500, false), (501, true), (510, true), (511, false)] {
+        let want = if admitted { (1, 1) } else { (0, 0) };
+        assert_eq!(nak_outcome(&mut ne, now, &[s]), want, "NAK for {s}");
+    }
+    // No slack at all: only the window itself.
+    let mut ne = ne_with(|c| c.nak_window_slack = 0);
+    ne.handle_packet(now, from_upstream(), &spm_window(1, 501, 500));
+    drain(&mut ne, now);
+    assert_eq!(nak_outcome(&mut ne, now, &[501]), (0, 0));
+    let mut ne = ne_with(|c| c.nak_window_slack = 0);
+    ne.handle_packet(now, from_upstream(), &spm_window(1, 501, 501));
+    drain(&mut ne, now);
+    assert_eq!(nak_outcome(&mut ne, now, &[501]), (1, 1));
+    assert_eq!(nak_outcome(&mut ne, now, &[502]), (0, 0));
+}
+
+#[test]
+fn nak_list_entries_outside_the_window_leave_the_ncf_and_the_forwarded_nak() {
+    let now = t0();
+    let mut ne = ne_with(|c| c.nak_window_slack = 10);
+    ne.handle_packet(now, from_upstream(), &spm_window(1, 100, 200));
+    drain(&mut ne, now);
+    ne.handle_packet(now, nak_on(IF_A), &nak(&[50, 150, 300, 160, 210]));
+    let out = drain(&mut ne, now);
+    assert_eq!(sqns_of(&out, PacketType::Ncf), [150, 160, 210]);
+    assert_eq!(sqns_of(&out, PacketType::Nak), [150, 160, 210]);
+    let (t, _) = out
+        .iter()
+        .find(|(t, _)| t.packet_type == PacketType::Nak)
+        .expect("forwarded");
+    assert_eq!((t.ifindex, t.destination), (IF_UP, UPSTREAM));
+    assert_eq!(ne.stats().nak_sqns_outside_window, 2);
+    assert_eq!(ne.stats().naks_outside_window, 0);
+    // The main sequence number outside, one of the list inside: the NAK goes on for that one.
+    ne.handle_packet(now, nak_on(IF_A), &nak(&[40, 170]));
+    let out = drain(&mut ne, now);
+    assert_eq!(sqns_of(&out, PacketType::Ncf), [170]);
+    assert_eq!(sqns_of(&out, PacketType::Nak), [170]);
+    // None inside: nothing at all.
+    assert_eq!(nak_outcome(&mut ne, now, &[50, 300, 99]), (0, 0));
+    assert_eq!(ne.stats().naks_outside_window, 1);
+    assert_eq!(ne.stats().nak_sqns_outside_window, 6);
+    let repairs: Vec<u32> = ne
+        .tsi_snapshot(&TSI)
+        .expect("tsi")
+        .repairs
+        .iter()
+        .map(|r| r.sqn.0)
+        .collect();
+    assert_eq!(repairs, [150, 160, 170, 210], "no state outside the window");
+    // NNAKs too.
+    ne.handle_packet(now, nak_on(IF_A), &nnak(&[5000]));
+    assert!(drain(&mut ne, now).is_empty());
+    assert_eq!(ne.stats().naks_outside_window, 2);
+    assert_eq!(ne.stats().nnaks_forwarded, 0);
+    ne.handle_packet(now, nak_on(IF_A), &nnak(&[5000, 180]));
+    let out = drain(&mut ne, now);
+    assert_eq!(sqns_of(&out, PacketType::Nnak), [180]);
+}
+
+#[test]
+fn the_window_follows_spms_and_upstream_data_and_the_slack_follows_the_lead() {
+    let now = t0();
+    let mut ne = ne_with(|c| c.nak_window_slack = 100);
+    ne.handle_packet(now, from_upstream(), &spm_window(1, 0, 1000));
+    drain(&mut ne, now);
+    assert_eq!(nak_outcome(&mut ne, now, &[1200]), (0, 0));
+    // RDATA from upstream shows a later lead.
+    ne.handle_packet(now, from_upstream(), &rdata_trail(1150, 0));
+    drain(&mut ne, now);
+    assert_eq!(nak_outcome(&mut ne, now, &[1200]), (1, 1));
+    // RDATA from below teaches nothing.
+    let below = NeRecvMeta {
+        ifindex: IF_B,
+        ..from_upstream()
+    };
+    ne.handle_packet(now, below, &rdata_trail(5000, 0));
+    drain(&mut ne, now);
+    assert_eq!(nak_outcome(&mut ne, now, &[1251]), (0, 0));
+    // The trail advances: older numbers can no longer be repaired.
+    ne.handle_packet(now, from_upstream(), &spm_window(2, 500, 1300));
+    drain(&mut ne, now);
+    assert_eq!(nak_outcome(&mut ne, now, &[400]), (0, 0));
+    assert_eq!(nak_outcome(&mut ne, now, &[500]), (1, 1));
+    // An out-of-sequence SPM and one without window information change nothing.
+    ne.handle_packet(now, from_upstream(), &spm_window(1, 0, 1000));
+    ne.handle_packet(now, from_upstream(), &spm_no_window(3));
+    drain(&mut ne, now);
+    assert_eq!(nak_outcome(&mut ne, now, &[401]), (0, 0));
+    // The lead advanced 10 000 between two SPMs: the data runs that far ahead of the SPMs,
+    // so NAKs up to twice that beyond the lead are let through.
+    ne.handle_packet(now, from_upstream(), &spm_window(4, 500, 11_300));
+    drain(&mut ne, now);
+    assert_eq!(nak_outcome(&mut ne, now, &[11_300 + 20_000]), (1, 1));
+    assert_eq!(nak_outcome(&mut ne, now, &[11_300 + 20_001]), (0, 0));
+}
+
+#[test]
+fn naks_are_not_filtered_before_a_window_is_known() {
+    let now = t0();
+    let mut ne = ne_with(|c| c.nak_window_slack = 0);
+    ne.handle_packet(now, from_upstream(), &spm_no_window(1));
+    drain(&mut ne, now);
+    assert_eq!(nak_outcome(&mut ne, now, &[0x9000_0000]), (1, 1));
+    assert_eq!(ne.stats().naks_outside_window, 0);
+}
+
+#[test]
+fn an_invalidated_option_after_an_odd_length_one_keeps_the_checksum_valid() {
+    let now = t0();
+    let mut ne = with_state(now);
+    // 7 bytes: the next option's type byte sits at an odd offset of the packet.
+    let odd = PgmOption {
+        flags: OptFlags::with_opx(Opx::Ignore),
+        value: OptionValue::Unknown {
+            code: 0x21,
+            specific: 0,
+            data: &[9, 9, 9],
+        },
+    };
+    let invalidate = PgmOption {
+        flags: OptFlags::with_opx(Opx::Invalidate),
+        value: OptionValue::Unknown {
+            code: 0x20,
+            specific: 0,
+            data: &[1, 2, 3, 4],
+        },
+    };
+    let body = Body::Spm(SpmRepr {
+        sqn: Sqn(2),
+        trail: Sqn(0),
+        lead: Sqn(100),
+        path: Nla(UPSTREAM),
+    });
+    ne.handle_packet(
+        now,
+        from_upstream(),
+        &emit(4000, 7500, body, &[odd, invalidate]),
+    );
+    let out = drain(&mut ne, now);
+    assert_eq!(out.len(), 2);
+    let check = |b: &[u8]| {
+        let p = Packet::new_checked(b).expect("forwarded");
+        p.verify_checksum()
+            .expect("checksum valid after invalidation");
+        let types: Vec<OptionType> = p.options().iter().map(|o| o.option_type()).collect();
+        assert_eq!(types, [OptionType::Unknown(0x21), OptionType::Invalid]);
+    };
+    for (_, b) in &out {
+        check(b);
+    }
+    // A NAK forwarded upstream with the same options.
+    let list = [PgmOption::from(OptionValue::NakList(SqnList::Slice(&[
+        Sqn(6),
+    ])))];
+    let opts = [list[0], odd, invalidate];
+    ne.handle_packet(now, nak_on(IF_A), &emit(7500, 4000, nak_body(5), &opts));
+    let out = drain(&mut ne, now);
+    let (_, b) = out
+        .iter()
+        .find(|(t, _)| t.packet_type == PacketType::Nak)
+        .expect("forwarded");
+    let p = Packet::new_checked(&b[..]).expect("forwarded");
+    p.verify_checksum()
+        .expect("checksum valid after invalidation");
+    assert_eq!(ne.stats().opx_invalidated, 2);
+}
+
+/// Drives `ne` as a daemon does after each packet: one `handle_timeout` if due, then drains.
+fn settle(ne: &mut NetworkElement, at: Instant) {
+    if ne.poll_timeout().is_some_and(|t| t <= at) {
+        ne.handle_timeout(at);
+    }
+    drain(ne, at);
+}
+
+/// The test TSI's SPM under another GSI.
+fn spm_of(n: u32, sqn: u32) -> Vec<u8> {
+    let b = n.to_be_bytes();
+    emit_for(
+        Gsi([9, 9, b[0], b[1], b[2], b[3]]),
+        4000,
+        7500,
+        Body::Spm(SpmRepr {
+            sqn: Sqn(sqn),
+            trail: Sqn(0),
+            lead: Sqn(100),
+            path: Nla(UPSTREAM),
+        }),
+        &[],
+    )
+}
+
+#[test]
+fn a_flood_of_new_tsis_at_the_limit_costs_the_same_per_packet_at_any_table_size() {
+    // Eviction used to scan every TSI per SPM at the limit, and `poll_timeout` and
+    // `handle_timeout` every TSI per call: work grew with the table.
+    for max in [64usize, 4096] {
+        let now = t0();
+        let mut ne = ne_with(|c| {
+            c.max_tsis = max;
+            c.tsi_expiry = Duration::from_secs(3);
+            c.poll_ivl = Some(Duration::from_secs(2));
+            c.dlr_discovery = false;
+        });
+        let mut at = now;
+        for n in 0..max as u32 {
+            ne.handle_packet(at, from_upstream(), &spm_of(n, 1));
+            settle(&mut ne, at);
+        }
+        assert_eq!(ne.tsi_count(), max);
+        let before = ne.internals().tsi_entries_visited;
+        let flood = 4000u32;
+        for n in 0..flood {
+            at += Duration::from_millis(1);
+            ne.handle_packet(at, from_upstream(), &spm_of(1_000_000 + n, 1));
+            // A few of the old sessions stay alive.
+            if n % 10 == 0 {
+                ne.handle_packet(at, from_upstream(), &spm_of(n % 8, 2 + n));
+            }
+            settle(&mut ne, at);
+            let i = ne.internals();
+            let live = ne.tsi_count();
+            assert!(live <= max, "{live} TSIs, limit {max}");
+            assert!(
+                i.tsi_queue_len <= 2 * live + 64 && i.poll_queue_len <= 2 * live + 64,
+                "{i:?} with {live} TSIs"
+            );
+        }
+        let visited = ne.internals().tsi_entries_visited - before;
+        let per_packet = visited as f64 / f64::from(flood);
+        assert!(
+            per_packet <= 8.0,
+            "limit {max}: {visited} TSI entries visited for {flood} packets"
+        );
+        // Every new TSI found room: by evicting one, or in one an expiry freed. With 4096
+        // slots the first TSIs not kept alive expire 3 s in, before the flood has evicted
+        // them all; with 64 the flood evicts each within 64 ms, so none lives to expire.
+        let s = ne.stats();
+        assert!(
+            s.tsis_evicted + s.tsis_expired >= u64::from(flood) - 400,
+            "limit {max}: {s:?}"
+        );
+        assert!(s.tsis_evicted > 0 && s.polls_sent > 0, "limit {max}: {s:?}");
+        // Once the flood stops, everything expires, and the queues go with the TSIs.
+        let end = at + Duration::from_secs(3);
+        ne.handle_timeout(end);
+        assert_eq!(ne.tsi_count(), 0);
+        assert!(ne.stats().tsis_expired > 0);
+        let i = ne.internals();
+        assert!(i.tsi_queue_len <= 64 && i.poll_queue_len <= 64, "{i:?}");
+    }
+}
+
+#[test]
+fn repair_queues_shrink_with_the_live_states() {
+    // The lazy queues used to be bounded by the configured limit only: with a high limit,
+    // entries of states long gone stayed.
+    let now = t0();
+    let mut ne = ne_with(|c| {
+        c.max_repair_states = 100_000;
+        c.nak_window_slack = 100_000;
+    });
+    ne.handle_packet(now, from_upstream(), &spm(1));
+    drain(&mut ne, now);
+    for s in 0..20_000u32 {
+        ne.handle_packet(now, nak_on(IF_A), &nak(&[s]));
+        drain(&mut ne, now);
+    }
+    // Every repair confirmed and delivered: no state left.
+    for s in 0..20_000u32 {
+        ne.handle_packet(now, from_upstream(), &ncf(&[s]));
+        ne.handle_packet(now, from_upstream(), &rdata(s));
+        drain(&mut ne, now);
+    }
+    assert_eq!(ne.repair_state_count(), 0);
+    // A few new ones.
+    for s in 0..10u32 {
+        ne.handle_packet(now, nak_on(IF_A), &nak(&[30_000 + s]));
+        drain(&mut ne, now);
+    }
+    let i = ne.internals();
+    let live = ne.repair_state_count();
+    assert!(i.repair_order_len <= 2 * live + 64, "{i:?}");
+    assert!(i.repair_timer_len <= 4 * live + 1024, "{i:?}");
+    assert!(i.repair_map_capacity <= 4 * live + 256, "{i:?}");
+}
+
+#[test]
+fn huge_intervals_never_panic() {
+    // `now + interval` on `Instant`s panicked for intervals near `Duration::MAX`.
+    let now = t0();
+    let mut ne = ne_with(|c| {
+        c.nak_rpt_ivl = Duration::MAX;
+        c.nak_rpt_rte_ivl = Duration::MAX;
+        c.nak_rdata_ivl = Duration::MAX;
+        c.nak_elim_ivl = Duration::MAX;
+        c.ncf_holdoff = Duration::MAX;
+        c.tsi_expiry = Duration::MAX;
+        c.poll_ivl = Some(Duration::MAX);
+        c.poll_bo_ivl = Duration::MAX;
+        c.poll_mask_bits = u32::MAX;
+        c.nak_window_slack = u32::MAX;
+    });
+    ne.handle_packet(now, from_upstream(), &spm(1));
+    ne.handle_packet(now, nak_on(IF_A), &nak(&[5, 6]));
+    ne.handle_packet(now, from_upstream(), &ncf(&[5]));
+    ne.handle_packet(now, from_upstream(), &rdata(5));
+    ne.handle_packet(now, nak_on(IF_A), &redirecting_polr());
+    drain(&mut ne, now);
+    let _ = ne.poll_timeout();
+    let later = now + Duration::from_secs(86_400 * 365);
+    ne.handle_timeout(later);
+    drain(&mut ne, later);
+    let _ = ne.poll_timeout();
+    assert_eq!(ne.tsi_count(), 1);
+    // And zero intervals neither hang nor panic.
+    let mut ne = ne_with(|c| {
+        c.nak_rpt_ivl = Duration::ZERO;
+        c.nak_rpt_rte_ivl = Duration::ZERO;
+        c.nak_rdata_ivl = Duration::ZERO;
+        c.nak_elim_ivl = Duration::ZERO;
+        c.tsi_expiry = Duration::ZERO;
+        c.poll_ivl = Some(Duration::ZERO);
+        c.poll_bo_ivl = Duration::ZERO;
+    });
+    ne.handle_packet(now, from_upstream(), &spm(1));
+    ne.handle_packet(now, nak_on(IF_A), &nak(&[5]));
+    for ms in 0..3 {
+        let at = now + Duration::from_millis(ms);
+        ne.handle_timeout(at);
+        drain(&mut ne, at);
+    }
+    assert_eq!(ne.tsi_count(), 0, "expired at once");
+}
+
+#[test]
+fn no_tsi_state_with_a_zero_tsi_limit() {
+    let now = t0();
+    let mut ne = ne_with(|c| c.max_tsis = 0);
+    ne.handle_packet(now, from_upstream(), &spm(1));
+    assert!(drain(&mut ne, now).is_empty());
+    assert_eq!(ne.tsi_count(), 0);
+}
+
+#[test]
+fn transmits_a_driver_never_drains_stay_bounded_and_counted() {
+    let now = t0();
+    let mut ne = ne_with(|c| {
+        c.max_repair_states = 100;
+        c.max_tsis = 10;
+    });
+    ne.handle_packet(now, from_upstream(), &spm(1));
+    for s in 0..20_000u32 {
+        let at = now + Duration::from_micros(u64::from(s) * 20);
+        ne.handle_packet(at, nak_on(IF_A), &nak(&[s % 100]));
+    }
+    let queued = ne.internals().queued_transmits;
+    assert!(
+        queued <= 100 + 2 * 3 * 10 + 1024,
+        "{queued} transmits queued"
+    );
+    assert!(ne.stats().transmits_dropped > 0);
+    // What is queued still goes out.
+    assert_eq!(drain(&mut ne, now).len(), queued);
+}
+
+/// The TSI of `spm_of(n, ..)`.
+fn tsi_of(n: u32) -> Tsi {
+    let b = n.to_be_bytes();
+    Tsi {
+        gsi: Gsi([9, 9, b[0], b[1], b[2], b[3]]),
+        sport: 4000,
+    }
+}
+
+#[test]
+fn the_least_recently_heard_tsi_is_evicted() {
+    let now = t0();
+    let mut ne = ne_with(|c| c.max_tsis = 3);
+    for n in 0..3 {
+        ne.handle_packet(now, from_upstream(), &spm_of(n, 1));
+    }
+    // 0 is heard again: 1 is now the least recently heard.
+    let later = now + Duration::from_millis(1);
+    ne.handle_packet(later, from_upstream(), &spm_of(0, 2));
+    ne.handle_packet(later, from_upstream(), &spm_of(3, 1));
+    assert_eq!(ne.tsi_list(), [tsi_of(0), tsi_of(2), tsi_of(3)]);
+    ne.handle_packet(later, from_upstream(), &spm_of(4, 1));
+    assert_eq!(ne.tsi_list(), [tsi_of(0), tsi_of(3), tsi_of(4)]);
+    assert_eq!(ne.stats().tsis_evicted, 2);
+    // An out-of-sequence SPM does not count as hearing the session.
+    ne.handle_packet(later, from_upstream(), &spm_of(0, 2));
+    ne.handle_packet(later, from_upstream(), &spm_of(5, 1));
+    assert_eq!(ne.tsi_list(), [tsi_of(3), tsi_of(4), tsi_of(5)]);
+    drain(&mut ne, later);
+}
+
+#[test]
+fn odata_from_upstream_moves_the_window_and_is_not_forwarded() {
+    let now = t0();
+    let mut ne = ne_with(|c| c.nak_window_slack = 100);
+    ne.handle_packet(now, from_upstream(), &spm_window(1, 0, 1000));
+    drain(&mut ne, now);
+    assert_eq!(nak_outcome(&mut ne, now, &[1200]), (0, 0));
+    let odata = |sqn: u32| {
+        emit(
+            4000,
+            7500,
+            Body::Odata(DataRepr {
+                sqn: Sqn(sqn),
+                trail: Sqn(0),
+                payload: b"data",
+            }),
+            &[],
+        )
+    };
+    // From below: nothing learned.
+    let below = NeRecvMeta {
+        ifindex: IF_B,
+        ..from_upstream()
+    };
+    ne.handle_packet(now, below, &odata(1150));
+    assert_eq!(nak_outcome(&mut ne, now, &[1200]), (0, 0));
+    ne.handle_packet(now, from_upstream(), &odata(1150));
+    assert!(drain(&mut ne, now).is_empty(), "the kernel forwards ODATA");
+    assert_eq!(nak_outcome(&mut ne, now, &[1200]), (1, 1));
+    assert_eq!(ne.stats().ignored, 2);
+    let snap = ne.tsi_snapshot(&TSI).expect("tsi");
+    assert_eq!(snap.window, Some((Sqn(0), Sqn(1150))));
+}
+
+#[test]
+fn polls_follow_a_reconfiguration() {
+    let now = t0();
+    let second = Duration::from_secs(1);
+    let mut ne = ne_with(|c| {
+        c.poll_ivl = Some(second);
+        c.dlr_discovery = false;
+    });
+    ne.handle_packet(now, from_upstream(), &spm(1));
+    drain(&mut ne, now);
+    assert_eq!(ne.poll_timeout(), Some(now + second));
+    // Off: only the TSI's expiry is left to wake up for.
+    let mut cfg = ne.config().clone();
+    cfg.poll_ivl = None;
+    ne.reconfigure(cfg.clone());
+    assert_eq!(ne.poll_timeout(), Some(now + cfg.tsi_expiry));
+    ne.handle_timeout(now + 2 * second);
+    assert_eq!(ne.stats().polls_sent, 0);
+    // On again: from the next SPM.
+    cfg.poll_ivl = Some(second);
+    ne.reconfigure(cfg);
+    let at = now + 3 * second;
+    ne.handle_packet(at, from_upstream(), &spm(2));
+    drain(&mut ne, at);
+    assert_eq!(ne.poll_timeout(), Some(at + second));
+    ne.handle_timeout(at + second);
+    let polls = drain(&mut ne, at + second);
+    assert_eq!(
+        count(&polls, PacketType::Poll),
+        2,
+        "one per downstream interface"
+    );
+    assert_eq!(ne.poll_timeout(), Some(at + 2 * second));
 }

@@ -8,8 +8,10 @@
 //! address with raw IP protocol 113 packets from a raw socket:
 //!
 //! - NAKs for random sequence numbers of the real TSI (a quarter of them with an OPT_NAK_LIST
-//!   of 8 more random sequence numbers): every one creates repair state, so the
-//!   `max_repair_states` bound must evict;
+//!   of 8 more random sequence numbers): R2's `nak_window_slack` is set to its largest value,
+//!   so that about half of them lie inside the session's window and create repair state
+//!   (the `max_repair_states` bound must evict), and the other half are dropped as outside
+//!   it (`pgm_router_naks_outside_window_total`);
 //! - NAKs for random TSIs (no source path state: dropped without state);
 //! - malformed packets: truncated, bad checksum, bad AFI, bad OPT_LENGTH total and bad option
 //!   length.
@@ -183,7 +185,8 @@ fn flood(plane: Plane) {
         .intercept("router-alert");
     let r1_cfg = topo.r1_config(&base, Some(group));
     let r2_cfg = topo.r2_config(&base, Some(group)).section(&format!(
-        "[router.limits]\nmax_tsis = {MAX_TSIS}\nmax_repair_states = {MAX_REPAIR_STATES}\n"
+        "[router.limits]\nmax_tsis = {MAX_TSIS}\nmax_repair_states = {MAX_REPAIR_STATES}\n\
+         nak_window_slack = 2147483647\n"
     ));
     let routerd = bins::cargo_bin("pgm-router", "pgm-routerd").expect("build pgm-routerd");
     let routerd = Daemon::new(routerd);
@@ -402,6 +405,11 @@ fn flood(plane: Plane) {
         ev1 > ev0,
         "no repair state evicted ({ev0} -> {ev1}) after {} real-TSI NAKs",
         sent[0] + sent[1]
+    );
+    // NAKs for sequence numbers the session never sent are dropped and counted.
+    assert!(
+        metric(&m, "pgm_router_naks_outside_window_total", &[]) > 0,
+        "no NAK counted as outside the window"
     );
     // NAKs of unknown TSIs are counted and dropped without state.
     assert!(no_state > 0, "no NAK counted as without state");

@@ -131,6 +131,7 @@ fn ne_config(r: &RouterSection, ifaces: &[Iface]) -> NeConfig {
     c.tsi_expiry = r.timers.tsi_expiry;
     c.max_tsis = r.limits.max_tsis;
     c.max_repair_states = r.limits.max_repair_states;
+    c.nak_window_slack = r.limits.nak_window_slack;
     c.poll_ivl = r.poll.interval;
     c.poll_bo_ivl = r.poll.backoff;
     c.poll_mask_bits = r.poll.mask_bits;

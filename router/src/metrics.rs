@@ -74,6 +74,16 @@ const ENGINE_COUNTERS: &[(&str, &str, StatFn)] = &[
         |s| s.naks_unconfirmed,
     ),
     (
+        "naks_outside_window_total",
+        "NAKs and NNAKs dropped: none of their sequence numbers in the session's transmit window (limits.nak_window_slack past its leading edge)",
+        |s| s.naks_outside_window,
+    ),
+    (
+        "nak_sqns_outside_window_total",
+        "sequence numbers of NAKs and NNAKs outside the session's transmit window, left out of the NCF and the forwarded NAK",
+        |s| s.nak_sqns_outside_window,
+    ),
+    (
         "nak_sources_rewritten_total",
         "Forwarded NAKs whose NAK_SRC was not the session's source (OpenPGM receivers) and was rewritten",
         |s| s.nak_sources_rewritten,
@@ -127,6 +137,11 @@ const ENGINE_COUNTERS: &[(&str, &str, StatFn)] = &[
         "polrs_received_total",
         "POLRs received in answer to our POLLs",
         |s| s.polrs_received,
+    ),
+    (
+        "transmits_dropped_total",
+        "packets the engine dropped because too many were queued for sending",
+        |s| s.transmits_dropped,
     ),
     (
         "ignored_packets_total",
