@@ -333,6 +333,13 @@ impl Daemon {
     }
 
     fn handle(&mut self, now: Instant, inc: &Incoming) {
+        if inc.ip.fragment {
+            // The link-layer socket sees fragments before reassembly: a non-first one would
+            // read as a packet of its own.
+            self.lock().count(inc.ifindex, Dir::In, "malformed");
+            *self.lock().extra.malformed.entry("ip_fragment").or_default() += 1;
+            return;
+        }
         let pgm = &inc.bytes[inc.ip.pgm_offset..inc.ip.len];
         let label = Packet::new_checked(pgm).map_or("malformed", |p| p.packet_type().label());
         self.lock().count(inc.ifindex, Dir::In, label);

@@ -462,6 +462,12 @@ impl Daemon {
             s.extra.unknown_interface += 1;
             return;
         }
+        if r.fragment {
+            // An IP fragment handed over before reassembly (the netdev plane's log): not a
+            // whole packet to read.
+            s.extra.undecodable += 1;
+            return;
+        }
         if r.protocol == IPPROTO_IGMP {
             if let Some(report) = igmp::parse_report(&self.buf[..r.len], r.ifindex) {
                 self.on_report(&mut s, now, &report);

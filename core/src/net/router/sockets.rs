@@ -94,8 +94,13 @@ pub struct Received {
     pub router_alert: bool,
     /// Where the PGM packet starts in the buffer.
     pub pgm_offset: usize,
-    /// Total bytes received (IP header included).
+    /// Bytes of the IP packet (header included): its total length field, the link's padding
+    /// left out.
     pub len: usize,
+    /// An IP fragment (more-fragments set, or a fragment offset): its bytes past the IP header
+    /// are not a whole PGM packet, and drivers drop and count it (sockets that see packets
+    /// before reassembly: link-layer and nfnetlink_log).
+    pub fragment: bool,
 }
 
 /// One receive socket.
@@ -172,6 +177,11 @@ pub fn parse_ip(p: &[u8], ifindex: u32) -> io::Result<Received> {
     if ihl < 20 || ihl > p.len() {
         return Err(bad("bad IPv4 header length"));
     }
+    let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
+    if total < ihl || total > p.len() {
+        return Err(bad("bad IPv4 total length"));
+    }
+    let frag = u16::from_be_bytes([p[6], p[7]]);
     let addr = |o: usize| Ipv4Addr::new(p[o], p[o + 1], p[o + 2], p[o + 3]);
     Ok(Received {
         ifindex,
@@ -181,7 +191,8 @@ pub fn parse_ip(p: &[u8], ifindex: u32) -> io::Result<Received> {
         protocol: p[9],
         router_alert: has_router_alert(&p[20..ihl]),
         pgm_offset: ihl,
-        len: p.len(),
+        len: total,
+        fragment: frag & 0x3fff != 0,
     })
 }
 
@@ -314,6 +325,25 @@ mod tests {
         assert!(!r.router_alert);
         assert_eq!(r.pgm_offset, 20);
         assert!(parse_ip(&b[..10], 3).is_err());
+        assert!(!r.fragment);
+        // Link-layer padding after the packet is left out.
+        let mut padded = b.clone();
+        padded.extend_from_slice(&[0; 18]);
+        assert_eq!(parse_ip(&padded, 3).unwrap().len, b.len());
+        // A total length beyond the bytes received is refused.
+        let mut long = b.clone();
+        long[3] += 1;
+        assert!(parse_ip(&long, 3).is_err());
+        // Fragments are marked: more-fragments, or an offset.
+        for (hi, lo) in [(0x20, 0x00), (0x00, 0x01), (0x20, 0xb9)] {
+            let mut f = b.clone();
+            f[6] = hi;
+            f[7] = lo;
+            assert!(parse_ip(&f, 3).unwrap().fragment);
+        }
+        let mut df = b.clone();
+        df[6] = 0x40; // don't fragment: a whole packet
+        assert!(!parse_ip(&df, 3).unwrap().fragment);
     }
 
     #[test]
