@@ -1398,11 +1398,64 @@ fn the_least_recently_heard_tsi_is_evicted() {
     ne.handle_packet(later, from_upstream(), &spm_of(4, 1));
     assert_eq!(ne.tsi_list(), [tsi_of(0), tsi_of(3), tsi_of(4)]);
     assert_eq!(ne.stats().tsis_evicted, 2);
-    // An out-of-sequence SPM does not count as hearing the session.
+    // An out-of-sequence SPM does not count as hearing the session. Of the least recently
+    // heard, a TSI heard of only once goes first: 0 has sent two SPMs, 3 one.
     ne.handle_packet(later, from_upstream(), &spm_of(0, 2));
     ne.handle_packet(later, from_upstream(), &spm_of(5, 1));
-    assert_eq!(ne.tsi_list(), [tsi_of(3), tsi_of(4), tsi_of(5)]);
+    assert_eq!(ne.tsi_list(), [tsi_of(0), tsi_of(4), tsi_of(5)]);
+    // Once every TSI has sent two SPMs, the least recently heard goes.
+    let later = later + Duration::from_millis(1);
+    ne.handle_packet(later, from_upstream(), &spm_of(4, 2));
+    ne.handle_packet(later, from_upstream(), &spm_of(5, 2));
+    ne.handle_packet(later, from_upstream(), &spm_of(6, 1));
+    assert_eq!(ne.tsi_list(), [tsi_of(4), tsi_of(5), tsi_of(6)]);
     drain(&mut ne, later);
+}
+
+/// Hosts below can be sources too, on routes of their own (a learned route from their
+/// interface): SPMs of made-up TSIs from them must not push real sessions out, and SPMs of a
+/// real session's TSI from them must not take its path over.
+#[test]
+fn a_downstream_source_neither_takes_over_nor_pushes_out_a_session() {
+    let now = t0();
+    let mut ne = ne_with(|c| c.max_tsis = 8);
+    // The real session: its SPMs from upstream.
+    ne.handle_packet(now, from_upstream(), &spm_window(1, 0, 100));
+    ne.handle_packet(now, from_upstream(), &spm_window(2, 0, 110));
+    let before = ne.tsi_list();
+    // A host on LAN A is a source with a route of its own.
+    let (host, group) = (IpAddr::V4(Ipv4Addr::new(10, 1, 3, 66)), GROUP);
+    ne.set_route(
+        Some(host),
+        group,
+        NeRoute {
+            upstream: IF_A,
+            downstream: vec![IF_UP],
+        },
+    );
+    let meta = NeRecvMeta {
+        ifindex: IF_A,
+        source: host,
+        destination: group,
+        ttl: 16,
+    };
+    // SPMs of the real TSI, in sequence, with itself as the path.
+    for sqn in 3..50 {
+        ne.handle_packet(now, meta, &spm_window(sqn, 1000, 2000));
+    }
+    assert_eq!(ne.stats().spms_wrong_source, 47);
+    // And 1,000 made-up TSIs, one SPM each.
+    for n in 0..1000 {
+        ne.handle_packet(now, meta, &spm_of(100 + n, 1));
+    }
+    assert!(
+        ne.tsi_list().contains(&before[0]),
+        "the real session was pushed out"
+    );
+    // Its path is still upstream: a NAK from LAN A goes there.
+    let out = nak_outcome(&mut ne, now, &[105]);
+    assert_eq!(out.1, 1, "the NAK was not forwarded upstream");
+    drain(&mut ne, now);
 }
 
 #[test]

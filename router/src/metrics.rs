@@ -42,6 +42,11 @@ const ENGINE_COUNTERS: &[(&str, &str, StatFn)] = &[
         "SPMs dropped: they came in on another interface than their route's upstream one",
         |s| s.spms_wrong_interface,
     ),
+    (
+        "spms_wrong_source_total",
+        "SPMs dropped: their TSI's path state belongs to another source address",
+        |s| s.spms_wrong_source,
+    ),
     ("naks_received_total", "NAKs received", |s| s.naks_received),
     (
         "naks_forwarded_total",

@@ -227,6 +227,7 @@ impl Shared {
                 "spms_out_of_sequence": s.spms_out_of_sequence,
                 "spms_no_route": s.spms_no_route,
                 "spms_wrong_interface": s.spms_wrong_interface,
+                "spms_wrong_source": s.spms_wrong_source,
                 "naks_received": s.naks_received,
                 "naks_forwarded": s.naks_forwarded,
                 "naks_repeated": s.naks_repeated,

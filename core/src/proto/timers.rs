@@ -147,6 +147,31 @@ impl<T: Copy> Fifo<T> {
         Some(x)
     }
 
+    /// The `i`th entry, oldest first.
+    fn get_mut(&mut self, i: usize) -> Option<&mut T> {
+        let mut i = i + self.head;
+        for b in &mut self.blocks {
+            if i < b.len() {
+                return b.get_mut(i);
+            }
+            i -= b.len();
+        }
+        None
+    }
+
+    /// Swaps the oldest entry with the `i`th (a no-op if there is no `i`th). O(i / block).
+    pub(crate) fn swap_front(&mut self, i: usize) {
+        let (Some(&a), Some(&b)) = (self.front(), self.iter().nth(i)) else {
+            return;
+        };
+        if let Some(x) = self.get_mut(0) {
+            *x = b;
+        }
+        if let Some(x) = self.get_mut(i) {
+            *x = a;
+        }
+    }
+
     /// Every entry, oldest first.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &T> + '_ {
         let head = self.head;
@@ -276,6 +301,26 @@ impl<K: Copy + Ord> TimerLanes<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fifo_swaps_its_front_with_a_later_entry_across_blocks() {
+        let mut q = Fifo::default();
+        for x in 0..200u32 {
+            q.push_back(x);
+        }
+        for _ in 0..60 {
+            q.pop_front();
+        }
+        // Blocks of 64, 64 and 128 entries: the front (60) is in the first, position 10 (70)
+        // in the second, position 72 (132) in the third.
+        q.swap_front(10);
+        assert_eq!((q.front(), q.iter().nth(10)), (Some(&70), Some(&60)));
+        q.swap_front(72);
+        assert_eq!((q.front(), q.iter().nth(72)), (Some(&132), Some(&70)));
+        q.swap_front(10_000);
+        assert_eq!(q.front(), Some(&132));
+        assert_eq!(q.len(), 140);
+    }
 
     #[test]
     fn fifo_keeps_order_across_blocks_and_reuses_its_last_block() {

@@ -118,7 +118,7 @@ impl NetworkElement {
 
     /// Evicts the least recently heard TSI with its repair states; false if there is none.
     pub(super) fn evict_tsi(&mut self) -> bool {
-        let Some((_, t)) = self.tsis.pop_least_recent() else {
+        let Some((_, t)) = self.tsis.pop_evictable() else {
             return false;
         };
         self.repairs.drop_tsi(&t);

@@ -219,6 +219,9 @@ pub struct NeStats {
     /// SPMs dropped because they came in on another interface than their route's upstream
     /// interface (a host below cannot take over a session's path).
     pub spms_wrong_interface: u64,
+    /// SPMs of a TSI with path state from another address than its source's (a host that
+    /// is a source itself, on a route of its own, cannot take another session's path over).
+    pub spms_wrong_source: u64,
     /// NAKs received.
     pub naks_received: u64,
     /// NAKs forwarded upstream (first transmissions).

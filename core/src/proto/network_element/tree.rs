@@ -42,6 +42,12 @@ impl NetworkElement {
             //# Upon receipt of an in-sequence SPM, a network element records the
             //# Source Path Address SPM_PATH with the multicast routing information
             //# for the TSI.
+            // A TSI belongs to its source's address until its state expires: an SPM of the
+            // same TSI from anyone else (a host on a route of its own) changes nothing.
+            if t.source != source {
+                self.stats.spms_wrong_source += 1;
+                return;
+            }
             if !sqn.gt(t.last_spm_sqn) {
                 self.stats.spms_out_of_sequence += 1;
                 return;
@@ -68,6 +74,7 @@ impl NetworkElement {
         t.upstream_if = meta.ifindex;
         t.upstream_nbr = path.0;
         t.last_spm_sqn = sqn;
+        t.spms = t.spms.saturating_add(1);
         t.window.on_spm(spm.trail(), spm.lead());
         if let (Some(ivl), None) = (poll_ivl, t.next_poll()) {
             // A new TSI, or polls turned on since the last SPM.

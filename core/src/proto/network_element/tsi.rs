@@ -31,6 +31,9 @@ pub(super) struct TsiState {
     /// SPM_PATH of the last in-sequence SPM: the upstream PGM neighbour.
     pub(super) upstream_nbr: IpAddr,
     pub(super) last_spm_sqn: Sqn,
+    /// In-sequence SPMs taken (saturating): a TSI heard of only once is the first to make
+    /// room for a new one.
+    pub(super) spms: u32,
     /// The source's transmit window as far as it is known.
     pub(super) window: TxWindow,
     /// Repair states: sequence number -> slot in the engine's repair table.
@@ -73,6 +76,7 @@ impl TsiState {
             upstream_if,
             upstream_nbr,
             last_spm_sqn: spm_sqn,
+            spms: 0,
             window: TxWindow::default(),
             repairs: HashMap::with_hasher(keyed_hasher()),
             poll_sqn: Sqn(0),
@@ -249,6 +253,29 @@ impl TsiTable {
         self.visited += 1;
         let t = self.map.remove(&e.tsi)?;
         Some((e.tsi, t))
+    }
+
+    /// Removes and returns the TSI to evict at `max_tsis`: the least recently heard of the
+    /// first few (8 queue entries) that was heard of only once (one SPM: a made-up TSI costs
+    /// its sender one packet, a real source sends SPMs all along), else the least recently
+    /// heard. O(1).
+    pub(super) fn pop_evictable(&mut self) -> Option<(Tsi, TsiState)> {
+        self.skip_stale_heard();
+        let mut examined = 0;
+        let victim = self.heard.iter().take(8).position(|e| {
+            examined += 1;
+            self.map
+                .get(&e.tsi)
+                .is_some_and(|t| t.heard_stamp == e.stamp && t.spms < 2)
+        });
+        self.visited += examined;
+        if let Some(i) = victim {
+            // The victim's entry goes to the front (and the front's to its place, a few
+            // entries back: that TSI may expire that much later), so that no stale entry is
+            // left behind a live one.
+            self.heard.swap_front(i);
+        }
+        self.pop_least_recent()
     }
 
     /// Removes and returns a TSI not heard for `expiry` at `now`, if there is one.
