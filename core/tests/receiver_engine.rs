@@ -1054,3 +1054,43 @@ fn forged_fragments_from_another_address_cost_the_session_nothing() {
     assert_eq!(r.stats().bad_fragments, 0);
     assert!(r.stats().wrong_source >= 4, "{:?}", r.stats());
 }
+
+/// A made-up session whose SPM names a third party as its NAK target, and whose two data
+/// packets leave a gap of 30,000 sequence numbers, used to draw thousands of NAK packets at
+/// that party (about 476 per round, each retried). Its NAKs are now paid for by its packets.
+#[test]
+fn a_made_up_session_cannot_aim_a_nak_flood_at_a_third_party() {
+    let now = t0();
+    let mut r = receiver();
+    let victim = IpAddr::V4(Ipv4Addr::new(10, 0, 7, 7));
+    let gsi = [0xBA, 0xD0, 0, 0, 0, 1];
+    let spm = foreign(
+        gsi,
+        Body::Spm(SpmRepr {
+            sqn: Sqn(1),
+            trail: Sqn(0),
+            lead: Sqn(0),
+            path: Nla(victim),
+        }),
+        OptionList::EMPTY,
+    );
+    r.handle_packet(now, from(STRANGER), &spm);
+    for sqn in [1, 30_001] {
+        r.handle_packet(
+            now,
+            from(STRANGER),
+            &foreign(gsi, data_at(sqn, 0), OptionList::EMPTY),
+        );
+    }
+    let out = run_until(&mut r, now + Duration::from_secs(120));
+    let naks = out
+        .iter()
+        .filter(|(t, _)| t.packet_type == PacketType::Nak)
+        .count();
+    // 64 to start with, and about one per packet (the SPM and two ODATA).
+    assert!(
+        naks <= 64 + 4,
+        "{naks} NAK packets for 3 packets of a made-up session"
+    );
+    assert!(r.stats().naks_limited > 0);
+}

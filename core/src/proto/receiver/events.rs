@@ -114,6 +114,11 @@ pub struct ReceiverStats {
     pub buffer_full: u64,
     /// SPMRs delayed by `max_spmr_rate`.
     pub spmrs_limited: u64,
+    /// NAK packets not sent because their session had drawn as many as its source sent
+    /// packets (plus 64, at most 1,024 in hand): the sequence numbers wait and retry as if the
+    /// NAK was lost. A real session hardly ever reaches it; a made-up one that names a third
+    /// party as its NAK target does.
+    pub naks_limited: u64,
     /// Packets dropped as malformed, by reason.
     pub malformed: MalformedCounts,
 }

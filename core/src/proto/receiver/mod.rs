@@ -318,6 +318,8 @@ impl Receiver {
         peer.last_heard = now;
         if from_source {
             peer.heard = peer.heard.saturating_add(1);
+            peer.earn_nak_credit();
+            peer.earn_nak_credit();
         }
         let before = peer.bytes;
         let cfg = &self.config;

@@ -177,6 +177,15 @@ impl Receiver {
         //# consistent with the procedures outlined for single sequence number
         //# NAKs.
         for chunk in to_nak.chunks(1 + MAX_NAK_LIST) {
+            // A session's NAKs are paid for by its packets (see `Peer::nak_credit`): a
+            // made-up session that names a third party as its NAK target cannot make the
+            // receiver send that party more than about one NAK per packet it sent. A NAK not
+            // sent for want of credit is as if lost: its state waits and retries as usual.
+            if peer.nak_credit == 0 {
+                self.stats.naks_limited += 1;
+                continue;
+            }
+            peer.nak_credit -= 1;
             self.tx.push_back(PendingTx::Nak {
                 tsi,
                 sqns: chunk.to_vec(),

@@ -19,6 +19,12 @@ use crate::wire::{Sqn, Tsi};
 
 /// What one slot of the window costs besides its data, for the buffer bound: the slot and
 /// its timer entry.
+/// NAK packets a new session may draw before its source has sent more packets.
+pub(super) const NAK_CREDIT_START: u32 = 64;
+/// Most NAK packets a session may have in hand: what a burst loss of 64k sequence numbers
+/// takes (1,024 NAKs of 64), after a session has sent at least as many packets.
+pub(super) const NAK_CREDIT_MAX: u32 = 1024;
+
 pub(super) const SLOT_COST: usize = size_of::<Slot>() + size_of::<Reverse<(Instant, u32)>>();
 
 /// One sequence number of the window.
@@ -96,6 +102,9 @@ pub(super) struct Peer {
     /// Packets taken from the source's address (ODATA, SPMs), saturating: a source heard
     /// of only once may be forgotten to make room for another.
     pub(super) heard: u32,
+    /// NAK packets this source's session may still draw: [`NAK_CREDIT_START`] at first, one
+    /// more per packet taken from its source, at most [`NAK_CREDIT_MAX`].
+    pub(super) nak_credit: u32,
     /// The next sequence number to deliver; `slots[i]` is `next + i`.
     pub(super) next: Sqn,
     pub(super) started: bool,
@@ -132,6 +141,11 @@ pub(super) struct Peer {
 }
 
 impl Peer {
+    /// One packet taken from the source: one more NAK it may draw.
+    pub(super) fn earn_nak_credit(&mut self) {
+        self.nak_credit = (self.nak_credit + 1).min(NAK_CREDIT_MAX);
+    }
+
     pub(super) fn new(tsi: Tsi, source_addr: IpAddr, now: Instant) -> Self {
         Self {
             tsi,
@@ -140,6 +154,7 @@ impl Peer {
             last_spm_sqn: None,
             last_heard: now,
             heard: 0,
+            nak_credit: NAK_CREDIT_START,
             next: Sqn(0),
             started: false,
             hold_until: None,
