@@ -325,6 +325,33 @@ async fn send(args: SendArgs, host: HostSection) -> Result<()> {
         "pgm: sent {messages} messages, {bytes} bytes; ODATA {}, RDATA {}, NAKs received {}, NCFs {}, SPMs {}",
         e.odata_sent, e.rdata_sent, e.naks_received, e.ncf_sent, e.spm_sent
     );
+    if e.malformed.total() > 0 {
+        let reasons: Vec<String> = e
+            .malformed
+            .iter()
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect();
+        eprintln!("pgm: dropped malformed packets: {}", reasons.join(" "));
+    }
+    // What receivers and strangers asked of the source, and what it did not do, by reason.
+    let refused = [
+        ("nak_sqns_outside_window", e.nak_sqns_outside_window),
+        ("nak_sqns_merged", e.nak_sqns_merged),
+        ("parity_naks_ignored", e.parity_naks_ignored),
+        ("ncfs_held_off", e.ncfs_held_off),
+        ("ncfs_dropped", e.ncfs_dropped),
+        ("nnaks_received", e.nnaks_received),
+        ("spmrs_received", e.spmrs_received),
+        ("ignored", e.ignored),
+    ];
+    if refused.iter().any(|(_, n)| *n > 0) {
+        let list: Vec<String> = refused
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        eprintln!("pgm: request counters: {}", list.join(" "));
+    }
     Ok(())
 }
 
@@ -454,6 +481,7 @@ async fn recv(args: RecvArgs, host: HostSection) -> Result<()> {
         ("jumps_held", e.jumps_held),
         ("buffer_full", e.buffer_full),
         ("sources_refused", e.sources_refused),
+        ("sources_evicted", e.sources_evicted),
     ];
     if refused.iter().any(|(_, n)| *n > 0) {
         let list: Vec<String> = refused
@@ -462,6 +490,12 @@ async fn recv(args: RecvArgs, host: HostSection) -> Result<()> {
             .map(|(k, n)| format!("{k}={n}"))
             .collect();
         eprintln!("pgm: packets not taken: {}", list.join(" "));
+    }
+    if e.naks_limited > 0 || e.spmrs_limited > 0 {
+        eprintln!(
+            "pgm: requests held back: naks_limited={} spmrs_limited={}",
+            e.naks_limited, e.spmrs_limited
+        );
     }
     rx.stop().await?;
     if args.verify {
