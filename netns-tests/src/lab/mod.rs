@@ -71,7 +71,7 @@ pub use forward::Forwarding;
 pub use loss::{Hook, LossCounters, LossRule, LossSpec, Selector};
 pub use mroute::{McRoute, Smcroute};
 pub use pgm_pcap::{PgmFrame, read_pgm};
-pub use process::{Process, Signal};
+pub use process::{Memory, Process, Signal, memory_of};
 pub use topology::{Host, Iface, RefTopology, RefTopologyBuilder, Router, Switch};
 
 use addr::Lease;

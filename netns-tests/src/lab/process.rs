@@ -225,6 +225,43 @@ impl Process {
     }
 }
 
+/// A process's memory as `/proc/<pid>/status` gives it, in KiB.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// `VmRSS`: resident now.
+    pub rss_kib: u64,
+    /// `VmHWM`: the peak resident set so far.
+    pub hwm_kib: u64,
+}
+
+/// The memory of process `pid` (any process, not only a lab's), `None` once it has exited
+/// (a zombie has no memory lines) or if `/proc` cannot be read.
+pub fn memory_of(pid: u32) -> Option<Memory> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    };
+    Some(Memory {
+        rss_kib: field("VmRSS:")?,
+        hwm_kib: field("VmHWM:")?,
+    })
+}
+
+impl Process {
+    /// Its memory now ([`memory_of`]); an error once it has exited.
+    pub fn memory(&self) -> Result<Memory> {
+        memory_of(self.pid()).with_context(|| {
+            format!(
+                "no memory figures for {} (pid {}): it has exited",
+                self.inner.label, self.inner.pid
+            )
+        })
+    }
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         self.inner.terminate();
