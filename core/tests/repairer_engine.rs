@@ -735,3 +735,91 @@ fn a_flood_of_one_packet_sessions_does_not_keep_a_real_one_out() {
         d.stats()
     );
 }
+
+/// The packet sequence of the adversarial suite's DLR scenario, at the engine: a host beside
+/// the DLR multicasts SPMs of the real TSI naming itself as SPM_PATH (in sequence, with
+/// OPT_FIN, OPT_RST, a lead far ahead, a window wider than any) and NCFs of it, then NAKs it
+/// to us. NNAKs, forwarded NAKs and our own NAKs still go to the parent only. (The NAKs and
+/// NNAKs of the real session that reached the attacker in that scenario were the DLR's, sent
+/// to R1 and relayed by R1, which had taken the attacker's SPMs: a network-element bug.)
+#[test]
+fn spoofed_spms_and_ncfs_leave_naks_and_nnaks_with_the_parent() {
+    let (mut d, now) = dlr();
+    let spm = |sqn: u32, trail: u32, lead: u32, opt: Option<OptionValue<'static>>| {
+        let opts: Vec<PgmOption<'_>> = opt.into_iter().map(PgmOption::from).collect();
+        let path = Nla(STRANGER);
+        let body = Body::Spm(SpmRepr {
+            sqn: Sqn(sqn),
+            trail: Sqn(trail),
+            lead: Sqn(lead),
+            path,
+        });
+        emit(4000, 7500, body, &opts)
+    };
+    let rst = OptionValue::Rst {
+        no_naks: true,
+        error_code: 2,
+    };
+    let spoofed = [
+        spm(0x0100_0001, 0, 9, Some(OptionValue::Fin)),
+        spm(0x0100_0002, 0, 9, Some(rst)),
+        spm(0x0100_0003, 0, 1 << 30, None),
+        spm(0x0100_0004, 9u32.wrapping_sub((1 << 31) - 2), 9, None),
+    ];
+    let mut out = Vec::new();
+    for p in &spoofed {
+        d.handle_packet(now, from(STRANGER), p);
+    }
+    for sqn in [3, 20] {
+        let ncf = emit(
+            4000,
+            7500,
+            Body::Ncf(NakRepr {
+                sqn: Sqn(sqn),
+                source: Nla(SRC),
+                group: Nla(GROUP),
+            }),
+            &[],
+        );
+        d.handle_packet(now, from(STRANGER), &ncf);
+    }
+    out.extend(drain(&mut d, now));
+    assert!(d.stats().wrong_source >= 4, "{:?}", d.stats());
+    assert_eq!(
+        d.receiver().nak_target(&d.receiver().tsis()[0]),
+        Some(PARENT)
+    );
+    // Redirected NAKs from downstream and from the stranger: 3 is cached (NNAK), 20 is not
+    // (forwarded).
+    d.handle_packet(now, to_me(DOWNSTREAM_NE), &nak(&[3, 20]));
+    d.handle_packet(now, to_me(STRANGER), &nak(&[4, 21]));
+    out.extend(drain(&mut d, now));
+    // A gap in the source's data: our own NAKs.
+    d.handle_packet(now, mcast(), &odata(4000, 15));
+    let mut t = now;
+    for _ in 0..100 {
+        t += Duration::from_millis(20);
+        d.handle_timeout(t);
+        out.extend(drain(&mut d, t));
+    }
+    assert!(d.receiver().stats().naks_sent > 0);
+    let to = |ty: PacketType| -> Vec<Destination> {
+        out.iter()
+            .filter(|(x, _)| x.packet_type == ty)
+            .map(|(x, _)| x.destination)
+            .collect()
+    };
+    let (naks, nnaks) = (to(PacketType::Nak), to(PacketType::Nnak));
+    assert!(naks.len() >= 3 && nnaks.len() == 2, "{naks:?} {nnaks:?}");
+    for dest in naks.iter().chain(&nnaks) {
+        assert_eq!(*dest, Destination::Unicast(PARENT), "{:?}", types(&out));
+    }
+    assert!(
+        out.iter()
+            .all(|(x, _)| x.destination != Destination::Unicast(STRANGER)),
+        "{:?}",
+        out.iter()
+            .map(|(x, _)| (x.packet_type, x.destination))
+            .collect::<Vec<_>>()
+    );
+}

@@ -336,15 +336,21 @@ impl Shared {
             .is_some_and(|e| e.repairer.receiver().source_addr(&r.1).is_some())
     }
 
-    /// Records that `tsi` on `ifindex` belongs to engine `key`. A new route at
+    /// Records that `tsi` on `ifindex` belongs to engine `key` (a route to an engine whose
+    /// receiver still tracks the TSI is kept). A new route at
     /// [`Self::routes_limit`] first forgets one route of a source no engine's receiver tracks
     /// any more (counted in `routes_evicted`), looking at no more than
     /// [`EVICTION_CANDIDATES`] in rotation; if those are all live, the new one is not learnt
     /// (counted in `routes_refused`; its engine's receiver is most likely full as well).
     /// Returns whether the route is known now.
     pub(crate) fn learn_route(&mut self, ifindex: u32, tsi: Tsi, key: Key) -> bool {
-        if let Some(k) = self.routes.get_mut(&(ifindex, tsi)) {
-            *k = key;
+        let r = (ifindex, tsi);
+        if let Some(&k) = self.routes.get(&r) {
+            // A live route stays: one packet of the TSI to another group or port, from
+            // anyone, must not take the session's unicast packets elsewhere.
+            if k != key && !self.route_live(&r) {
+                self.routes.insert(r, key);
+            }
             return true;
         }
         if self.routes.len() >= self.routes_limit() && !self.forget_a_route() {
@@ -752,6 +758,12 @@ interfaces = [\"eth0\"]\n{keys}"
         assert_eq!(s.routes.len(), 2);
         // A known route is kept without counting.
         assert!(s.learn_route(1, tsi(4000), key));
+        // A live route is not moved by a packet of its TSI to another group or port.
+        let elsewhere = (1, Ipv4Addr::new(239, 9, 9, 9), 7500);
+        s.add_engine(elsewhere, configured(&d, elsewhere.1));
+        assert!(s.learn_route(1, tsi(4000), elsewhere));
+        assert_eq!(s.route_of(1, tsi(4000)), Some(key));
+        s.retire(elsewhere);
         assert_eq!((s.extra.routes_evicted, s.extra.routes_refused), (2, 1));
         // Each running engine adds max_sessions routes.
         let other = (1, Ipv4Addr::new(239, 1, 1, 2), 7500);

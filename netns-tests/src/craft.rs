@@ -1321,7 +1321,8 @@ impl Edges {
 }
 
 /// What a [`Sniffer`] heard addressed to the attacker, per `"<type>/<whose>"` (`whose`:
-/// `session` for the real TSI, `fake` for [`fake_session_tsi`], `other`), e.g. `polr/session`.
+/// `session` for the real TSI, `fake` for [`fake_session_tsi`], `other`), e.g. `polr/session`,
+/// and per `"<type>/<whose>@<IP source>"`, e.g. `nnak/session@10.20.2.1`: who sent it.
 pub type Heard = BTreeMap<String, u64>;
 
 #[derive(Debug, Default)]
@@ -1579,6 +1580,9 @@ fn sniff(
                     "other"
                 };
                 let key = format!("{}/{whose}", p.packet_type().label());
+                // And by sender: a router that relays NAKs or NNAKs upstream to us is not the
+                // role that sent them first.
+                *st.heard.entry(format!("{key}@{src}")).or_default() += 1;
                 *st.heard.entry(key).or_default() += 1;
             }
         }
