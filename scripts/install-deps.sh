@@ -8,6 +8,7 @@
 #   libpgm-dev   OpenPGM 5.3, the reference peer of the interop tests (C API, built by the tests)
 #   pkg-config   to find OpenPGM's compile flags
 #   gcc          to build the OpenPGM peer
+#   g++          to build libFuzzer for the engine fuzz targets (scripts/fuzz.sh)
 #   iproute2     `ip netns`, veth, bridges for the namespace topologies
 #   nftables     random loss and PGM-type filtering in the namespace tests
 #   iptables     the same, for the rules that use it
@@ -22,6 +23,7 @@
 # is not there yet:
 #
 #   duvet        RFC 3208 compliance: every `//#` quote is RFC text (scripts/duvet.sh)
+#   cargo-fuzz   coverage-guided fuzzing of the engines on stable (scripts/fuzz.sh)
 set -euo pipefail
 
 # Pinned: its requirement extraction and quote matching decide what scripts/duvet.sh accepts and
@@ -35,8 +37,16 @@ if ! cargo install --list 2>/dev/null | grep -qx "duvet v${duvet_version}:"; the
     cargo install duvet --version "=${duvet_version}" --locked --quiet
 fi
 
-packages=(tshark libpgm-dev pkg-config gcc iproute2 nftables iptables smcroute tcpdump prometheus
-    systemd jq)
+# Pinned like duvet: scripts/fuzz.sh depends on its command line. A fresh build takes about a
+# minute on 2 cores; later runs skip it.
+cargo_fuzz_version=0.13.2
+if ! cargo install --list 2>/dev/null | grep -qx "cargo-fuzz v${cargo_fuzz_version}:"; then
+    echo "installing: cargo-fuzz ${cargo_fuzz_version} (cargo install)" >&2
+    cargo install cargo-fuzz --version "=${cargo_fuzz_version}" --locked --quiet
+fi
+
+packages=(tshark libpgm-dev pkg-config gcc g++ iproute2 nftables iptables smcroute tcpdump
+    prometheus systemd jq)
 
 missing=()
 for p in "${packages[@]}"; do

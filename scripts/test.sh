@@ -6,6 +6,8 @@
 #
 # Environment:
 #   PGM_FUZZ_ITERATIONS   inputs for the no-panic fuzz test (default 200000)
+#   PGM_FUZZ_SECONDS      seconds of coverage-guided fuzzing per engine (default 15)
+#   PGM_ENGINE_FUZZ_ITERATIONS  seeded inputs per engine in fuzz-harness/tests (default 300)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,3 +35,6 @@ cargo build --workspace --bins --locked
 
 echo "== tests"
 cargo test --workspace --locked
+
+echo "== engine fuzzing: cargo-fuzz on stable, bounded (scripts/fuzz.sh)"
+scripts/fuzz.sh

@@ -256,14 +256,17 @@ impl Receiver {
                 continue;
             };
             if peer.heard < 2 {
+                let end_sent = peer.end_sent;
                 if let Some(p) = self.peers.remove(&tsi) {
                     self.buffered -= p.bytes;
                 }
                 self.stats.sources_evicted += 1;
-                self.events.push_back(Event::SessionEnd {
-                    tsi,
-                    reason: EndReason::Evicted,
-                });
+                if !end_sent {
+                    self.events.push_back(Event::SessionEnd {
+                        tsi,
+                        reason: EndReason::Evicted,
+                    });
+                }
                 return true;
             }
             self.rotation.push_back(tsi);
@@ -319,7 +322,6 @@ impl Receiver {
         if from_source {
             peer.heard = peer.heard.saturating_add(1);
             peer.earn_nak_credit();
-            peer.earn_nak_credit();
         }
         let before = peer.bytes;
         let cfg = &self.config;
@@ -341,7 +343,14 @@ impl Receiver {
             }
         } else if peer.hold_until.is_some()
             && !rdata
-            && peer.rewind_to(sqn, trail, now, nak_bo, rxw, &mut self.rng)
+            && peer.rewind_to(
+                sqn,
+                trail,
+                now,
+                (nak_bo, rxw),
+                cfg.max_buffer_bytes.saturating_sub(self.buffered),
+                &mut self.rng,
+            )
         {
             // Older ODATA of a session still in its join hold: it was sent before the
             // packet that started the window, and reordered behind it.
@@ -370,6 +379,8 @@ impl Receiver {
         //# data packet that duplicates one already received in the transmit
         //# window.  A receiver MUST discard any data packet outside of the
         //# receive window.
+        // What the windows hold now, this packet's changes so far included.
+        let used = (self.buffered + peer.bytes).saturating_sub(before);
         let dup = match peer.growth_for(sqn, rxw) {
             None if sqn.lt(peer.next) => true,
             None => {
@@ -378,8 +389,7 @@ impl Receiver {
             }
             // RDATA from another address (a repairer's) only fills what we miss.
             Some(grow) if !from_source => {
-                let fits = grow == 0
-                    && self.buffered.saturating_add(payload.len()) <= cfg.max_buffer_bytes;
+                let fits = grow == 0 && used.saturating_add(payload.len()) <= cfg.max_buffer_bytes;
                 !fits || !peer.store(sqn, payload, fragment, rdata, true, now)
             }
             //= https://www.rfc-editor.org/rfc/rfc3208#section-6.3
@@ -390,7 +400,7 @@ impl Receiver {
             //#    ODATA or RDATA packet with the leading edge of contiguous data
             Some(grow) => {
                 let need = grow * SLOT_COST + payload.len();
-                if self.buffered.saturating_add(need) > cfg.max_buffer_bytes {
+                if used.saturating_add(need) > cfg.max_buffer_bytes {
                     self.stats.buffer_full += 1;
                     false
                 } else {
@@ -402,6 +412,9 @@ impl Receiver {
         if dup {
             self.stats.duplicates += 1;
         }
+        // Timers of slots given up or jumped over are stale: bounded here, not only when a
+        // timer fires (amortized O(1)).
+        peer.compact_timers();
         let after = peer.bytes;
         self.buffered = self.buffered + after - before;
         self.want_spmr(tsi, now);
@@ -465,6 +478,7 @@ impl Receiver {
         }
         peer.last_spm_sqn = Some(sqn);
         peer.heard = peer.heard.saturating_add(1);
+        peer.earn_nak_credit();
         //= https://www.rfc-editor.org/rfc/rfc3208#section-6.2
         //# For each TSI, receivers MUST use the most recent SPM to determine the
         //# NLA of the upstream PGM network element for use in NAK addressing.
@@ -528,12 +542,12 @@ impl Receiver {
             //# SHOULD not send any more NAKs for the said session towards the
             //# source.
             if rst {
+                // What the window holds is delivered or reported lost first (`deliver`),
+                // then the session ends: no event of it comes after its end.
                 peer.reset();
+                peer.hold_until = None;
                 peer.ended = true;
-                events.push(Event::SessionEnd {
-                    tsi,
-                    reason: EndReason::Reset,
-                });
+                peer.end = Some(EndReason::Reset);
             }
         }
         let after = peer.bytes;
@@ -717,7 +731,10 @@ impl Receiver {
         let Some(peer) = self.peers.get_mut(&tsi) else {
             return;
         };
-        if peer.hold_until.is_none() {
+        if peer.end_sent {
+            // Nothing of a session comes after its end.
+            events.clear();
+        } else if peer.hold_until.is_none() {
             let before = peer.bytes;
             //= https://www.rfc-editor.org/rfc/rfc3208#section-6.1
             //# As its default mode of operation, a receiver MUST deliver only
@@ -733,10 +750,11 @@ impl Receiver {
             let fin_done = peer.fin_lead.is_some_and(|f| peer.next == f.next());
             if !peer.ended && peer.slots.is_empty() && fin_done {
                 peer.ended = true;
-                events.push(Event::SessionEnd {
-                    tsi,
-                    reason: EndReason::Fin,
-                });
+                peer.end = Some(EndReason::Fin);
+            }
+            if let Some(reason) = peer.end.take() {
+                peer.end_sent = true;
+                events.push(Event::SessionEnd { tsi, reason });
             }
         }
         self.count_events(&events);

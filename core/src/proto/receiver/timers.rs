@@ -54,20 +54,20 @@ impl Receiver {
         };
         let mut events = Vec::new();
         if now.saturating_duration_since(peer.last_heard) >= cfg.peer_expiry {
-            peer.reset();
-            peer.drain(cfg.max_apdu, &mut events, &mut self.stats);
-            peer.flush_loss(&mut events);
-            let ended = peer.ended;
-            if let Some(p) = self.peers.remove(&tsi) {
-                self.buffered -= p.bytes;
+            // Everything the source holds leaves the account, what the drain hands out too.
+            let held = peer.bytes;
+            let end_sent = peer.end_sent;
+            if !end_sent {
+                peer.reset();
+                peer.drain(cfg.max_apdu, &mut events, &mut self.stats);
+                peer.flush_loss(&mut events);
+                // An end decided and not yet told (a reset in a join hold) comes first.
+                let reason = peer.end.take().unwrap_or(EndReason::Expired);
+                events.push(Event::SessionEnd { tsi, reason });
             }
+            self.peers.remove(&tsi);
+            self.buffered -= held;
             self.count_events(&events);
-            if !ended {
-                events.push(Event::SessionEnd {
-                    tsi,
-                    reason: EndReason::Expired,
-                });
-            }
             self.events.extend(events);
             return;
         }

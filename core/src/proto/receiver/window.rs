@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::nak::{NakState, RttEstimate, random_upto};
-use super::{Event, ReceiverStats};
+use super::{EndReason, Event, ReceiverStats};
 use crate::proto::EngineRng;
 use crate::wire::{Sqn, Tsi};
 
@@ -122,6 +122,10 @@ pub(super) struct Peer {
     /// The last sequence number of the session, once OPT_FIN was seen.
     pub(super) fin_lead: Option<Sqn>,
     pub(super) ended: bool,
+    /// Why the session ended, until the event is queued (after the window's last events).
+    pub(super) end: Option<EndReason>,
+    /// The session's `SessionEnd` was queued: no event of it may follow.
+    pub(super) end_sent: bool,
     pub(super) spmr: SpmrState,
     /// SPMRs sent for this source without an SPM in answer (their spacing doubles).
     pub(super) spmr_attempts: u32,
@@ -165,6 +169,8 @@ impl Peer {
             loss: None,
             fin_lead: None,
             ended: false,
+            end: None,
+            end_sent: false,
             spmr: SpmrState::Idle,
             spmr_attempts: 0,
             polr: None,
@@ -338,14 +344,17 @@ impl Peer {
         sqn: Sqn,
         trail: Sqn,
         now: Instant,
-        nak_bo: Duration,
-        rxw: u32,
+        (nak_bo, rxw): (Duration, u32),
+        budget: usize,
         rng: &mut EngineRng,
     ) -> bool {
         let Some(back) = self.next.since(sqn) else {
             return false;
         };
-        if back == 0 || sqn.lt(trail) || self.slots.len() as u64 + u64::from(back) > u64::from(rxw)
+        if back == 0
+            || sqn.lt(trail)
+            || self.slots.len() as u64 + u64::from(back) > u64::from(rxw)
+            || (back as usize).saturating_mul(SLOT_COST) > budget
         {
             return false;
         }
