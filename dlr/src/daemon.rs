@@ -337,7 +337,12 @@ impl Daemon {
             // The link-layer socket sees fragments before reassembly: a non-first one would
             // read as a packet of its own.
             self.lock().count(inc.ifindex, Dir::In, "malformed");
-            *self.lock().extra.malformed.entry("ip_fragment").or_default() += 1;
+            *self
+                .lock()
+                .extra
+                .malformed
+                .entry("ip_fragment")
+                .or_default() += 1;
             return;
         }
         let pgm = &inc.bytes[inc.ip.pgm_offset..inc.ip.len];
