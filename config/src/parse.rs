@@ -425,6 +425,11 @@ fn router_timers(ctx: &mut Ctx<'_>, section: &mut Section<'_, '_>, timers: &mut 
     section.duration(ctx, "ncf_holdoff", ncf_holdoff, false);
     section.duration(ctx, "tsi_expiry", tsi_expiry, true);
     section.duration(ctx, "route_idle", route_idle, true);
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-7.4
+    //# NAK_ELIM_IVL MUST be some small fraction of
+    //# NAK_RDATA_IVL.
+    // A configuration whose NAK_ELIM_IVL is not below its NAK_RDATA_IVL is refused; the
+    // defaults are 100 ms and 2 s (`NeConfig::new` has the same).
     if *nak_elim_ivl >= *nak_rdata_ivl {
         section.conflict(
             ctx,

@@ -187,6 +187,9 @@ network = "eth0"
 
 #[test]
 fn contradictory_timers() {
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-7.4
+    //# NAK_ELIM_IVL MUST be some small fraction of
+    //# NAK_RDATA_IVL.
     // Both set: reported at nak_elim_ivl.
     let text =
         format!("{IFACES}[router.timers]\nnak_rdata_ivl = \"100ms\"\nnak_elim_ivl = \"100ms\"\n");

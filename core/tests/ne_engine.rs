@@ -348,6 +348,8 @@ fn rdata_goes_only_where_it_was_asked_for_and_is_dropped_without_state() {
         (IF_A, PacketType::Rdata)
     );
     assert!(out[0].0.router_alert);
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-7.8
+    //# Thereafter, the corresponding repair state MUST be discarded.
     // The state is gone with the repair: a second copy is dropped.
     ne.handle_packet(now, from_upstream(), &rdata(5));
     ne.handle_packet(now, from_upstream(), &rdata(6));
@@ -367,6 +369,9 @@ fn outstanding_naks_are_eliminated_for_nak_elim_ivl_then_one_passes() {
             .filter(|(t, _)| t.packet_type == PacketType::Nak)
             .count()
     };
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-7.4
+    //# Once a NAK is outstanding, network elements MUST discard all
+    //# duplicates of that NAK for NAK_ELIM_IVL.
     let t1 = now + Duration::from_millis(50);
     ne.handle_packet(t1, nak_on(IF_B), &nak(&[5]));
     assert_eq!(forwarded(&drain(&mut ne, t1)), 0, "within NAK_ELIM_IVL");
@@ -382,6 +387,9 @@ fn outstanding_naks_are_eliminated_for_nak_elim_ivl_then_one_passes() {
     assert_eq!(forwarded(&drain(&mut ne, t2)), 1);
     ne.handle_packet(t2, nak_on(IF_B), &nak(&[5]));
     assert_eq!(forwarded(&drain(&mut ne, t2)), 0, "pending again");
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-7.8
+    //# Network elements MUST maintain repair state for each interface on
+    //# which a given NAK is received at least once.
     // Both interfaces asked: the repair goes to both.
     ne.handle_packet(t2, from_upstream(), &ncf(&[5]));
     ne.handle_packet(t2, from_upstream(), &rdata(5));
@@ -405,6 +413,10 @@ fn nak_list_is_forwarded_if_any_sqn_is_not_outstanding() {
     ne.handle_packet(now, nak_on(IF_A), &nak(&[5, 6]));
     let out = drain(&mut ne, now);
     assert!(out.iter().all(|(t, _)| t.packet_type != PacketType::Nak));
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-9.3.3
+    //# That is, it MUST
+    //# forward the NAK, if any one sequence number does not have an
+    //# elimination timer running for it.
     ne.handle_packet(now, nak_on(IF_A), &nak(&[5, 6, 7]));
     let out = drain(&mut ne, now);
     let fwd: Vec<_> = out
@@ -454,6 +466,9 @@ fn unsolicited_upstream_ncf_anticipates_the_nak() {
         out.iter().map(|(t, _)| t.ifindex).collect::<Vec<_>>(),
         [IF_A]
     );
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-7.5
+    //# Network elements MUST process unsolicited NCFs differently depending
+    //# on the interface on which they are received.
     // An NCF on a downstream interface creates nothing.
     ne.handle_packet(
         now,
@@ -503,6 +518,8 @@ fn nnak_is_forwarded_without_confirmation_and_does_not_block_a_real_nak() {
     Packet::new_unchecked(&mut nnak[..]).fill_checksum();
     ne.handle_packet(now, nak_on(IF_A), &nnak);
     let out = drain(&mut ne, now);
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.3.2
+    //# Network elements MUST NOT confirm
     assert_eq!(
         out.iter().map(|(t, _)| t.packet_type).collect::<Vec<_>>(),
         [PacketType::Nnak]
@@ -641,6 +658,11 @@ fn general_polls_count_children_per_interface() {
         );
         ne.handle_packet(t1, nak_on(IF_A), &polr);
     }
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-14.4
+    //# During this
+    //# interval it SHOULD collect all the valid response (the one with
+    //# POLR_SQN and POLR_ROUND matching with the outstanding poll) and
+    //# process them at the end of the collection interval.
     let t2 = now + Duration::from_secs(2);
     ne.handle_timeout(t2);
     drain(&mut ne, t2);
@@ -854,6 +876,10 @@ fn nak_src_is_put_right_when_forwarded() {
         .find(|(t, _)| t.packet_type == PacketType::Nak)
         .expect("forwarded");
     let p = pgm_core::wire::NakPacket::new_checked(&fwd[..]).expect("nak");
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-8
+    //# Note that if any entity between a source and a receiver
+    //# modifies the PGM header for any reason, it MUST either
+    //# recompute the checksum or clear it.
     p.verify_checksum().expect("checksum updated");
     assert_eq!(p.source_nla(), Nla(SRC));
     assert_eq!(ne.stats().nak_sources_rewritten, 1);

@@ -125,6 +125,14 @@ fn upstream_role_answers_like_a_source_and_nnaks_the_parent() {
         &nak(&[3]),
     );
     let out = drain(&mut d, now);
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.2.1
+    //# An upstream DLR MUST act as an ordinary PGM source in responding to
+    //# any NAK it receives (i.e., directed to it).  That is, it SHOULD
+    //# respond first with a normal NCF and then RDATA as usual.
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5
+    //# In addition, DLRs that receive redirected NAKs for which they have
+    //# RDATA MUST send a NULL NAK to provide flow control to the original
+    //# source without also provoking a repair from that source.
     assert_eq!(
         types(&out),
         [PacketType::Ncf, PacketType::Nnak, PacketType::Rdata]
@@ -185,6 +193,20 @@ fn off_tree_role_answers_the_parent_by_unicast_nnak_first() {
         ],
         "NCF for both, NNAK and RDATA for 4, a NAK back to the parent for 20"
     );
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.2.2
+    //# It MUST respond to a NAK directed
+    //# to it from its parent by unicasting an NCF and RDATA to its parent.
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.2.2
+    //# The unicast NCF and RDATA packets SHOULD not have the router alert
+    //# option.
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.2.2
+    //# Again, an off-tree DLR that receives redirected NAKs for which it has
+    //# RDATA MUST originate a NULL NAK to provide flow control to the
+    //# original source.
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.2.2
+    //# If it cannot provide the RDATA for a given NAK, an off-tree DLR
+    //# SHOULD confirm the NAK with a unicast NCF as normal, then immediately
+    //# send a NAK for the said data packet back to its parent.
     for (t, _) in &out {
         assert_eq!(
             (t.source, t.destination, t.router_alert),
@@ -216,10 +238,17 @@ fn parent_ncf_draws_one_redirecting_polr_per_holdoff() {
     let out = drain(&mut d, now);
     assert_eq!(types(&out), [PacketType::Polr]);
     let (t, b) = &out[0];
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.2.1
+    //# Note that this POLR MUST have both the data source's source address
+    //# and the router alert option in its network header.
     assert_eq!(
         (t.source, t.destination, t.router_alert),
         (SRC, Destination::Group(GROUP), true)
     );
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5
+    //# A DLR SHOULD respond to NCFs or POLLs sourced by
+    //# its PGM parent with a redirecting POLR response packet containing an
+    //# OPT_REDIRECT which provides its own network layer address.
     let polr = Repr::parse_bytes(b).expect("polr");
     let redirect = polr.options.iter().find_map(|o| match o.value {
         OptionValue::Redirect(n) => Some(n),

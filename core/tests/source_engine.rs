@@ -171,6 +171,11 @@ fn nak_draws_ncf_first_then_rdata_and_duplicates_merge() {
     //= https://www.rfc-editor.org/rfc/rfc3208#section-5.2
     //# A source SHOULD be able to detect a NAK storm and adopt
     //# countermeasure to protect the network against a denial of service.
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-5.2
+    //# The NCF is REQUIRED since the alternative of responding
+    //# immediately with RDATA would not allow other PGM network elements on
+    //# the same subnet to do NAK anticipation, nor would it allow DLRs on
+    //# the same subnet to provide repairs.
     assert_eq!(
         types(&out),
         [PacketType::Ncf, PacketType::Rdata, PacketType::Rdata],

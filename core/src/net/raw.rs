@@ -150,6 +150,17 @@ fn set_ip_options(socket: &Socket, options: &[u8]) -> io::Result<()> {
 }
 
 impl Transport for RawTransport {
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-8
+    //# All of the packet formats described in this section are transport-
+    //# layer headers that MUST immediately follow the network-layer header
+    //# in the packet.
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-14.7
+    //# The packet formats described in this section are transport-layer
+    //# headers that MUST immediately follow the network-layer header in the
+    //# packet.
+    // The PGM bytes are the payload of a raw IP protocol 113 socket: the kernel's IPv4 header
+    // (with Router Alert on socket 1) and nothing else comes before them. PGM over UDP
+    // (`UdpTransport`) puts a UDP header in between: see the exception.
     fn send(&self, transmit: &Transmit, packet: &[u8]) -> io::Result<()> {
         let addr = SockAddr::from(SocketAddrV4::new(v4_destination(transmit)?, 0));
         let (sock, ttl) = if transmit.router_alert {

@@ -511,12 +511,25 @@ impl Source {
             //= https://www.rfc-editor.org/rfc/rfc3208#section-9.3.4
             //# It MUST then multicast RDATA (while respecting TXW_MAX_RTE) for every
             //# requested sequence number.
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-5.3
+            //# This delay SHOULD
+            //# not exceed twice the greatest propagation delay in the loss
+            //# neighborhood.
+            // No delay is added (the MAY is not taken): the repair is queued at once and goes
+            // out at the next transmit the rate allows, behind pending NCFs and SPMs.
             if self.repair_set.insert(sqn.0) {
                 self.repairs.push_back(sqn);
             } else {
                 self.stats.nak_sqns_merged += 1;
             }
         }
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-5.2
+        //# The NCF is REQUIRED since the alternative of responding
+        //# immediately with RDATA would not allow other PGM network elements on
+        //# the same subnet to do NAK anticipation, nor would it allow DLRs on
+        //# the same subnet to provide repairs.
+        // The NCF is queued here and goes out before the RDATA (§5.1.3's order); the
+        // exception for §5.2's first sentence lists when none is sent.
         if let Some((&first, rest)) = confirmed.split_first() {
             if self.ncfs.len() < self.config.max_pending_ncfs {
                 self.ncfs.push_back((first, rest.to_vec()));
@@ -621,6 +634,11 @@ impl Source {
 
     /// The next packet to send, written into `buf` (resized as needed). One packet per call,
     /// in the order of §5.1.3.
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-5.1
+    //# These techniques are the minimum REQUIRED of a PGM source.
+    // All of §5.1.1-§5.1.6 meet here: ODATA in sequence within the window, the token bucket
+    // at TXW_MAX_RTE (see the exception for the leaky bucket of §5.1.2), NCFs before SPMs
+    // before data, ambient and heartbeat SPMs (`handle_timeout`).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         self.handle_timeout(now);
         self.refill(now);
@@ -797,6 +815,14 @@ impl Source {
         }
     }
 
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-9.1
+    //# All network-significant options MUST be appended before any
+    //# exclusively receiver-significant options.
+    // The options are written in the order given. Data packets (here) and SPMs
+    // (`emit_spm`) carry only receiver-significant ones (OPT_JOIN, OPT_FRAGMENT, OPT_SYN,
+    // OPT_FIN); the one network-significant option a source sends, OPT_NAK_LIST, is alone
+    // in its NCF (`emit_ncf`). Network elements, receivers and DLRs likewise send
+    // OPT_NAK_LIST or OPT_REDIRECT alone, and forward options in the order received.
     fn emit_data(&self, idx: usize, ty: PacketType, buf: &mut Vec<u8>) -> Transmit {
         let e = &self.window[idx];
         let mut opts: [PgmOption<'_>; 4] = [PgmOption::from(OptionValue::Syn); 4];

@@ -160,6 +160,15 @@ pub fn combine(a: u16, b: u16) -> u16 {
 /// `old` and `new` are the field's bytes before and after; they must have the same length and
 /// the field must start at an even offset of the packet (every NLA in PGM does). A checksum of
 /// zero means "none" (§8) and stays zero. The result follows the transmit rule: never zero.
+//= https://www.rfc-editor.org/rfc/rfc3208#section-8
+//# Note that if any entity between a source and a receiver
+//# modifies the PGM header for any reason, it MUST either
+//# recompute the checksum or clear it.
+// Every rewrite of a packet in flight goes through here: SPM_PATH (`SpmPacket::rewrite_path`)
+// and NAK_SRC (`NakPacket::rewrite_source`) in network elements, options invalidated by their
+// OPX bits (the network element's `apply_opx`), ODATA turned RDATA by a DLR. Packets rebuilt
+// whole (a NAK cut down to the window, an SPM of another address family) get a fresh
+// checksum from `Repr::emit`.
 pub fn update(checksum: u16, old: &[u8], new: &[u8]) -> u16 {
     if checksum == 0 {
         return 0;

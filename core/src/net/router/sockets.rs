@@ -278,6 +278,16 @@ impl AsFd for HdrInclSender {
 
 /// Writes an IPv4 header (protocol 113; identification and checksum left to the kernel)
 /// followed by `pgm` into `out`.
+//= https://www.rfc-editor.org/rfc/rfc3208#section-8
+//# All of the packet formats described in this section are transport-
+//# layer headers that MUST immediately follow the network-layer header
+//# in the packet.
+//= https://www.rfc-editor.org/rfc/rfc3208#section-14.7
+//# The packet formats described in this section are transport-layer
+//# headers that MUST immediately follow the network-layer header in the
+//# packet.
+// What network elements and DLRs send (POLLs among them) is built here: the PGM packet
+// right after the IPv4 header and its Router Alert option.
 pub fn build_ipv4(
     out: &mut Vec<u8>,
     src: Ipv4Addr,
@@ -310,6 +320,11 @@ mod tests {
 
     #[test]
     fn header_round_trips() {
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-8
+        //= type=test
+        //# All of the packet formats described in this section are transport-
+        //# layer headers that MUST immediately follow the network-layer header
+        //# in the packet.
         let mut b = Vec::new();
         let (s, d) = (Ipv4Addr::new(10, 0, 1, 2), Ipv4Addr::new(239, 1, 1, 1));
         build_ipv4(&mut b, s, d, 7, true, &[1, 2, 3, 4]);

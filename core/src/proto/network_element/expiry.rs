@@ -57,6 +57,16 @@ impl NetworkElement {
                     //= https://www.rfc-editor.org/rfc/rfc3208#section-7.3
                     //# Expiry of NAK_RDATA_IVL causes the network element to
                     //# discard the corresponding repair state (due to missing RDATA).
+                    //= https://www.rfc-editor.org/rfc/rfc3208#section-7.8
+                    //# Network elements MUST maintain this repair state only until either
+                    //# the corresponding RDATA is received and forwarded, or NAK_RDATA_IVL
+                    //# passes after forwarding the most recent instance of a given NAK.
+                    //= https://www.rfc-editor.org/rfc/rfc3208#section-7.8
+                    //# Thereafter, the corresponding repair state MUST be discarded.
+                    // NAK_RDATA_IVL runs from the NCF that confirmed the last NAK forwarded,
+                    // as §7.3 and §7.4 define it; a NAK forwarded and never confirmed goes
+                    // sooner, at the end of NAK_RPT_IVL (above). RDATA removes the state
+                    // where it arrives (`on_rdata`).
                     self.stats.repair_states_expired += 1;
                     true
                 }

@@ -159,6 +159,10 @@ impl NetworkElement {
             let Some(st) = self.repairs.get_mut(slot) else {
                 continue;
             };
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-7.8
+            //# Network elements MUST maintain repair state for each interface on
+            //# which a given NAK is received at least once.
+            // (Not the upstream interface: the RDATA comes in by it.)
             if meta.ifindex != upstream_if {
                 st.ifaces |= bit;
             }
@@ -170,9 +174,21 @@ impl NetworkElement {
             //# Network elements MUST forward a NAK containing a NAK List option if
             //# any one sequence number specified by the NAK (including that in the
             //# main NAK header) is not currently outstanding.
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-9.3.3
+            //# That is, it MUST
+            //# forward the NAK, if any one sequence number does not have an
+            //# elimination timer running for it.
             if st.eliminates(now_t) {
                 eliminated_pending |= st.phase == RepairPhase::Pending;
             } else {
+                //= https://www.rfc-editor.org/rfc/rfc3208#section-7.4
+                //# This duplicate MUST be forwarded in the
+                //# usual manner.
+                //= https://www.rfc-editor.org/rfc/rfc3208#section-7.5
+                //# This duplicate
+                //# MUST be forwarded in the usual manner.
+                // The first NAK after NAK_ELIM_IVL (of a confirmed or an anticipated state)
+                // is forwarded and repeated like a new one: the state is pending again.
                 forward = true;
                 self.repairs.pend(slot, &iv, now_t);
             }
@@ -230,6 +246,12 @@ impl NetworkElement {
         let Some(t) = self.tsis.get_mut(&tsi) else {
             return;
         };
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.3.2
+        //# Network elements MUST NOT confirm or retry NULL NAKs and they MUST
+        //# NOT add the receiving interface to the repair state.
+        // No NCF is queued and no state made pending (repeats come only from pending
+        // states); the state an NNAK creates lists no interface, and an existing one is
+        // left as it is.
         //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.3.2
         //# NULL NAKs from an off-tree DLR for an RDATA packet requested from
         //# that off-tree DLR MUST always be forwarded upstream.
@@ -354,6 +376,11 @@ impl NetworkElement {
             return;
         };
         let from_dlr = t.dlr.is_some_and(|d| d.off_tree && d.addr == meta.source);
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-7.5
+        //# Network elements MUST process unsolicited NCFs differently depending
+        //# on the interface on which they are received.
+        // From the upstream interface (or our off-tree DLR, §9.5.3.2): confirmation or
+        // anticipation below. From any other: discarded, no state.
         if meta.ifindex != t.upstream_if && !from_dlr {
             // Another element's NCF to its own subtree: neither a confirmation of ours nor
             // grounds for anticipation (§7.5).
@@ -368,6 +395,16 @@ impl NetworkElement {
                     //# NAK_RDATA_IVL MUST be reset each time a NAK
                     //# for the corresponding TSI/SQN is confirmed (i.e., each time
                     //# NAK_ELIM_IVL is reset).
+                    //= https://www.rfc-editor.org/rfc/rfc3208#section-7.5
+                    //# NAK_RDATA_IVL MUST be reset
+                    //= https://www.rfc-editor.org/rfc/rfc3208#section-7.3
+                    //# Upon reception of the corresponding NCF, network elements MUST wait
+                    //# at least NAK_RDATA_IVL for the corresponding RDATA.
+                    // `confirm` (re)starts both NAK_RDATA_IVL and NAK_ELIM_IVL, whether the
+                    // state was ours (pending or outstanding) or anticipated. (A NAK forwarded
+                    // again after NAK_ELIM_IVL makes the state pending: should that one go
+                    // unconfirmed, the state ends with its NAK_RPT_IVL, which may be before
+                    // NAK_RDATA_IVL from this NCF has passed.)
                     self.repairs.confirm(*e.get(), &iv, now);
                 }
                 Entry::Vacant(e) => {
@@ -377,6 +414,17 @@ impl NetworkElement {
                     //# element, the network element simply establishes repair state for
                     //# NCF_TSI and NCF_SQN without adding the interface to the repair
                     //# interface list, and discards the NCF.
+                    //= https://www.rfc-editor.org/rfc/rfc3208#section-7.5
+                    //# Upon establishing anticipated repair state,
+                    //# network elements MUST eliminate subsequent NAKs only for a period of
+                    //# NAK_ELIM_IVL.
+                    //= https://www.rfc-editor.org/rfc/rfc3208#section-9.3.3
+                    //# Upon receipt of an unsolicited NCF containing the NAK list option, a
+                    //# network element MUST anticipate data for every sequence number
+                    //# specified by the NAK as if it had received an NCF for every sequence
+                    //# number specified by the NAK.
+                    // Outstanding until NAK_RDATA_IVL, eliminating until NAK_ELIM_IVL; the loop
+                    // runs over NCF_SQN and every entry of its OPT_NAK_LIST alike.
                     let st = RepairState::new(now.after(iv.rdata), now.after(iv.elim), false);
                     let Some(slot) = self.repairs.insert(tsi, sqn.0, st) else {
                         continue;

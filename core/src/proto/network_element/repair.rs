@@ -80,6 +80,20 @@ impl RepairState {
 
     /// Whether NAKs for it are eliminated at `now` (§7.4, §9.3.3): pending, or outstanding
     /// within NAK_ELIM_IVL of its confirmation. A state an NNAK created never eliminates.
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-7.4
+    //# Once a NAK is outstanding, network elements MUST discard all
+    //# duplicates of that NAK for NAK_ELIM_IVL.
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-7.4
+    //# Upon expiry of
+    //# NAK_ELIM_IVL, network elements MUST suspend NAK elimination for that
+    //# TSI/SQN until the first duplicate of that NAK is seen after the
+    //# expiry of NAK_ELIM_IVL.
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-7.5
+    //# Upon expiry of NAK_ELIM_IVL, network elements MUST
+    //# suspend NAK elimination for that TSI/SQN until the first duplicate of
+    //# that NAK is seen after the expiry of NAK_ELIM_IVL.
+    // `aux` is the end of NAK_ELIM_IVL for an outstanding state, confirmed (§7.4) or
+    // anticipated (§7.5); past it nothing is eliminated until a NAK makes the state pending.
     pub(super) fn eliminates(&self, now: Tick) -> bool {
         !self.nnak
             && match self.phase {
@@ -255,6 +269,14 @@ impl RepairTable {
 
     /// Confirms the state in `slot` by an NCF at `now` (§7.4): outstanding, NAK_RDATA_IVL
     /// and NAK_ELIM_IVL (re)started.
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-7.4
+    //# Once this duplicate NAK is outstanding, network
+    //# elements MUST once again discard all duplicates of that NAK for
+    //# NAK_ELIM_IVL, and so on.
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-7.5
+    //# Once this duplicate NAK is
+    //# outstanding, network elements MUST once again discard all duplicates
+    //# of that NAK for NAK_ELIM_IVL, and so on.
     pub(super) fn confirm(&mut self, slot: u32, iv: &Intervals, now: Tick) {
         let Some(st) = self.get(slot).copied() else {
             return;

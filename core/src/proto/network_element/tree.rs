@@ -166,6 +166,9 @@ impl NetworkElement {
         //= https://www.rfc-editor.org/rfc/rfc3208#section-7.8
         //# Network elements SHOULD discard and not forward RDATA packets for
         //# which they have no repair state.
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-7.8
+        //# Thereafter, the corresponding repair state MUST be discarded.
+        // The RDATA ends the state whether or not it has anywhere to go.
         let Some(st) = t
             .unindex(sqn.0)
             .and_then(|slot| self.repairs.remove(slot))
@@ -229,7 +232,9 @@ impl NetworkElement {
             //# redirecting information for the TSI
             let upstream = meta.destination.is_multicast() && meta.ifindex == t.upstream_if;
             let off_tree = !meta.destination.is_multicast() && meta.ifindex != t.upstream_if;
-            // "When it can, a network element SHOULD use upstream DLRs."
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.3.2
+            //# When it can, a network element SHOULD use upstream DLRs.
+            // An off-tree DLR's POLR does not replace an upstream DLR already recorded.
             let keep_upstream = t.dlr.is_some_and(|d| !d.off_tree) && off_tree;
             if (upstream || off_tree) && !keep_upstream {
                 let new = DlrRedirect {
@@ -246,6 +251,14 @@ impl NetworkElement {
             }
             return;
         }
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-14.4
+        //# During this
+        //# interval it SHOULD collect all the valid response (the one with
+        //# POLR_SQN and POLR_ROUND matching with the outstanding poll) and
+        //# process them at the end of the collection interval.
+        // Replies whose POLR_SQN is the last poll's are counted per interface, and the counts
+        // taken as the children at the next poll (`start_poll`). POLR_ROUND is not compared:
+        // our polls are all of round 0.
         match t.poll_replies.get_mut(pos) {
             Some(n) if polr.sqn() == t.poll_sqn => {
                 self.stats.polrs_received += 1;
@@ -257,9 +270,27 @@ impl NetworkElement {
 
     /// Closes the previous poll of `tsi` (recording the children counted) and sends a new
     /// general poll on each downstream interface (§14.4); the next is due after `ivl`.
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-14.4
+    //# A PGM parent (source or network element), that wants to poll the
+    //# first PGM-hop children connected to one of its outgoing interfaces
+    //# MUST send a POLL packet on that interface with:
+    // POLL_SQN the last one plus one (the DLR poll sent with the general one shares it, see
+    // below), POLL_ROUND 0 (single-round polls), POLL_S_TYPE, POLL_PATH the outgoing
+    // interface's address, POLL_BO_IVL `poll_bo_ivl`, POLL_RAND and POLL_MASK as below.
     pub(super) fn start_poll(&mut self, now: Tick, tsi: Tsi, ivl: Ticks) {
         let bits = self.config.poll_mask_bits.min(31);
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-14.4
+        //# If this is a deterministic poll, B MUST be 0, i.e. POLL_MASK MUST
+        //# be a all-zeroes bit-mask.
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-14.3.2
+        //# To disable the random condition PGM parents MUST specify
+        //# a probability of replying P equal to 1.
+        // B = `poll_mask_bits` bits set, P = 1 / 2^B; with 0 (the default, and so for the
+        // PGM_POLL_DLR polls too) the mask is all zeroes and every child replies.
         let mask: u32 = if bits == 0 { 0 } else { (1u32 << bits) - 1 };
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-14.4
+        //# POLL_RAND      MUST be a random string re-computed each time a new
+        //#                poll is sent on a given interface
         let rand: u32 = self.rng.random();
         let bo_us = u32::try_from(self.config.poll_bo_ivl.as_micros()).unwrap_or(u32::MAX);
         let Some(t) = self.tsis.get_mut(&tsi) else {
@@ -280,6 +311,12 @@ impl NetworkElement {
         }
         t.poll_replies = [0; 64];
         t.poll_sqn = t.poll_sqn.next();
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-14.4
+        //# A PGM parent that has started a poll by sending a POLL packet SHOULD
+        //# wait at least POLL_BO_IVL before starting another poll.
+        // The next poll is due `poll_ivl` later (the configuration file refuses a
+        // `poll_bo_ivl` not below it), and a NAK starts DLR discovery early only 4 x
+        // POLL_BO_IVL after `last_poll` (`on_nak`).
         t.last_poll = Some(now);
         let (source, group, sport, dport, sqn) =
             (t.source, t.group, tsi.sport, t.dport, t.poll_sqn);
@@ -289,6 +326,10 @@ impl NetworkElement {
         // pending replies to a POLL_SQN other than the last one (App. D), so a separate
         // number would cancel their general replies (§9.5.3.1 discovery).
         let mut subtypes = vec![PollSubtype::General];
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.3.1
+        //# Also, a network element SHOULD initiate a search
+        //# for off-tree DLRs using the PGM polling mechanism, and the sub-type
+        //# PGM_POLL_DLR.
         if self.config.dlr_discovery {
             subtypes.push(PollSubtype::Dlr);
         }
@@ -327,6 +368,8 @@ impl NetworkElement {
                 //# ODATA source's network-header source address, not the network
                 //# element's NLA.  POLLs MUST also be transmitted with the IP
                 //# Router Alert Option [6]
+                //= https://www.rfc-editor.org/rfc/rfc3208#section-14.7.1
+                //# POLL MUST be transmitted with the IP Router Alert Option.
                 self.queue(Tx::Raw(
                     NeTransmit {
                         ifindex: oif,

@@ -523,6 +523,14 @@ impl Receiver {
             //= https://www.rfc-editor.org/rfc/rfc3208#section-6.3
             //# The leading edge field in SPMs
             //# SHOULD also be taken into account in the loss detection algorithm.
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-6.3
+            //# This method SHOULD be complemented with a timeout based mechanism
+            //# that handles the loss of the last packet before a pause in the
+            //# transmission of the data stream.
+            // Mis-ordering is tempered by time, not by counting later packets: every gap waits
+            // a random NAK_RB_IVL (`Peer::missing`) whatever follows it. The loss of the last
+            // packet before a pause shows here, in SPM_LEAD of the heartbeat SPMs the source
+            // sends IHB_MIN after its last data (§5.1.5).
             // Data up to SPM_LEAD was sent: what we lack of it is missing (§6.3).
             if let Some(grow) = peer.growth_for(lead, rxw) {
                 if self.buffered.saturating_add(grow * SLOT_COST) <= cfg.max_buffer_bytes {
@@ -747,6 +755,16 @@ impl Receiver {
             //# reassembled before delivery to the application.
             peer.drain(max_apdu, &mut events, &mut self.stats);
             self.buffered = self.buffered + peer.bytes - before;
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-9.7.1
+            //# A receiver SHOULD use receipt of a FIN to let it know that it can
+            //# tear down its data structures for the said session once a suitable
+            //# time period has expired (TXW_SECS).
+            // Once everything up to the FIN's lead is delivered or reported lost, the session
+            // ends: its window is empty and nothing of it is taken any more. The remaining
+            // record (which keeps late packets from starting the session anew) goes when the
+            // source has been silent for `peer_expiry` (default 30 s, the source's default
+            // TXW_SECS; a receiver does not know the source's own): a lingering source's SPMs
+            // keep it until then (`peer_timeout`).
             let fin_done = peer.fin_lead.is_some_and(|f| peer.next == f.next());
             if !peer.ended && peer.slots.is_empty() && fin_done {
                 peer.ended = true;

@@ -434,7 +434,14 @@ impl Repairer {
         let tsi = packet.tsi();
         match packet.packet_type() {
             PacketType::Odata | PacketType::Rdata => {
-                // The receiver first: it decides whether this is a session at all.
+                //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5
+                //# A DLR MUST receive any PGM sessions for which it wishes to provide
+                //# retransmissions.
+                //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.2
+                //# A DLR MUST receive any PGM sessions for which it wishes to provide a
+                //# source of repairs.
+                // The receiver first: it decides whether this is a session at all. Only the
+                // sessions it receives are cached (`session_from`) and so served.
                 self.receiver.handle_packet(now, meta, bytes);
                 self.cache(now, meta, bytes);
             }
@@ -591,6 +598,9 @@ impl Repairer {
         //# send a redirecting POLR, multicast to the group.
         let polr = self.redirect_polr(tsi, dport, Sqn(0), 0);
         self.stats.redirects_announced += 1;
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.2.1
+        //# Note that this POLR MUST have both the data source's source address
+        //# and the router alert option in its network header.
         self.push(
             DlrTransmit {
                 source,
@@ -604,6 +614,12 @@ impl Repairer {
         );
     }
 
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5
+    //# A DLR SHOULD respond to NCFs or POLLs sourced by
+    //# its PGM parent with a redirecting POLR response packet containing an
+    //# OPT_REDIRECT which provides its own network layer address.
+    // Sent on its parent's NCFs (`on_ncf`, upstream DLR) and PGM_POLL_DLR polls
+    // (`on_dlr_poll`, off-tree DLR); general polls get the embedded receiver's plain POLR.
     fn redirect_polr(&self, tsi: Tsi, dport: u16, sqn: Sqn, round: u16) -> Vec<u8> {
         let opts = [PgmOption::from(OptionValue::Redirect(Nla(self
             .config
@@ -645,13 +661,25 @@ impl Repairer {
             self.stats.polls_ignored += 1;
             return;
         }
-        // Appendix D's rules: random match on POLL_MASK, round 0 only (no multi-round DLR
-        // polls are sent by our network element), cancel replies to other POLL_SQNs.
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.2.2
+        //# The DLR SHOULD respond using the rules outlined for polling
+        //# in Appendix D of this text.
+        // Appendix D's rules: random match on POLL_MASK, cancel replies to other POLL_SQNs,
+        // one POLR after a random back-off in POLL_BO_IVL (capped at MAX_POLR_BACKOFF), sent
+        // to POLL_PATH with POLL_SQN and POLL_ROUND (`handle_timeout`). POLL_ROUND is echoed,
+        // not checked: a non-zero round is answered without its round 0 having been seen
+        // (no multi-round DLR polls are sent by our network element).
         let (sqn, round, mask) = (poll.sqn(), poll.round(), poll.mask());
         let rand = u32::from_be_bytes(poll.rand());
         if self.polrs.get(&tsi).is_some_and(|p| p.sqn != sqn) {
             self.polrs.remove(&tsi);
         }
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-14.3.2
+        //# The
+        //# random condition MUST be interpreted as an additional condition to be
+        //# satisfied.
+        // A PGM_POLL_DLR poll is answered only if this DLR provides the service (off-tree
+        // role on, session served) and the random match succeeds.
         if self.rand_node_id & mask != rand & mask {
             self.stats.polls_ignored += 1;
             return;
@@ -732,6 +760,20 @@ impl Repairer {
         let all: Vec<Sqn> = have.iter().chain(miss.iter()).copied().collect();
         let ncf = nak_like(tsi, dport, source, group, &all, PacketType::Ncf);
         self.stats.ncfs_sent += 1;
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.2.1
+        //# An upstream DLR MUST act as an ordinary PGM source in responding to
+        //# any NAK it receives (i.e., directed to it).  That is, it SHOULD
+        //# respond first with a normal NCF and then RDATA as usual.
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.2.2
+        //# It MUST respond to a NAK directed
+        //# to it from its parent by unicasting an NCF and RDATA to its parent.
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.2.2
+        //# The unicast NCF and RDATA packets SHOULD not have the router alert
+        //# option.
+        // The NCF is queued first, the RDATA after it. From downstream (upstream role): both
+        // multicast as the source would, with its address and Router Alert (the DLR has no
+        // transmit rate of its own to respect). From the parent (off-tree role): both unicast
+        // to it from our own address, without Router Alert.
         let (ncf_src, ncf_dst, ra) = if from_parent {
             // Off-tree: unicast to the parent from our own address, no Router Alert.
             (me, Destination::Unicast(meta.source), false)
@@ -753,6 +795,21 @@ impl Repairer {
             //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.2.2
             //# It MUST originate the NULL NAK before originating
             //# the RDATA.
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5
+            //# In addition, DLRs that receive redirected NAKs for which they have
+            //# RDATA MUST send a NULL NAK to provide flow control to the original
+            //# source without also provoking a repair from that source.
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.2.1
+            //# In
+            //# addition, an upstream DLR that receives redirected NAKs for which it
+            //# has RDATA MUST send a NULL NAK to provide flow control to the
+            //# original source.
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.2.2
+            //# Again, an off-tree DLR that receives redirected NAKs for which it has
+            //# RDATA MUST originate a NULL NAK to provide flow control to the
+            //# original source.
+            // In both roles, for the sequence numbers served, unicast to the parent (known
+            // from the session's SPMs, as NAKs need it too).
             if let Some(up) = parent {
                 let nnak = nak_like(tsi, dport, source, group, &have, PacketType::Nnak);
                 self.stats.nnaks_sent += 1;
@@ -800,6 +857,11 @@ impl Repairer {
             }
         }
         if !miss.is_empty() {
+            //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.2.2
+            //# If it cannot provide the RDATA for a given NAK, an off-tree DLR
+            //# SHOULD confirm the NAK with a unicast NCF as normal, then immediately
+            //# send a NAK for the said data packet back to its parent.
+            // The NCF above confirmed these too.
             if let Some(up) = parent {
                 // What we cannot serve goes on to the parent (§9.5.2.1), or back to it
                 // (§9.5.2.2).
@@ -966,6 +1028,14 @@ fn nak_like(
 
 /// The RDATA for a cached ODATA or RDATA: the same packet with the RDATA type, its checksum
 /// updated incrementally. Options (OPT_FRAGMENT, OPT_FIN: §9.7.3) are kept as they were.
+//= https://www.rfc-editor.org/rfc/rfc3208#section-9.6.3
+//# In an identical manner to sources, DLRs MUST provide OPT_SYN in any
+//# retransmitted data that is at the start of a session.
+//= https://www.rfc-editor.org/rfc/rfc3208#section-9.7.3
+//# In an identical manner to sources, DLRs MUST provide OPT_FIN in any
+//# retransmitted data that is at the end of a session.
+// The source's own OPT_SYN and OPT_FIN travel in the cached packet, so the repair carries
+// them exactly where the source's RDATA would.
 fn to_rdata(cached: &[u8]) -> Vec<u8> {
     let mut out = cached.to_vec();
     let old = [out[4], out[5]];
