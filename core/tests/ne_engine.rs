@@ -736,6 +736,50 @@ fn upstream_dlr_redirection_then_fallback_on_silence() {
 }
 
 #[test]
+fn parity_naks_go_to_a_dlr_only_if_it_provides_fec() {
+    let now = t0();
+    let mut ne = with_state(now);
+    let upstream_meta = NeRecvMeta {
+        ifindex: IF_UP,
+        source: SRC,
+        destination: GROUP,
+        ttl: 64,
+    };
+    // A DLR without FEC (its POLR has no OPT_PARITY): a parity NAK goes upstream.
+    ne.handle_packet(now, upstream_meta, &redirecting_polr());
+    let mut parity_nak = nak(&[6]);
+    parity_nak[5] |= pgm_core::wire::flags::OPT_PARITY;
+    Packet::new_unchecked(&mut parity_nak[..]).fill_checksum();
+    ne.handle_packet(now, nak_on(IF_A), &parity_nak);
+    let out = drain(&mut ne, now);
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.3.1
+    //= type=test
+    //# A network element SHOULD only direct parity NAKs to a DLR that can
+    //# provide FEC repairs.
+    let to: Vec<IpAddr> = out
+        .iter()
+        .filter(|(t, _)| t.packet_type == PacketType::Nak)
+        .map(|(t, _)| t.destination)
+        .collect();
+    assert_eq!(to, [UPSTREAM]);
+    // A DLR that provides FEC (OPT_PARITY in its POLR) gets it.
+    let mut fec_polr = redirecting_polr();
+    fec_polr[5] |= pgm_core::wire::flags::OPT_PARITY;
+    Packet::new_unchecked(&mut fec_polr[..]).fill_checksum();
+    ne.handle_packet(now, upstream_meta, &fec_polr);
+    let mut parity_nak = nak(&[7]);
+    parity_nak[5] |= pgm_core::wire::flags::OPT_PARITY;
+    Packet::new_unchecked(&mut parity_nak[..]).fill_checksum();
+    ne.handle_packet(now, nak_on(IF_A), &parity_nak);
+    let to: Vec<IpAddr> = drain(&mut ne, now)
+        .iter()
+        .filter(|(t, _)| t.packet_type == PacketType::Nak)
+        .map(|(t, _)| t.destination)
+        .collect();
+    assert_eq!(to, [DLR]);
+}
+
+#[test]
 fn nak_from_the_dlr_goes_upstream() {
     let now = t0();
     let mut ne = with_state(now);

@@ -10,7 +10,7 @@ use super::repair::RepairState;
 use super::rewrite::rebuild_nak;
 use super::transmit::Tx;
 use super::{NeRecvMeta, NeTransmit, NetworkElement, RepairPhase};
-use crate::wire::{MAX_NAK_LIST, NakPacket, Nla, PacketType, Sqn, Tsi};
+use crate::wire::{MAX_NAK_LIST, NakPacket, Nla, Packet, PacketType, Sqn, Tsi, flags};
 
 /// The sequence numbers of a NAK that the element acts on: those inside the session's
 /// transmit window (with the slack), at most a NAK list's worth.
@@ -300,7 +300,13 @@ impl NetworkElement {
         let Some(t) = self.tsis.get(&tsi) else { return };
         let mut dest = (t.upstream_if, t.upstream_nbr);
         let mut to_dlr = false;
-        if let (Some(d), PacketType::Nak) = (t.dlr, ty) {
+        let parity =
+            Packet::new_checked(bytes).is_ok_and(|p| p.options_flags() & flags::OPT_PARITY != 0);
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.3.1
+        //# A network element SHOULD only direct parity NAKs to a DLR that can
+        //# provide FEC repairs.
+        let dlr = t.dlr.filter(|d| d.fec || !parity);
+        if let (Some(d), PacketType::Nak) = (dlr, ty) {
             let bit = self.pos(d.ifindex).map_or(0, |p| 1u64 << p);
             //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.3.2
             //# No NAK for a specific SQN SHOULD be sent to an off-tree DLR if

@@ -12,7 +12,7 @@ use super::tsi::{DlrRedirect, TsiState};
 use super::{NeRecvMeta, NeTransmit, NetworkElement};
 use crate::wire::{
     Body, DataPacket, Nla, OptionList, OptionValue, PacketType, PollRepr, PollSubtype, PolrPacket,
-    Repr, SpmPacket, Sqn, Tsi,
+    Repr, SpmPacket, Sqn, Tsi, flags,
 };
 
 impl NetworkElement {
@@ -241,6 +241,7 @@ impl NetworkElement {
                     addr,
                     ifindex: meta.ifindex,
                     off_tree,
+                    fec: polr.options_flags() & flags::OPT_PARITY != 0,
                 };
                 if t.dlr != Some(new) {
                     self.stats.dlrs_learned += 1;

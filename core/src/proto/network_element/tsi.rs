@@ -117,6 +117,8 @@ pub(super) struct DlrRedirect {
     /// Found by a PGM_POLL_DLR on a downstream interface (off-tree) rather than announced
     /// upstream.
     pub(super) off_tree: bool,
+    /// Its POLR said it provides FEC repairs (OPT_PARITY set in the POLR's header).
+    pub(super) fec: bool,
 }
 
 /// A TSI heard at `at`; current while the TSI's `heard_stamp` is `stamp`.
