@@ -852,3 +852,30 @@ fn spoofed_spms_and_ncfs_leave_naks_and_nnaks_with_the_parent() {
             .collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn a_later_poll_round_is_answered_only_after_its_round_zero() {
+    let (mut d, now) = dlr();
+    let round = |sqn: u32, round: u16| {
+        let p = dlr_poll(sqn, 1000);
+        let mut repr = Repr::parse_bytes(&p).expect("poll");
+        if let Body::Poll(ref mut b) = repr.body {
+            b.round = round;
+        }
+        let mut out = vec![0; repr.buffer_len()];
+        repr.emit(&mut out).expect("emit");
+        out
+    };
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-14.5
+    //= type=test
+    //# If POLL_ROUND is non-zero and the PGM receiver has not received a
+    //# previous poll with the same POLL_SQN and a zero POLL_ROUND, it MUST
+    //# discard the poll without further action.
+    d.handle_packet(now, mcast(), &round(5, 1));
+    assert_eq!(d.pending_polrs(), 0);
+    assert_eq!(d.stats().polls_ignored, 1);
+    d.handle_packet(now, mcast(), &round(6, 0));
+    d.handle_packet(now, mcast(), &round(6, 1));
+    assert_eq!(d.pending_polrs(), 1);
+    assert_eq!(d.stats().polls_ignored, 1);
+}

@@ -191,6 +191,8 @@ struct Session {
     /// The last SPM sequence number taken.
     spm_sqn: Option<Sqn>,
     last_redirect: Option<Instant>,
+    /// POLL_SQN of the last PGM_POLL_DLR of round 0 heard (Appendix D).
+    poll_round0: Option<Sqn>,
     /// Sequence numbers our own receiver NAKed recently: their NCFs draw no POLR.
     own_naks: Recent<u32>,
 }
@@ -205,6 +207,7 @@ impl Session {
             window: None,
             spm_sqn: None,
             last_redirect: None,
+            poll_round0: None,
             own_naks: Recent::new(OWN_NAKS),
         }
     }
@@ -664,15 +667,19 @@ impl Repairer {
         //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.2.2
         //# The DLR SHOULD respond using the rules outlined for polling
         //# in Appendix D of this text.
-        // Appendix D's rules: random match on POLL_MASK, cancel replies to other POLL_SQNs,
-        // one POLR after a random back-off in POLL_BO_IVL (capped at MAX_POLR_BACKOFF), sent
-        // to POLL_PATH with POLL_SQN and POLL_ROUND (`handle_timeout`). POLL_ROUND is echoed,
-        // not checked: a non-zero round is answered without its round 0 having been seen
-        // (no multi-round DLR polls are sent by our network element).
+        // Appendix D's rules: random match on POLL_MASK, rounds other than 0 only after
+        // round 0 of the same POLL_SQN, cancel replies to other POLL_SQNs, one POLR after a
+        // random back-off in POLL_BO_IVL (capped at MAX_POLR_BACKOFF), sent to POLL_PATH with
+        // POLL_SQN and POLL_ROUND (`handle_timeout`).
         let (sqn, round, mask) = (poll.sqn(), poll.round(), poll.mask());
         let rand = u32::from_be_bytes(poll.rand());
         if self.polrs.get(&tsi).is_some_and(|p| p.sqn != sqn) {
             self.polrs.remove(&tsi);
+        }
+        if round == 0 {
+            if let Some(s) = self.sessions.get_mut(&tsi) {
+                s.poll_round0 = Some(sqn);
+            }
         }
         //= https://www.rfc-editor.org/rfc/rfc3208#section-14.3.2
         //# The
@@ -681,6 +688,14 @@ impl Repairer {
         // A PGM_POLL_DLR poll is answered only if this DLR provides the service (off-tree
         // role on, session served) and the random match succeeds.
         if self.rand_node_id & mask != rand & mask {
+            self.stats.polls_ignored += 1;
+            return;
+        }
+        //= https://www.rfc-editor.org/rfc/rfc3208#section-14.5
+        //# If POLL_ROUND is non-zero and the PGM receiver has not received a
+        //# previous poll with the same POLL_SQN and a zero POLL_ROUND, it MUST
+        //# discard the poll without further action.
+        if round != 0 && self.sessions.get(&tsi).and_then(|s| s.poll_round0) != Some(sqn) {
             self.stats.polls_ignored += 1;
             return;
         }
