@@ -9,6 +9,7 @@ use std::time::Instant;
 use pgm_config::{DlrSection, DlrServe};
 use pgm_core::proto::receiver::ReceiverStats;
 use pgm_core::proto::repairer::{DlrStats, Repairer};
+use pgm_core::proto::rotation::{Candidate, evict_in_rotation};
 use pgm_core::wire::Tsi;
 use serde_json::{Value, json};
 
@@ -219,10 +220,6 @@ pub(crate) struct Shared {
     cache_total: u64,
 }
 
-/// Engines or routes examined, at most, to make room for a new one: a packet's work stays
-/// bounded whatever the number of engines and routes.
-const EVICTION_CANDIDATES: usize = 8;
-
 impl Shared {
     /// No engine yet; the bounds of `[dlr]` `d`, the interfaces' `names` by index.
     pub(crate) fn new(d: &DlrSection, names: BTreeMap<u32, String>) -> Self {
@@ -292,26 +289,28 @@ impl Shared {
 
     /// Whether one more engine may start (`serve = "all"`). At [`Self::engine_limit`], one
     /// idle engine (no session in its receiver, nothing cached) is retired first, looking at
-    /// no more than [`EVICTION_CANDIDATES`] in rotation; its routes are forgotten as they
+    /// no more than [`EVICTION_CANDIDATES`](pgm_core::proto::rotation::EVICTION_CANDIDATES) in rotation; its routes are forgotten as they
     /// come up for eviction. Returns whether there is room now and the engine retired.
     pub(crate) fn make_room(&mut self) -> (bool, Option<Key>) {
         if self.engines.len() < self.engine_limit {
             return (true, None);
         }
-        for _ in 0..EVICTION_CANDIDATES {
-            let Some(key) = self.engine_rotation.pop_front() else {
-                break;
-            };
-            let Some(e) = self.engines.get(&key) else {
-                continue;
-            };
-            if e.repairer.receiver().sources() == 0 && e.repairer.stats().cache_entries == 0 {
-                self.retire(key);
-                return (self.engines.len() < self.engine_limit, Some(key));
+        let engines = &self.engines;
+        let idle = evict_in_rotation(&mut self.engine_rotation, |k| match engines.get(k) {
+            None => Candidate::Gone,
+            Some(e)
+                if e.repairer.receiver().sources() == 0
+                    && e.repairer.stats().cache_entries == 0 =>
+            {
+                Candidate::Evict
             }
-            self.engine_rotation.push_back(key);
-        }
-        (false, None)
+            Some(_) => Candidate::Keep,
+        });
+        let Some(key) = idle else {
+            return (false, None);
+        };
+        self.retire(key);
+        (self.engines.len() < self.engine_limit, Some(key))
     }
 
     /// Bound of [`Self::routes`]: [`Self::session_limit`] per running engine, what their
@@ -330,9 +329,17 @@ impl Shared {
 
     /// Whether the route `r` leads to an engine whose receiver tracks its source.
     fn route_live(&self, r: &(u32, Tsi)) -> bool {
-        self.routes
+        Self::live(&self.routes, &self.engines, r)
+    }
+
+    fn live(
+        routes: &HashMap<(u32, Tsi), Key>,
+        engines: &BTreeMap<Key, Engine>,
+        r: &(u32, Tsi),
+    ) -> bool {
+        routes
             .get(r)
-            .and_then(|k| self.engines.get(k))
+            .and_then(|k| engines.get(k))
             .is_some_and(|e| e.repairer.receiver().source_addr(&r.1).is_some())
     }
 
@@ -340,7 +347,7 @@ impl Shared {
     /// receiver still tracks the TSI is kept). A new route at
     /// [`Self::routes_limit`] first forgets one route of a source no engine's receiver tracks
     /// any more (counted in `routes_evicted`), looking at no more than
-    /// [`EVICTION_CANDIDATES`] in rotation; if those are all live, the new one is not learnt
+    /// [`EVICTION_CANDIDATES`](pgm_core::proto::rotation::EVICTION_CANDIDATES) in rotation; if those are all live, the new one is not learnt
     /// (counted in `routes_refused`; its engine's receiver is most likely full as well).
     /// Returns whether the route is known now.
     pub(crate) fn learn_route(&mut self, ifindex: u32, tsi: Tsi, key: Key) -> bool {
@@ -364,21 +371,22 @@ impl Shared {
 
     /// Forgets one dead route, if one of the next few in rotation is.
     fn forget_a_route(&mut self) -> bool {
-        for _ in 0..EVICTION_CANDIDATES {
-            let Some(r) = self.route_rotation.pop_front() else {
-                return false;
-            };
-            if !self.routes.contains_key(&r) {
-                continue;
+        let (routes, engines) = (&self.routes, &self.engines);
+        let dead = evict_in_rotation(&mut self.route_rotation, |r| {
+            if !routes.contains_key(r) {
+                Candidate::Gone
+            } else if Self::live(routes, engines, r) {
+                Candidate::Keep
+            } else {
+                Candidate::Evict
             }
-            if !self.route_live(&r) {
-                self.routes.remove(&r);
-                self.extra.routes_evicted += 1;
-                return true;
-            }
-            self.route_rotation.push_back(r);
-        }
-        false
+        });
+        let Some(r) = dead else {
+            return false;
+        };
+        self.routes.remove(&r);
+        self.extra.routes_evicted += 1;
+        true
     }
 
     /// Notes that engine `key` handled a packet or a timer: its cache bytes are accounted

@@ -344,15 +344,20 @@ async fn send(args: SendArgs, host: HostSection) -> Result<()> {
         ("spmrs_received", e.spmrs_received),
         ("ignored", e.ignored),
     ];
-    if refused.iter().any(|(_, n)| *n > 0) {
-        let list: Vec<String> = refused
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(k, n)| format!("{k}={n}"))
-            .collect();
-        eprintln!("pgm: request counters: {}", list.join(" "));
-    }
+    print_counters("request counters", &refused);
     Ok(())
+}
+
+/// Prints `pgm: LABEL: key=n ...` for the counters that are not zero, if any.
+fn print_counters(label: &str, counters: &[(&str, u64)]) {
+    let list: Vec<String> = counters
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect();
+    if !list.is_empty() {
+        eprintln!("pgm: {label}: {}", list.join(" "));
+    }
 }
 
 /// Reads until `buf` is full or the input ends.
@@ -483,14 +488,7 @@ async fn recv(args: RecvArgs, host: HostSection) -> Result<()> {
         ("sources_refused", e.sources_refused),
         ("sources_evicted", e.sources_evicted),
     ];
-    if refused.iter().any(|(_, n)| *n > 0) {
-        let list: Vec<String> = refused
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(k, n)| format!("{k}={n}"))
-            .collect();
-        eprintln!("pgm: packets not taken: {}", list.join(" "));
-    }
+    print_counters("packets not taken", &refused);
     if e.naks_limited > 0 || e.spmrs_limited > 0 {
         eprintln!(
             "pgm: requests held back: naks_limited={} spmrs_limited={}",

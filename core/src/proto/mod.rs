@@ -24,6 +24,7 @@
 pub mod network_element;
 pub mod receiver;
 pub mod repairer;
+pub mod rotation;
 mod slab;
 pub mod source;
 mod timers;

@@ -300,12 +300,15 @@ impl NetworkElement {
         let Some(t) = self.tsis.get(&tsi) else { return };
         let mut dest = (t.upstream_if, t.upstream_nbr);
         let mut to_dlr = false;
-        let parity =
-            Packet::new_checked(bytes).is_ok_and(|p| p.options_flags() & flags::OPT_PARITY != 0);
         //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.3.1
         //# A network element SHOULD only direct parity NAKs to a DLR that can
         //# provide FEC repairs.
-        let dlr = t.dlr.filter(|d| d.fec || !parity);
+        // The header is read again only when a DLR without FEC is known.
+        let dlr = t.dlr.filter(|d| {
+            d.fec
+                || Packet::new_checked(bytes)
+                    .is_ok_and(|p| p.options_flags() & flags::OPT_PARITY == 0)
+        });
         if let (Some(d), PacketType::Nak) = (dlr, ty) {
             let bit = self.pos(d.ifindex).map_or(0, |p| 1u64 << p);
             //= https://www.rfc-editor.org/rfc/rfc3208#section-9.5.3.2

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
+use super::rotation::{Candidate, evict_in_rotation};
 use super::{Destination, EngineRng, KeyedHasher, RecvMeta, Transmit, keyed_hasher, rng_from_seed};
 use crate::wire::{
     Body, DataPacket, MAX_NAK_LIST, NakPacket, NakRepr, Nla, OptionList, OptionValue, Packet,
@@ -248,30 +249,26 @@ impl Receiver {
     /// packet; a real source confirms itself with its next packet or SPM), looking at no more
     /// than 8 in rotation. Whether one went.
     fn make_room(&mut self) -> bool {
-        for _ in 0..8 {
-            let Some(tsi) = self.rotation.pop_front() else {
-                return false;
-            };
-            let Some(peer) = self.peers.get(&tsi) else {
-                continue;
-            };
-            if peer.heard < 2 {
-                let end_sent = peer.end_sent;
-                if let Some(p) = self.peers.remove(&tsi) {
-                    self.buffered -= p.bytes;
-                }
-                self.stats.sources_evicted += 1;
-                if !end_sent {
-                    self.events.push_back(Event::SessionEnd {
-                        tsi,
-                        reason: EndReason::Evicted,
-                    });
-                }
-                return true;
-            }
-            self.rotation.push_back(tsi);
+        let peers = &self.peers;
+        let Some(tsi) = evict_in_rotation(&mut self.rotation, |t| match peers.get(t) {
+            None => Candidate::Gone,
+            Some(p) if p.heard < 2 => Candidate::Evict,
+            Some(_) => Candidate::Keep,
+        }) else {
+            return false;
+        };
+        let Some(p) = self.peers.remove(&tsi) else {
+            return false;
+        };
+        self.buffered -= p.bytes;
+        self.stats.sources_evicted += 1;
+        if !p.end_sent {
+            self.events.push_back(Event::SessionEnd {
+                tsi,
+                reason: EndReason::Evicted,
+            });
         }
-        false
+        true
     }
 
     fn on_data(&mut self, now: Instant, meta: RecvMeta, bytes: &[u8]) {

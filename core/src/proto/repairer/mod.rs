@@ -32,16 +32,13 @@ use rand::Rng;
 
 use self::cache::{Cache, Recent};
 use super::receiver::{Event, Receiver, ReceiverConfig};
+use super::rotation::{Candidate, evict_in_rotation};
 use super::source::MalformedCounts;
 use super::{Destination, EngineRng, RecvMeta, rng_from_seed};
 use crate::wire::{
     Body, DataPacket, NakPacket, NakRepr, Nla, OptionList, OptionType, OptionValue, Packet,
     PacketType, PgmOption, PollPacket, PollSubtype, PolrRepr, Repr, SpmPacket, Sqn, SqnList, Tsi,
 };
-
-/// Sessions examined, at most, to make room for a new one (see
-/// [`DlrConfig::max_sessions`]): a packet's work stays bounded at any table size.
-const EVICTION_CANDIDATES: usize = 8;
 
 /// Sequence numbers of its own NAKs a session remembers (their NCFs draw no POLR), at most.
 const OWN_NAKS: usize = 4096;
@@ -373,26 +370,27 @@ impl Repairer {
     }
 
     /// Forgets one session that the receiver has let go of, looking
-    /// at no more than [`EVICTION_CANDIDATES`] in rotation. Whether one went.
+    /// at no more than [`EVICTION_CANDIDATES`](super::rotation::EVICTION_CANDIDATES) in rotation. Whether one went.
     fn make_room(&mut self) -> bool {
-        for _ in 0..EVICTION_CANDIDATES {
-            let Some(tsi) = self.rotation.pop_front() else {
-                return false;
-            };
-            if !self.sessions.contains_key(&tsi) {
-                continue;
+        let (sessions, receiver) = (&self.sessions, &self.receiver);
+        // A session the receiver let go of (expired, or heard of only once and evicted): its
+        // cached packets can serve no one and die with it (another epoch).
+        let victim = evict_in_rotation(&mut self.rotation, |t| {
+            if !sessions.contains_key(t) {
+                Candidate::Gone
+            } else if receiver.source_addr(t).is_none() {
+                Candidate::Evict
+            } else {
+                Candidate::Keep
             }
-            // A session the receiver let go of (expired, or heard of only once and evicted):
-            // its cached packets can serve no one and die with it (another epoch).
-            if self.receiver.source_addr(&tsi).is_none() {
-                self.sessions.remove(&tsi);
-                self.polrs.remove(&tsi);
-                self.stats.sessions_evicted += 1;
-                return true;
-            }
-            self.rotation.push_back(tsi);
-        }
-        false
+        });
+        let Some(tsi) = victim else {
+            return false;
+        };
+        self.sessions.remove(&tsi);
+        self.polrs.remove(&tsi);
+        self.stats.sessions_evicted += 1;
+        true
     }
 
     /// The embedded receiver (its own delivery and NAK counters).
@@ -482,8 +480,7 @@ impl Repairer {
         let Ok(spm) = SpmPacket::new_checked(bytes) else {
             return;
         };
-        let rst =
-            Packet::new_checked(bytes).is_ok_and(|p| p.options().find(OptionType::Rst).is_some());
+        let rst = spm.options().find(OptionType::Rst).is_some();
         let Some(sess) = self.session_from(spm.tsi(), meta.source) else {
             return;
         };
