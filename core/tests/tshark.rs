@@ -26,10 +26,9 @@
 //!   §15.4.2 (and OpenPGM) put the maximum first. The fields are compared by position.
 //! - `pgm.opts.nak.list` is a byte field whose value is tshark's text, not the list: the list
 //!   is read from each item's display line and from its bytes, and both must match.
-//! - Option types 0x12 and 0x13, unknown to RFC 3208 (and kept opaque by us), are PGMCC's
-//!   OPT_PGMCC_DATA and OPT_PGMCC_FEEDBACK to tshark, which loses its way in the option chain
-//!   when such an option's length or AFI is not PGMCC's. The random packets' opaque options
-//!   of those types are retyped 0x22 and 0x23; hand-written packets carry PGMCC-shaped ones.
+//! - PGMCC's ACK (type 0x0D) and its options OPT_PGMCC_DATA (0x12) and OPT_PGMCC_FEEDBACK
+//!   (0x13) are not RFC 3208; they are checked field by field as tshark decodes them
+//!   (`docs/pgmcc.md`).
 //!
 //! Needs tshark (`scripts/install-deps.sh` installs it). `PGM_SKIP_TSHARK=1` skips the test.
 
@@ -48,7 +47,9 @@ use std::process::{Child, Command, Stdio};
 
 use common::{Model, OwnedBody, OwnedOption, OwnedValue};
 use frame::{Encap, Frame};
-use pgm_core::wire::{NakRepr, Nla, OptFlags, Opx, PollRepr, PollSubtype, PolrRepr, SpmRepr, Sqn};
+use pgm_core::wire::{
+    AckRepr, NakRepr, Nla, OptFlags, Opx, PollRepr, PollSubtype, PolrRepr, SpmRepr, Sqn,
+};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use roxmltree::{Document, Node};
@@ -521,7 +522,7 @@ fn handwritten() -> Vec<Case> {
             "ODATA + PGMCC-shaped option 0x12 (IPv4 acker)",
             model(
                 OwnedBody::Odata(0x0102_0390, 0x0102_0000, text.clone()),
-                vec![pgmcc_option(0x12, 0x1122_3344, 0, &v4([192, 0, 2, 77]))],
+                vec![opt(V::PgmccData(0x1122_3344, v4([192, 0, 2, 77])))],
             ),
         ),
         (
@@ -530,8 +531,32 @@ fn handwritten() -> Vec<Case> {
                 OwnedBody::Nak(nak(0x0102_0391, src4, grp4)),
                 vec![
                     opt(V::NakList(sqns(0x0102_0392, 2))),
-                    pgmcc_option(0x13, 0x5566_7788, 0x0abc, &v6("2001:db8::4d")),
+                    opt(V::PgmccFeedback(0x5566_7788, 0x0abc, v6("2001:db8::4d"))),
                 ],
+            ),
+        ),
+        (
+            "ACK + OPT_PGMCC_FEEDBACK (IPv4), as OpenPGM sends it",
+            model(
+                OwnedBody::Ack(AckRepr {
+                    rx_max: Sqn(0x0000_0007),
+                    bitmap: 0xffff_fffd,
+                }),
+                vec![opt(V::PgmccFeedback(0x0000_0159, 0, v4([10, 82, 0, 2])))],
+            ),
+        ),
+        (
+            "ACK + OPT_PGMCC_FEEDBACK (IPv6), loss reported",
+            model(
+                OwnedBody::Ack(AckRepr {
+                    rx_max: Sqn(0xffff_fff0),
+                    bitmap: 0x8000_0001,
+                }),
+                vec![opt(V::PgmccFeedback(
+                    0xfedc_ba98,
+                    0x1234,
+                    v6("2001:db8::77"),
+                ))],
             ),
         ),
         ("NCF with 16 options", sixteen_options()),
@@ -612,25 +637,12 @@ fn randomized(n: usize) -> Vec<Case> {
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &SEED);
     let mut runner = TestRunner::new_with_rng(Config::default(), rng);
     let strategy = common::model();
-    let mut retyped = 0;
     let cases: Vec<Case> = (0..n)
         .map(|i| {
-            let mut model = strategy
+            let model = strategy
                 .new_tree(&mut runner)
                 .expect("generate a packet")
                 .current();
-            // Option types 0x12 and 0x13 are unknown to RFC 3208, and the strategy fills them
-            // with arbitrary bytes, but tshark decodes them as PGMCC options and, when their
-            // length or AFI is not PGMCC's, loses its way in the rest of the chain (expert
-            // "Length N > remaining total options length", "Can't handle this address
-            // format", malformed packet). Give those random options other unknown types; the
-            // hand-written packets carry well-formed 0x12 and 0x13 options.
-            for o in &mut model.options {
-                if let OwnedValue::Unknown(code @ (0x12 | 0x13), ..) = &mut o.value {
-                    *code += 0x10;
-                    retyped += 1;
-                }
-            }
             Case {
                 name: format!("random {i}"),
                 router_alert: i % 2 == 1,
@@ -638,11 +650,6 @@ fn randomized(n: usize) -> Vec<Case> {
             }
         })
         .collect();
-    println!(
-        "note: {retyped} random options of type 0x12/0x13 (PGMCC's types, decoded as such by \
-         tshark) were given types 0x22/0x23; well-formed 0x12 and 0x13 options are checked in \
-         the hand-written packets"
-    );
     cases
 }
 
@@ -660,6 +667,7 @@ fn type_code(body: &OwnedBody) -> u8 {
         OwnedBody::Nnak(_) => 0x09,
         OwnedBody::Ncf(_) => 0x0a,
         OwnedBody::Spmr => 0x0c,
+        OwnedBody::Ack(_) => 0x0d,
     }
 }
 
@@ -686,7 +694,7 @@ fn body_len(body: &OwnedBody) -> usize {
     match body {
         OwnedBody::Spm(r) => 12 + nla_bytes(&r.path).len(),
         OwnedBody::Poll(r) => 8 + nla_bytes(&r.path).len() + 12,
-        OwnedBody::Polr(_) | OwnedBody::Odata(..) | OwnedBody::Rdata(..) => 8,
+        OwnedBody::Polr(_) | OwnedBody::Odata(..) | OwnedBody::Rdata(..) | OwnedBody::Ack(_) => 8,
         OwnedBody::Nak(r) | OwnedBody::Nnak(r) | OwnedBody::Ncf(r) => {
             4 + nla_bytes(&r.source).len() + nla_bytes(&r.group).len()
         }
@@ -720,6 +728,8 @@ fn option_code(v: &OwnedValue) -> (u8, u8) {
         OwnedValue::Rst(n, code) => (0x0f, (u8::from(*n) << 6) | (code & 0x3f)),
         OwnedValue::Cr(which, ..) => (0x10, which & 0x07),
         OwnedValue::Crqst(which) => (0x11, which & 0x07),
+        OwnedValue::PgmccData(..) => (0x12, 0),
+        OwnedValue::PgmccFeedback(..) => (0x13, 0),
         OwnedValue::Invalid(s, _) => (0x7f, s & 0x7f),
         OwnedValue::Unknown(code, s, _) => (code & 0x7f, s & 0x7f),
     }
@@ -757,6 +767,10 @@ fn rfc_option_bytes(o: &OwnedOption, end: bool) -> Vec<u8> {
             b.extend(nla_bytes(rcvr));
             b
         }
+        // PGMCC (OpenPGM's layout, docs/pgmcc.md): time stamp, then an NLA whose reserved
+        // field holds the loss rate in the feedback option.
+        OwnedValue::PgmccData(tstamp, nla) => pgmcc_bytes(*tstamp, 0, nla),
+        OwnedValue::PgmccFeedback(tstamp, loss, nla) => pgmcc_bytes(*tstamp, *loss, nla),
         OwnedValue::Invalid(_, data) | OwnedValue::Unknown(_, _, data) => data.clone(),
     };
     let code = option_code(&o.value).0;
@@ -809,7 +823,7 @@ fn tshark_option_name(code: u8) -> String {
         0x0d => "Syn",
         0x0e => "Fin",
         0x0f => "Rst",
-        // PGMCC (draft-ietf-rmt-bb-pgmcc), not RFC 3208: unknown options to us.
+        // PGMCC (draft-ietf-rmt-bb-pgmcc), not RFC 3208.
         0x12 => "CcData",
         0x13 => "CcFeedBack",
         _ => return format!("Unknown (0x{code:02x})"),
@@ -1193,6 +1207,10 @@ fn check_body(ctx: &mut Ctx<'_>, body: &OwnedBody, pgm: Node<'_, '_>) {
             );
         }
         OwnedBody::Spmr => {}
+        OwnedBody::Ack(r) => {
+            ctx.num(pgm, "pgm.ack.maxsqn", u64::from(r.rx_max.0));
+            ctx.num(pgm, "pgm.ack.bitmap", u64::from(r.bitmap));
+        }
     }
 }
 
@@ -1320,10 +1338,10 @@ fn check_option(ctx: &mut Ctx<'_>, o: &OwnedOption, end: bool, len: usize, item:
             ctx.num(item, "pgm.opts.parity_prm.op", byte3);
             ctx.num(item, "pgm.opts.parity_prm.prm_grp", u64::from(*group));
         }
-        OwnedValue::Unknown(code @ (0x12 | 0x13), _, data) => {
-            // Unknown to RFC 3208 (kept opaque by us), decoded by tshark as PGMCC's
-            // OPT_PGMCC_DATA (0x12) and OPT_PGMCC_FEEDBACK (0x13): time stamp, AFI, reserved
-            // or loss rate, acker NLA. The hand-written packets carry well-formed ones.
+        OwnedValue::PgmccData(..) | OwnedValue::PgmccFeedback(..) => {
+            // PGMCC's OPT_PGMCC_DATA (0x12) and OPT_PGMCC_FEEDBACK (0x13): time stamp, AFI,
+            // reserved or loss rate, acker (or reporting receiver) NLA.
+            let data = &rfc_option_bytes(o, end)[4..];
             let Some((tstamp, afi, second, acker)) = pgmcc_fields(data) else {
                 ctx.fail("test construction: option 0x12/0x13 not in PGMCC's layout");
                 return;
@@ -1333,7 +1351,7 @@ fn check_option(ctx: &mut Ctx<'_>, o: &OwnedOption, end: bool, len: usize, item:
             // A 4-byte field that tshark displays as 16 bits: compare its bytes.
             ctx.bytes(item, "pgm.opts.ccdata.tstamp", tstamp);
             ctx.num(item, "pgm.opts.ccdata.afi", u64::from(afi));
-            let second_field = if *code == 0x12 {
+            let second_field = if code == 0x12 {
                 "pgm.opts.ccdata.res2"
             } else {
                 "pgm.opts.ccdata.lossrate"
@@ -1404,14 +1422,15 @@ fn pgmcc_fields(data: &[u8]) -> Option<(&[u8], u16, u16, IpAddr)> {
     Some((&data[..4], afi, second, acker))
 }
 
-/// An option of type 0x12 or 0x13 (unknown to RFC 3208) laid out as PGMCC's.
-fn pgmcc_option(code: u8, tstamp: u32, second: u16, acker: &Nla) -> OwnedOption {
-    let nla = nla_bytes(acker);
+/// The contents of a PGMCC option as OpenPGM lays them out: time stamp, AFI, the reserved
+/// field or loss rate, the address.
+fn pgmcc_bytes(tstamp: u32, second: u16, nla: &Nla) -> Vec<u8> {
+    let nla = nla_bytes(nla);
     let mut data = tstamp.to_be_bytes().to_vec();
     data.extend_from_slice(&nla[..2]);
     data.extend_from_slice(&second.to_be_bytes());
     data.extend_from_slice(&nla[4..]);
-    opt(OwnedValue::Unknown(code, 0, data))
+    data
 }
 
 /// OPT_NAK_LIST: `pgm.opts.nak.list` is a byte field holding tshark's text (up to eight

@@ -5,8 +5,8 @@ mod common;
 
 use common::{Model, OwnedBody, model};
 use pgm_core::wire::{
-    DataPacket, NakPacket, OptionList, Packet, PacketType, PollPacket, PolrPacket, Repr, SpmPacket,
-    flags,
+    AckPacket, DataPacket, NakPacket, OptionList, Packet, PacketType, PollPacket, PolrPacket, Repr,
+    SpmPacket, flags,
 };
 use proptest::prelude::*;
 
@@ -109,6 +109,13 @@ fn check_typed_view(m: &Model, bytes: &[u8]) -> Result<(), TestCaseError> {
             let p = Packet::new_checked(bytes).expect("spmr");
             prop_assert_eq!(p.packet_type(), PacketType::Spmr);
             prop_assert_eq!(p.tsi().sport, m.dport);
+        }
+        OwnedBody::Ack(r) => {
+            let p = AckPacket::new_checked(bytes).expect("ack view");
+            prop_assert_eq!(p.rx_max(), r.rx_max);
+            prop_assert_eq!(p.bitmap(), r.bitmap);
+            prop_assert_eq!(p.tsi().sport, m.dport);
+            prop_assert!(NakPacket::new_checked(bytes).is_err());
         }
     }
     let p = Packet::new_checked(bytes).expect("view");

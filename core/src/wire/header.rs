@@ -59,13 +59,16 @@ pub enum PacketType {
     Ncf,
     /// SPM request, 0x0C (§13.6).
     Spmr,
+    /// PGMCC acknowledgement, 0x0D (draft-ietf-rmt-bb-pgmcc-03 §2.1.2; the code OpenPGM and
+    /// Wireshark use).
+    Ack,
     /// Any other value, kept so that it can be reported.
     Unknown(u8),
 }
 
 impl PacketType {
     /// Every known type, in type-code order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Spm,
         Self::Poll,
         Self::Polr,
@@ -75,6 +78,7 @@ impl PacketType {
         Self::Nnak,
         Self::Ncf,
         Self::Spmr,
+        Self::Ack,
     ];
 
     /// The type code on the wire.
@@ -89,6 +93,7 @@ impl PacketType {
             Self::Nnak => 0x09,
             Self::Ncf => 0x0A,
             Self::Spmr => 0x0C,
+            Self::Ack => 0x0D,
             Self::Unknown(c) => c,
         }
     }
@@ -105,6 +110,7 @@ impl PacketType {
             0x09 => Self::Nnak,
             0x0A => Self::Ncf,
             0x0C => Self::Spmr,
+            0x0D => Self::Ack,
             other => Self::Unknown(other),
         }
     }
@@ -121,14 +127,18 @@ impl PacketType {
             Self::Nnak => "nnak",
             Self::Ncf => "ncf",
             Self::Spmr => "spmr",
+            Self::Ack => "ack",
             Self::Unknown(_) => "unknown",
         }
     }
 
     /// Whether packets of this type travel upstream, towards the source (NAK, NNAK, POLR,
-    /// SPMR): their destination-port field holds the data-source port (§8.3).
+    /// SPMR, ACK): their destination-port field holds the data-source port (§8.3).
     pub fn is_upstream(self) -> bool {
-        matches!(self, Self::Nak | Self::Nnak | Self::Polr | Self::Spmr)
+        matches!(
+            self,
+            Self::Nak | Self::Nnak | Self::Polr | Self::Spmr | Self::Ack
+        )
     }
 
     /// Whether this type carries application data (ODATA, RDATA).
@@ -208,6 +218,8 @@ pub(crate) fn body_end(buf: &[u8], ty: PacketType) -> Result<usize> {
         }
         // header only (§13.6).
         PacketType::Spmr => Ok(HEADER_LEN),
+        // RX_MAX, bitmap (PGMCC).
+        PacketType::Ack => need(HEADER_LEN + 8),
         PacketType::Unknown(c) => Err(WireError::BadType(c)),
     }
 }

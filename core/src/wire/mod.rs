@@ -11,7 +11,7 @@
 //!
 //! - a **view**, `XxxPacket<T: AsRef<[u8]>>`, that reads and writes fields in place over a byte
 //!   buffer, without copying. [`Packet`] is the common header; the typed views ([`SpmPacket`],
-//!   [`PollPacket`], [`PolrPacket`], [`DataPacket`], [`NakPacket`]) dereference to it;
+//!   [`PollPacket`], [`PolrPacket`], [`DataPacket`], [`NakPacket`], [`AckPacket`]) dereference to it;
 //! - a **`Repr`**, a plain value ([`Repr`] with a [`Body`] per type) that can be parsed from a
 //!   checked view and emitted into a caller's buffer without allocating.
 //!
@@ -31,6 +31,7 @@
 //! - The checksum is not verified by `new_checked`; call [`Packet::verify_checksum`].
 //! - Every error is a [`WireError`], a `Copy` reason with a stable label for metrics.
 
+mod ack;
 mod checksum;
 mod data;
 mod error;
@@ -45,6 +46,7 @@ mod sqn;
 mod tsi;
 mod view;
 
+pub use ack::{AckPacket, AckRepr};
 pub use checksum::{checksum, combine as checksum_combine, update as checksum_update};
 pub use data::{DataPacket, DataRepr};
 pub use error::WireError;

@@ -72,6 +72,10 @@ pub enum OptionType {
     Cr,
     /// OPT_CRQST, 0x11.
     Crqst,
+    /// OPT_PGMCC_DATA, 0x12 (PGMCC; OpenPGM's and Wireshark's code, see `docs/pgmcc.md`).
+    PgmccData,
+    /// OPT_PGMCC_FEEDBACK, 0x13 (PGMCC; OpenPGM's and Wireshark's code).
+    PgmccFeedback,
     /// OPT_INVALID, 0x7F: an option a network element invalidated (§9).
     Invalid,
     /// A type this implementation does not know.
@@ -99,6 +103,8 @@ impl OptionType {
             Self::Rst => 0x0F,
             Self::Cr => 0x10,
             Self::Crqst => 0x11,
+            Self::PgmccData => 0x12,
+            Self::PgmccFeedback => 0x13,
             Self::Invalid => 0x7F,
             Self::Unknown(c) => c & 0x7F,
         }
@@ -124,6 +130,8 @@ impl OptionType {
             0x0F => Self::Rst,
             0x10 => Self::Cr,
             0x11 => Self::Crqst,
+            0x12 => Self::PgmccData,
+            0x13 => Self::PgmccFeedback,
             0x7F => Self::Invalid,
             other => Self::Unknown(other),
         }
@@ -329,6 +337,24 @@ pub enum OptionValue<'a> {
         /// The L, P and R bits (0x04, 0x02, 0x01): which loads are requested.
         which: u8,
     },
+    /// OPT_PGMCC_DATA (PGMCC, draft-ietf-rmt-bb-pgmcc-03 §2.1.1): carried by ODATA and RDATA.
+    PgmccData {
+        /// The source's timestamp, in milliseconds of an arbitrary epoch.
+        tstamp: u32,
+        /// The current acker; the unspecified address (0.0.0.0 or ::) when there is none,
+        /// which asks receivers to volunteer.
+        acker: Nla,
+    },
+    /// OPT_PGMCC_FEEDBACK (PGMCC §2.1.2): a receiver's report, in ACKs and NAKs.
+    PgmccFeedback {
+        /// The timestamp of the most recent data packet, echoed (corrected for the time it
+        /// was held, in NAKs).
+        tstamp: u32,
+        /// The receiver's loss rate, 0 = none, 65535 = all.
+        loss_rate: u16,
+        /// The reporting receiver's own address.
+        receiver: Nla,
+    },
     /// OPT_INVALID (0x7F): an option a network element invalidated; its contents are kept.
     Invalid {
         /// The 7 option-specific bits of byte 3.
@@ -389,6 +415,8 @@ impl<'a> PgmOption<'a> {
             OptionValue::Rst { .. } => OptionType::Rst,
             OptionValue::Cr { .. } => OptionType::Cr,
             OptionValue::Crqst { .. } => OptionType::Crqst,
+            OptionValue::PgmccData { .. } => OptionType::PgmccData,
+            OptionValue::PgmccFeedback { .. } => OptionType::PgmccFeedback,
             OptionValue::Invalid { .. } => OptionType::Invalid,
             OptionValue::Unknown { code, .. } => OptionType::Unknown(code),
         }
@@ -432,6 +460,8 @@ impl<'a> PgmOption<'a> {
                 | OptionValue::Rst { .. }
                 | OptionValue::Crqst { .. } => 0,
                 OptionValue::Cr { receiver, .. } => 12 + receiver.wire_len(),
+                OptionValue::PgmccData { acker: nla, .. }
+                | OptionValue::PgmccFeedback { receiver: nla, .. } => 4 + nla.wire_len(),
                 OptionValue::Invalid { data, .. } | OptionValue::Unknown { data, .. } => data.len(),
             }
     }
@@ -575,6 +605,25 @@ impl<'a> PgmOption<'a> {
                     which: specific & 0x07,
                 }
             }
+            OptionType::PgmccData | OptionType::PgmccFeedback => {
+                // Timestamp, then an NLA whose reserved field holds the loss rate in the
+                // feedback option (OpenPGM's layout).
+                let (nla, n) = Nla::parse(body.get(4..).unwrap_or(&[])).map_err(|e| match e {
+                    WireError::Truncated => WireError::BadOptionLength,
+                    other => other,
+                })?;
+                exact(4 + n)?;
+                let tstamp = u32_at(0)?;
+                if OptionType::from_code(hdr[0]) == OptionType::PgmccData {
+                    OptionValue::PgmccData { tstamp, acker: nla }
+                } else {
+                    OptionValue::PgmccFeedback {
+                        tstamp,
+                        loss_rate: be16(body, 6).unwrap_or(0),
+                        receiver: nla,
+                    }
+                }
+            }
             OptionType::Invalid => OptionValue::Invalid {
                 specific,
                 data: body,
@@ -661,6 +710,19 @@ impl<'a> PgmOption<'a> {
                 receiver.emit(&mut body[12..]);
             }
             OptionValue::Crqst { which } => specific = which & 0x07,
+            OptionValue::PgmccData { tstamp, acker } => {
+                put32(body, 0, tstamp);
+                acker.emit(&mut body[4..]);
+            }
+            OptionValue::PgmccFeedback {
+                tstamp,
+                loss_rate,
+                receiver,
+            } => {
+                put32(body, 0, tstamp);
+                receiver.emit(&mut body[4..]);
+                body[6..8].copy_from_slice(&loss_rate.to_be_bytes());
+            }
             OptionValue::Invalid {
                 specific: s, data, ..
             }

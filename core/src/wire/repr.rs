@@ -2,6 +2,7 @@
 
 use core::fmt;
 
+use super::ack::{AckPacket, AckRepr};
 use super::data::{DataPacket, DataRepr};
 use super::header::{HEADER_LEN, PacketType, flags};
 use super::nak::{NakPacket, NakRepr};
@@ -31,6 +32,8 @@ pub enum Body<'a> {
     Ncf(NakRepr),
     /// SPMR (§13.6): no type-specific fields.
     Spmr,
+    /// ACK (PGMCC).
+    Ack(AckRepr),
 }
 
 impl Body<'_> {
@@ -46,6 +49,7 @@ impl Body<'_> {
             Self::Nnak(_) => PacketType::Nnak,
             Self::Ncf(_) => PacketType::Ncf,
             Self::Spmr => PacketType::Spmr,
+            Self::Ack(_) => PacketType::Ack,
         }
     }
 
@@ -57,6 +61,7 @@ impl Body<'_> {
             Self::Odata(r) | Self::Rdata(r) => r.body_len(),
             Self::Nak(r) | Self::Nnak(r) | Self::Ncf(r) => r.body_len(),
             Self::Spmr => 0,
+            Self::Ack(r) => r.body_len(),
         }
     }
 
@@ -105,6 +110,7 @@ impl<'a> Repr<'a> {
             PacketType::Nnak => Body::Nnak(NakRepr::parse(&NakPacket::new_unchecked(bytes))),
             PacketType::Ncf => Body::Ncf(NakRepr::parse(&NakPacket::new_unchecked(bytes))),
             PacketType::Spmr => Body::Spmr,
+            PacketType::Ack => Body::Ack(AckRepr::parse(&AckPacket::new_unchecked(bytes))),
             PacketType::Unknown(c) => return Err(WireError::BadType(c)),
         };
         let f = packet.options_flags();
@@ -191,6 +197,7 @@ impl<'a> Repr<'a> {
             Body::Odata(r) | Body::Rdata(r) => r.emit(out),
             Body::Nak(r) | Body::Nnak(r) | Body::Ncf(r) => r.emit(out),
             Body::Spmr => {}
+            Body::Ack(r) => r.emit(out),
         }
         let opt_at = HEADER_LEN + self.body.body_len();
         let opt_len = self.options.emit(&mut out[opt_at..])?;
@@ -228,6 +235,7 @@ impl fmt::Display for Repr<'_> {
                 write!(f, " sqn={} src={} grp={}", r.sqn, r.source, r.group)?;
             }
             Body::Spmr => {}
+            Body::Ack(r) => write!(f, " rx_max={} bitmap={:#010x}", r.rx_max, r.bitmap)?,
         }
         if !self.options.is_empty() {
             write!(f, " options={:?}", self.options)?;

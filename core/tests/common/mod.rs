@@ -6,8 +6,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use pgm_core::wire::{
-    Body, DataRepr, Gsi, NakRepr, Nla, OptFlags, OptionList, OptionValue, PgmOption, PollRepr,
-    PollSubtype, PolrRepr, Repr, SpmRepr, Sqn, SqnList,
+    AckRepr, Body, DataRepr, Gsi, NakRepr, Nla, OptFlags, OptionList, OptionValue, PgmOption,
+    PollRepr, PollSubtype, PolrRepr, Repr, SpmRepr, Sqn, SqnList,
 };
 use proptest::prelude::*;
 
@@ -30,6 +30,8 @@ pub enum OwnedValue {
     Rst(bool, u8),
     Cr(u8, u32, u16, u16, u16, Nla),
     Crqst(u8),
+    PgmccData(u32, Nla),
+    PgmccFeedback(u32, u16, Nla),
     Invalid(u8, Vec<u8>),
     Unknown(u8, u8, Vec<u8>),
 }
@@ -83,6 +85,15 @@ impl OwnedOption {
                 receiver: *n,
             },
             OwnedValue::Crqst(w) => OptionValue::Crqst { which: *w },
+            OwnedValue::PgmccData(t, n) => OptionValue::PgmccData {
+                tstamp: *t,
+                acker: *n,
+            },
+            OwnedValue::PgmccFeedback(t, l, n) => OptionValue::PgmccFeedback {
+                tstamp: *t,
+                loss_rate: *l,
+                receiver: *n,
+            },
             OwnedValue::Invalid(s, d) => OptionValue::Invalid {
                 specific: *s,
                 data: d,
@@ -111,6 +122,7 @@ pub enum OwnedBody {
     Nnak(NakRepr),
     Ncf(NakRepr),
     Spmr,
+    Ack(AckRepr),
 }
 
 /// A whole packet with owned contents.
@@ -150,6 +162,7 @@ impl Model {
             OwnedBody::Nnak(r) => Body::Nnak(*r),
             OwnedBody::Ncf(r) => Body::Ncf(*r),
             OwnedBody::Spmr => Body::Spmr,
+            OwnedBody::Ack(r) => Body::Ack(*r),
         };
         Repr {
             sport: self.sport,
@@ -214,10 +227,13 @@ pub fn option_value() -> impl Strategy<Value = OwnedValue> {
         )
             .prop_map(|(w, l, a, b, c, n)| OwnedValue::Cr(w, l, a, b, c, n)),
         (0u8..8).prop_map(OwnedValue::Crqst),
+        (any::<u32>(), nla()).prop_map(|(t, n)| OwnedValue::PgmccData(t, n)),
+        (any::<u32>(), any::<u16>(), nla())
+            .prop_map(|(t, l, n)| OwnedValue::PgmccFeedback(t, l, n)),
         (0u8..128, prop::collection::vec(any::<u8>(), 0..40))
             .prop_map(|(s, d)| OwnedValue::Invalid(s, d)),
         (
-            prop::sample::select(vec![0x06u8, 0x12, 0x13, 0x20, 0x3C, 0x7E]),
+            prop::sample::select(vec![0x06u8, 0x14, 0x20, 0x3C, 0x7E]),
             0u8..128,
             prop::collection::vec(any::<u8>(), 0..40)
         )
@@ -275,6 +291,8 @@ pub fn body() -> impl Strategy<Value = OwnedBody> {
         nak_repr().prop_map(OwnedBody::Nnak),
         nak_repr().prop_map(OwnedBody::Ncf),
         Just(OwnedBody::Spmr),
+        (sqn(), any::<u32>())
+            .prop_map(|(rx_max, bitmap)| OwnedBody::Ack(AckRepr { rx_max, bitmap })),
     ]
 }
 
