@@ -378,7 +378,8 @@ impl TxBatch {
     }
 }
 
-/// Packets the sender's driver sends before it looks at its sockets and timers again.
+/// Packets the sender's driver sends before it yields to the runtime (the application's
+/// tasks, and its own wakeups: requests, sockets, timers).
 const DRAIN_BUDGET: usize = 1024;
 
 struct Driver<T> {
@@ -407,7 +408,7 @@ impl<T: Transport> Driver<T> {
         loop {
             let now = now();
             self.take_queue();
-            let more = self.drain(now, &mut buf, &mut batch).await;
+            let more = self.drain(&mut buf, &mut batch, &mut rbatch).await;
             if self.linger_until.is_some_and(|t| now >= t) {
                 break;
             }
@@ -435,9 +436,10 @@ impl<T: Transport> Driver<T> {
         }
     }
 
-    /// Takes NAKs and SPMRs already queued on the sockets and runs due timers, without
-    /// waiting.
-    fn poll_input(&mut self, rbatch: &mut RecvBatch) {
+    /// Takes NAKs and SPMRs already queued on the sockets (a bounded number of receive
+    /// batches) and runs due timers, without waiting. Returns the time it passed the
+    /// engine, which later calls must not precede.
+    fn poll_input(&mut self, rbatch: &mut RecvBatch) -> Instant {
         let now = now();
         if !self.recv_broken {
             for _ in 0..4 {
@@ -450,6 +452,7 @@ impl<T: Transport> Driver<T> {
         if self.source.poll_timeout().is_some_and(|t| t <= now) {
             self.source.handle_timeout(now);
         }
+        now
     }
 
     fn on_recv(&mut self, now: Instant, r: io::Result<usize>, batch: &RecvBatch) {
@@ -509,7 +512,20 @@ impl<T: Transport> Driver<T> {
 
     /// Admits pending messages and sends what the engine has in batches, until neither
     /// makes progress or [`DRAIN_BUDGET`] packets went out. Returns whether work remains.
-    async fn drain(&mut self, now: Instant, buf: &mut Vec<u8>, batch: &mut TxBatch) -> bool {
+    ///
+    /// Between two full batches it takes the NAKs and SPMRs already queued on the sockets
+    /// (and runs due timers), without waiting: the engine puts NCFs before everything else
+    /// (§5.1.3), so a NAK that arrives while a backlog drains is confirmed in the next
+    /// batch, after at most one batch ([`SEND_BATCH`](crate::net::mmsg::SEND_BATCH)
+    /// packets) more of ODATA, not after the whole budget (§5.2: "immediately"). That costs
+    /// one non-blocking receive per batch.
+    async fn drain(
+        &mut self,
+        buf: &mut Vec<u8>,
+        batch: &mut TxBatch,
+        rbatch: &mut RecvBatch,
+    ) -> bool {
+        let mut now = now();
         let mut sent = 0;
         loop {
             self.admit();
@@ -534,6 +550,7 @@ impl<T: Transport> Driver<T> {
                     if sent >= DRAIN_BUDGET {
                         break;
                     }
+                    now = self.poll_input(rbatch);
                 }
             }
             sent += batch.transmits.len();
@@ -567,5 +584,149 @@ impl<T: Transport> Driver<T> {
             }
             self.pending.pop_front();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::os::fd::{AsFd, BorrowedFd};
+    use std::os::unix::net::UnixDatagram;
+
+    use super::*;
+    use crate::net::mmsg::SEND_BATCH;
+    use crate::proto::RecvMeta;
+    use crate::wire::{Body, Gsi, NakRepr, Nla, OptionList, PacketType, Repr, Sqn};
+
+    const GROUP: Ipv4Addr = Ipv4Addr::new(239, 192, 0, 1);
+    const SRC: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const RCV: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+    const GSI: Gsi = Gsi([1, 2, 3, 4, 5, 6]);
+
+    /// A transport that records the type of every packet sent and, when the `inject_at`-th
+    /// ODATA is handed to it, queues `nak` on its receiving socket (a Unix datagram pair:
+    /// a real descriptor, so the driver's readiness machinery is the real one).
+    struct Recorder {
+        rx: UnixDatagram,
+        inject: UnixDatagram,
+        nak: Vec<u8>,
+        inject_at: usize,
+        sent: Mutex<Vec<PacketType>>,
+    }
+
+    impl Recorder {
+        fn log(&self) -> MutexGuard<'_, Vec<PacketType>> {
+            self.sent.lock().unwrap_or_else(|e| e.into_inner())
+        }
+    }
+
+    impl Transport for Arc<Recorder> {
+        fn send(&self, transmit: &Transmit, _packet: &[u8]) -> io::Result<()> {
+            let mut log = self.log();
+            log.push(transmit.packet_type);
+            if transmit.packet_type == PacketType::Odata {
+                let odata = log.iter().filter(|t| **t == PacketType::Odata).count();
+                if odata == self.inject_at {
+                    self.inject.send(&self.nak)?;
+                }
+            }
+            Ok(())
+        }
+
+        fn send_socket(&self, _transmit: &Transmit) -> usize {
+            0
+        }
+
+        fn recv(&self, _socket: usize, buf: &mut [u8]) -> io::Result<(RecvMeta, usize)> {
+            let n = self.rx.recv(buf)?;
+            let meta = RecvMeta {
+                source: RCV.into(),
+                destination: SRC.into(),
+            };
+            Ok((meta, n))
+        }
+
+        fn sockets(&self) -> Vec<(BorrowedFd<'_>, bool)> {
+            vec![(self.rx.as_fd(), true)]
+        }
+    }
+
+    /// A NAK from the receiver for `sqn` of the session `SourceConfig::new(GSI, 4000, 7500,
+    /// ..)` sends.
+    fn nak(sqn: u32) -> Vec<u8> {
+        let repr = Repr {
+            sport: 7500,
+            dport: 4000,
+            gsi: GSI,
+            parity: false,
+            var_pktlen: false,
+            body: Body::Nak(NakRepr {
+                sqn: Sqn(sqn),
+                source: Nla(SRC.into()),
+                group: Nla(GROUP.into()),
+            }),
+            options: OptionList::EMPTY,
+        };
+        let mut buf = vec![0; repr.buffer_len()];
+        repr.emit(&mut buf).expect("emit NAK");
+        buf
+    }
+
+    //= https://www.rfc-editor.org/rfc/rfc3208#section-5.2
+    //# A source MUST immediately multicast an NCF in response to any NAK it
+    //# receives.
+    /// With a backlog of thousands of queued messages, a NAK that arrives while the driver
+    /// is sending is confirmed within one send batch, not after the driver's whole budget.
+    #[tokio::test]
+    async fn a_nak_arriving_under_load_is_confirmed_within_one_batch() {
+        const INJECT_AT: usize = 100;
+        const MESSAGES: usize = 4000;
+        let (rx, inject) = UnixDatagram::pair().expect("socketpair");
+        rx.set_nonblocking(true).expect("non-blocking");
+        let recorder = Arc::new(Recorder {
+            rx,
+            inject,
+            nak: nak(10),
+            inject_at: INJECT_AT,
+            sent: Mutex::new(Vec::new()),
+        });
+        let engine = SourceConfig::new(GSI, 4000, 7500, GROUP.into(), SRC.into());
+        let sender =
+            Sender::with_transport(engine, recorder.clone(), Duration::ZERO).expect("sender");
+        for i in 0..MESSAGES as u32 {
+            sender.send(&i.to_be_bytes()).await.expect("send");
+        }
+        let stats = sender.close().await.expect("close");
+        assert_eq!(stats.engine.naks_received, 1);
+        assert_eq!(stats.engine.ncf_sent, 1);
+
+        let log = recorder.log();
+        let injected = log
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t == PacketType::Odata)
+            .nth(INJECT_AT - 1)
+            .map(|(i, _)| i)
+            .expect("the NAK was injected");
+        let ncf = log
+            .iter()
+            .position(|t| *t == PacketType::Ncf)
+            .expect("an NCF was sent");
+        let odata_between = log[injected + 1..ncf]
+            .iter()
+            .filter(|t| **t == PacketType::Odata)
+            .count();
+        // The batch the NAK arrived in is finished, then the NCF opens the next one.
+        assert!(
+            odata_between < SEND_BATCH,
+            "{odata_between} ODATA went out between the NAK's arrival and its NCF"
+        );
+        assert_eq!(
+            log[ncf + 1],
+            PacketType::Rdata,
+            "the repair follows its NCF"
+        );
+        let odata = log.iter().filter(|t| **t == PacketType::Odata).count();
+        assert_eq!(odata, MESSAGES, "every message left as ODATA");
     }
 }
