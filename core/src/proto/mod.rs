@@ -22,6 +22,7 @@
 //! seeded from the engine's configuration, so runs in the simulator replay exactly.
 
 pub mod network_element;
+pub mod pgmcc;
 pub mod receiver;
 pub mod repairer;
 pub mod rotation;

@@ -17,10 +17,11 @@ use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use super::pgmcc::{Controller, PgmccConfig, PgmccState, PgmccStats, Report};
 use super::{Destination, RecvMeta, Transmit};
 use crate::wire::{
-    Body, DataRepr, Gsi, NakPacket, NakRepr, Nla, OptionList, OptionValue, Packet, PacketType,
-    PgmOption, Repr, SpmRepr, Sqn, SqnList, Tsi, WireError,
+    AckPacket, Body, DataRepr, Gsi, NakPacket, NakRepr, Nla, OptionList, OptionValue, Packet,
+    PacketType, PgmOption, Repr, SpmRepr, Sqn, SqnList, Tsi, WireError,
 };
 
 /// Configuration of a source. Every field has a default ([`SourceConfig::new`]); the
@@ -98,6 +99,8 @@ pub struct SourceConfig {
     /// transmit window. Default false: §9.4's default is to deliver from the first packet a
     /// receiver gets.
     pub late_join: bool,
+    /// PGMCC congestion control (see [`PgmccConfig`]).
+    pub pgmcc: PgmccConfig,
 }
 
 impl SourceConfig {
@@ -125,6 +128,7 @@ impl SourceConfig {
             initial_sqn: 0,
             max_pending_ncfs: 1024,
             late_join: false,
+            pgmcc: PgmccConfig::new(),
         }
     }
 }
@@ -182,6 +186,8 @@ pub struct SourceStats {
     pub ignored: u64,
     /// Packets dropped as malformed, by reason.
     pub malformed: MalformedCounts,
+    /// PGMCC's counters.
+    pub pgmcc: PgmccStats,
 }
 
 /// Malformed packets by [`WireError`] reason.
@@ -262,6 +268,8 @@ pub struct Source {
     tokens: i64,
     last_refill: Instant,
     closing: bool,
+    /// PGMCC, when enabled.
+    cc: Option<Controller>,
     stats: SourceStats,
 }
 
@@ -272,6 +280,10 @@ impl Source {
     pub fn new(config: SourceConfig, now: Instant) -> Self {
         let first = Sqn(config.initial_sqn);
         let opening_spms = config.initial_spms.saturating_sub(1);
+        let cc = config
+            .pgmcc
+            .enabled
+            .then(|| Controller::new(config.pgmcc.clone(), now));
         Self {
             next_ambient: now + config.spm_ambient_ivl,
             ihb: config.ihb_min,
@@ -291,6 +303,7 @@ impl Source {
             last_spmr_answer: None,
             last_refill: now,
             closing: false,
+            cc,
             stats: SourceStats::default(),
         }
     }
@@ -312,6 +325,18 @@ impl Source {
     /// Counters.
     pub fn stats(&self) -> &SourceStats {
         &self.stats
+    }
+
+    /// Counters, PGMCC's included.
+    fn sync_stats(&mut self) {
+        if let Some(cc) = &self.cc {
+            self.stats.pgmcc = cc.stats().clone();
+        }
+    }
+
+    /// PGMCC's state (acker, window, tokens), when it is enabled.
+    pub fn pgmcc_state(&self) -> Option<PgmccState> {
+        self.cc.as_ref().map(Controller::state)
     }
 
     /// TXW_TRAIL: the oldest sequence number still in the window (lead + 1 when empty).
@@ -343,15 +368,28 @@ impl Source {
     }
 
     /// Largest TSDU of an unfragmented packet: room is kept for OPT_LENGTH, OPT_JOIN,
-    /// OPT_SYN and OPT_FIN.
+    /// OPT_SYN, OPT_FIN and OPT_PGMCC_DATA.
     fn max_tsdu(&self) -> usize {
-        self.config.max_tpdu.saturating_sub(16 + 8 + 4 + 8 + 8)
+        self.config
+            .max_tpdu
+            .saturating_sub(16 + 8 + 4 + 8 + 8 + self.pgmcc_len())
     }
 
-    /// Largest TSDU of a fragment: room for OPT_LENGTH, OPT_FRAGMENT, OPT_JOIN, OPT_SYN and
-    /// OPT_FIN.
+    /// Largest TSDU of a fragment: room for OPT_LENGTH, OPT_FRAGMENT, OPT_JOIN, OPT_SYN,
+    /// OPT_FIN and OPT_PGMCC_DATA.
     fn max_fragment(&self) -> usize {
-        self.config.max_tpdu.saturating_sub(16 + 8 + 4 + 16 + 8 + 8)
+        self.config
+            .max_tpdu
+            .saturating_sub(16 + 8 + 4 + 16 + 8 + 8 + self.pgmcc_len())
+    }
+
+    /// Bytes of OPT_PGMCC_DATA on each data packet (an NLA of the source's family).
+    fn pgmcc_len(&self) -> usize {
+        match (&self.cc, self.config.source_addr) {
+            (None, _) => 0,
+            (Some(_), IpAddr::V4(_)) => 16,
+            (Some(_), IpAddr::V6(_)) => 28,
+        }
     }
 
     fn bucket_size(config: &SourceConfig) -> i64 {
@@ -433,7 +471,7 @@ impl Source {
 
     /// Handles a packet addressed to the source: NAKs (repair), NNAKs (counted), SPMRs
     /// (answered with an SPM). Bounded: one NAK's list of at most 62 entries.
-    pub fn handle_packet(&mut self, now: Instant, _meta: RecvMeta, bytes: &[u8]) {
+    pub fn handle_packet(&mut self, now: Instant, meta: RecvMeta, bytes: &[u8]) {
         let packet = match Packet::new_checked(bytes) {
             Ok(p) => p,
             Err(e) => return self.stats.malformed.add(e),
@@ -446,7 +484,14 @@ impl Source {
             return;
         }
         match packet.packet_type() {
-            PacketType::Nak => self.on_nak(now, bytes),
+            PacketType::Nak => {
+                self.on_nak(now, bytes);
+                self.sync_stats();
+            }
+            PacketType::Ack => {
+                self.on_ack(now, meta, bytes);
+                self.sync_stats();
+            }
             PacketType::Nnak => self.stats.nnaks_received += 1,
             PacketType::Spmr => {
                 self.stats.spmrs_received += 1;
@@ -473,6 +518,10 @@ impl Source {
         if nak.options_flags() & crate::wire::flags::OPT_PARITY != 0 {
             self.stats.parity_naks_ignored += 1;
             return;
+        }
+        // A NAK's OPT_PGMCC_FEEDBACK takes part in acker selection (draft §2.3).
+        if let Some(report) = feedback(nak.options()) {
+            self.report(now, report, None);
         }
         let mut confirmed: Vec<Sqn> = Vec::new();
         let trail = self.trail();
@@ -539,10 +588,51 @@ impl Source {
         }
     }
 
+    /// An ACK (PGMCC): feedback, and from the acker, the window's clock.
+    fn on_ack(&mut self, now: Instant, meta: RecvMeta, bytes: &[u8]) {
+        let Ok(ack) = AckPacket::new_checked(bytes) else {
+            return;
+        };
+        if self.cc.is_none() {
+            self.stats.ignored += 1;
+            return;
+        }
+        let rx_max = ack.rx_max();
+        // Feedback must name the host that sent it (an ACK comes straight from its
+        // receiver), and acknowledge only data sent.
+        let report = feedback(ack.options()).filter(|r| r.receiver == meta.source);
+        let sent = self.next_odata != Sqn(self.config.initial_sqn) && rx_max.lt(self.next_odata);
+        match report {
+            Some(r) if sent => self.report(now, r, Some((rx_max, ack.bitmap()))),
+            _ => {
+                if let Some(cc) = &mut self.cc {
+                    cc.count_invalid_ack();
+                }
+            }
+        }
+    }
+
+    /// Hands a report to PGMCC.
+    fn report(&mut self, now: Instant, r: Report, ack: Option<(Sqn, u32)>) {
+        let Some(cc) = &mut self.cc else { return };
+        let window = &self.window;
+        let front = window.front().map(|e| e.sqn);
+        cc.on_report(now, r, ack, |s| {
+            let idx = s.since(front?)?;
+            window.get(idx as usize)?.sent_at
+        });
+    }
+
     /// Handles timer expiry. Deadlines are also checked in `poll_transmit`, so this only
     /// evicts packets that aged out of the window.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.evict(now);
+        if let Some(cc) = &mut self.cc {
+            if cc.poll_timeout().is_some_and(|d| d <= now) {
+                cc.handle_timeout(now);
+                self.sync_stats();
+            }
+        }
         //= https://www.rfc-editor.org/rfc/rfc3208#section-5.1.4
         //# Interleaved with ODATA and RDATA, a source MUST transmit SPMs at a
         //# rate at least sufficient to maintain current source path state in PGM
@@ -676,7 +766,7 @@ impl Source {
             if self.window.get(idx as usize).is_none() {
                 continue;
             }
-            let t = self.emit_data(idx as usize, PacketType::Rdata, buf);
+            let t = self.emit_data(idx as usize, PacketType::Rdata, buf, now);
             self.stats.rdata_sent += 1;
             self.charge(t.len);
             self.on_data_sent(now);
@@ -687,9 +777,14 @@ impl Source {
         //# transmit ODATA packets in sequence and only within the transmit
         //# window beginning with TXW_TRAIL at no greater a rate than
         //# TXW_MAX_RTE.
-        if self.next_odata != self.next_sqn {
+        //= draft-ietf-rmt-bb-pgmcc-03 §3
+        // send_packet(): if (QUEUED > 0 && T >= 1) { transmit one packet; T = T - 1 }
+        if self.next_odata != self.next_sqn && self.cc.as_ref().is_none_or(Controller::may_send) {
             let idx = self.next_odata.since(self.window.front()?.sqn)? as usize;
-            let t = self.emit_data(idx, PacketType::Odata, buf);
+            let t = self.emit_data(idx, PacketType::Odata, buf, now);
+            if let Some(cc) = &mut self.cc {
+                cc.on_odata_sent(now, self.next_odata);
+            }
             if let Some(e) = self.window.get_mut(idx) {
                 e.sent_at = Some(now);
                 self.window_bytes += e.tsdu.len();
@@ -720,6 +815,9 @@ impl Source {
         }
         if let Some(front) = self.window.front().and_then(|e| e.sent_at) {
             t = t.min(front + self.config.txw_secs);
+        }
+        if let Some(d) = self.cc.as_ref().and_then(Controller::poll_timeout) {
+            t = t.min(d);
         }
         let data_waiting = !self.repairs.is_empty() || self.next_odata != self.next_sqn;
         if data_waiting && self.config.txw_max_rte > 0 && self.tokens <= 0 {
@@ -823,9 +921,9 @@ impl Source {
     // OPT_FIN); the one network-significant option a source sends, OPT_NAK_LIST, is alone
     // in its NCF (`emit_ncf`). Network elements, receivers and DLRs likewise send
     // OPT_NAK_LIST or OPT_REDIRECT alone, and forward options in the order received.
-    fn emit_data(&self, idx: usize, ty: PacketType, buf: &mut Vec<u8>) -> Transmit {
+    fn emit_data(&self, idx: usize, ty: PacketType, buf: &mut Vec<u8>, now: Instant) -> Transmit {
         let e = &self.window[idx];
-        let mut opts: [PgmOption<'_>; 4] = [PgmOption::from(OptionValue::Syn); 4];
+        let mut opts: [PgmOption<'_>; 5] = [PgmOption::from(OptionValue::Syn); 5];
         let mut n = 0;
         if self.config.late_join && ty == PacketType::Odata {
             opts[n] = OptionValue::Join {
@@ -849,6 +947,21 @@ impl Source {
         }
         if e.fin {
             opts[n] = OptionValue::Fin.into();
+            n += 1;
+        }
+        if let Some(cc) = &self.cc {
+            //= draft-ietf-rmt-bb-pgmcc-03 §2.1.1
+            // Every data packet carries a timestamp and the acker's identity; the
+            // unspecified address asks receivers to elect one.
+            let unspecified = match self.config.source_addr {
+                IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+            };
+            opts[n] = OptionValue::PgmccData {
+                tstamp: cc.tstamp(now),
+                acker: Nla(cc.acker().unwrap_or(unspecified)),
+            }
+            .into();
             n += 1;
         }
         let data = DataRepr {
@@ -885,4 +998,20 @@ impl Source {
             len,
         }
     }
+}
+
+/// The OPT_PGMCC_FEEDBACK among `options`, if any.
+fn feedback(options: OptionList<'_>) -> Option<Report> {
+    options.iter().find_map(|o| match o.value {
+        OptionValue::PgmccFeedback {
+            tstamp,
+            loss_rate,
+            receiver,
+        } => Some(Report {
+            receiver: receiver.0,
+            tstamp,
+            loss: loss_rate,
+        }),
+        _ => None,
+    })
 }

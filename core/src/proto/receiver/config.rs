@@ -84,6 +84,19 @@ pub struct ReceiverConfig {
     /// Default 20 ms: far above the reordering of a path, far below what an application
     /// notices at a session's start. Zero disables it.
     pub join_hold: Duration,
+    /// Take part in PGMCC (draft-ietf-rmt-bb-pgmcc-03) when a source runs it: measure the
+    /// loss rate, put OPT_PGMCC_FEEDBACK in NAKs, ACK data that names this receiver as
+    /// acker, and volunteer when data names none. Needs `local_addr`. A source that sends no
+    /// OPT_PGMCC_DATA draws nothing of this. Default true.
+    pub pgmcc: bool,
+    /// This receiver's unicast address: the acker named in data is compared with it, and
+    /// feedback carries it. `None` leaves PGMCC out. Default none (the host receiver sets
+    /// its interface's address).
+    pub local_addr: Option<IpAddr>,
+    /// ACK_BO_IVL: after data that names no acker, a receiver volunteers with an ACK after a
+    /// random wait in `[0, ack_bo_ivl)`, cancelled when data names an acker first (§2.3.1).
+    /// Default 50 ms, OpenPGM's: the source does not wait for the election.
+    pub ack_bo_ivl: Duration,
     /// Seed of the back-off generator.
     pub rng_seed: u64,
 }
@@ -112,6 +125,9 @@ impl ReceiverConfig {
             nak_ivl_floor: Duration::from_millis(10),
             answer_polls: true,
             join_hold: Duration::from_millis(20),
+            pgmcc: true,
+            local_addr: None,
+            ack_bo_ivl: Duration::from_millis(50),
             rng_seed: 0,
         }
     }

@@ -78,6 +78,8 @@ pub struct ReceiverStats {
     pub spmrs_sent: u64,
     /// POLRs sent in answer to POLLs.
     pub polrs_sent: u64,
+    /// PGMCC ACKs sent (as acker, or volunteering).
+    pub acks_sent: u64,
     /// Messages delivered.
     pub messages_delivered: u64,
     /// Bytes delivered.

@@ -28,8 +28,9 @@ use rand::Rng;
 use super::rotation::{Candidate, evict_in_rotation};
 use super::{Destination, EngineRng, KeyedHasher, RecvMeta, Transmit, keyed_hasher, rng_from_seed};
 use crate::wire::{
-    Body, DataPacket, MAX_NAK_LIST, NakPacket, NakRepr, Nla, OptionList, OptionValue, Packet,
-    PacketType, PgmOption, PollPacket, PollSubtype, PolrRepr, Repr, SpmPacket, Sqn, SqnList, Tsi,
+    AckRepr, Body, DataPacket, MAX_NAK_LIST, NakPacket, NakRepr, Nla, OptionList, OptionValue,
+    Packet, PacketType, PgmOption, PollPacket, PollSubtype, PolrRepr, Repr, SpmPacket, Sqn,
+    SqnList, Tsi,
 };
 
 mod config;
@@ -47,9 +48,22 @@ use window::{Observed, Peer, PendingPolr, SLOT_COST, Slot, SpmrState, join_point
 
 #[derive(Debug, Clone)]
 enum PendingTx {
-    Nak { tsi: Tsi, sqns: Vec<Sqn> },
-    Spmr { tsi: Tsi, multicast: bool },
-    Polr { tsi: Tsi, polr: PendingPolr },
+    Nak {
+        tsi: Tsi,
+        sqns: Vec<Sqn>,
+    },
+    Spmr {
+        tsi: Tsi,
+        multicast: bool,
+    },
+    Polr {
+        tsi: Tsi,
+        polr: PendingPolr,
+    },
+    /// A PGMCC ACK (as acker, or volunteering), built from the source's state when sent.
+    Ack {
+        tsi: Tsi,
+    },
 }
 
 /// The receiver engine for one port and group. See the [module documentation](self).
@@ -286,6 +300,7 @@ impl Receiver {
         let mut fin = false;
         let mut syn = false;
         let mut join = None;
+        let mut pgmcc = None;
         for o in pkt.options() {
             match o.value {
                 OptionValue::Fragment {
@@ -296,6 +311,7 @@ impl Receiver {
                 OptionValue::Fin => fin = true,
                 OptionValue::Syn => syn = true,
                 OptionValue::Join { min_sqn } => join = Some(min_sqn),
+                OptionValue::PgmccData { tstamp, acker } => pgmcc = Some((tstamp, acker.0)),
                 _ => {}
             }
         }
@@ -368,6 +384,27 @@ impl Receiver {
             }
             if fin {
                 peer.fin_lead = Some(sqn);
+            }
+            if let (Some((tstamp, acker)), Some(me), true, false) =
+                (pgmcc, cfg.local_addr, cfg.pgmcc, rdata)
+            {
+                peer.cc.on_odata(now, sqn, tstamp);
+                //= draft-ietf-rmt-bb-pgmcc-03 §4
+                // if (ACKER == this_node) { send an immediate ACK }
+                if acker == me {
+                    peer.cc.volunteer = None;
+                    if !peer.ack_queued {
+                        peer.ack_queued = true;
+                        self.tx.push_back(PendingTx::Ack { tsi });
+                    }
+                } else if acker.is_unspecified() {
+                    // No acker (§2.3.1): volunteer after a random back-off.
+                    if peer.cc.volunteer.is_none() && !peer.ack_queued {
+                        peer.cc.volunteer = Some(now + random_upto(&mut self.rng, cfg.ack_bo_ivl));
+                    }
+                } else {
+                    peer.cc.volunteer = None;
+                }
             }
         }
         //= https://www.rfc-editor.org/rfc/rfc3208#section-6.1

@@ -227,6 +227,13 @@ impl Receiver {
             peer.polr = None;
             self.tx.push_back(PendingTx::Polr { tsi, polr: p });
         }
+        if peer.cc.volunteer.is_some_and(|at| at <= now) {
+            peer.cc.volunteer = None;
+            if !peer.ack_queued {
+                peer.ack_queued = true;
+                self.tx.push_back(PendingTx::Ack { tsi });
+            }
+        }
         self.deliver(tsi, events);
     }
 
@@ -237,8 +244,10 @@ impl Receiver {
     }
 
     /// The next packet to send (NAKs, SPMRs, POLRs), written into `buf`.
-    pub fn poll_transmit(&mut self, _now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         while let Some(tx) = self.tx.pop_front() {
+            // OPT_PGMCC_FEEDBACK for NAKs and ACKs of a source that runs PGMCC.
+            let mut report = None;
             let (tsi, body, opts_rest, dest, ttl, ty) = match &tx {
                 PendingTx::Nak { tsi, sqns } => {
                     let Some(peer) = self.peers.get(tsi) else {
@@ -258,6 +267,7 @@ impl Receiver {
                         source: Nla(peer.source_addr),
                         group: Nla(self.config.group),
                     });
+                    report = self.feedback(peer, now);
                     self.stats.naks_sent += 1;
                     self.stats.nak_sqns_sent += sqns.len() as u64;
                     (
@@ -303,10 +313,38 @@ impl Receiver {
                         PacketType::Polr,
                     )
                 }
+                //= draft-ietf-rmt-bb-pgmcc-03 §4
+                // The ACK reports the most recent 32 sequence numbers and the echoed
+                // timestamp; it goes straight to the source's address.
+                PendingTx::Ack { tsi } => {
+                    let Some(peer) = self.peers.get_mut(tsi) else {
+                        continue;
+                    };
+                    peer.ack_queued = false;
+                    let peer = &self.peers[tsi];
+                    let (Some((rx_max, bitmap)), Some(r)) =
+                        (peer.cc.ack(), self.feedback(peer, now))
+                    else {
+                        continue;
+                    };
+                    report = Some(r);
+                    self.stats.acks_sent += 1;
+                    (
+                        *tsi,
+                        Body::Ack(AckRepr { rx_max, bitmap }),
+                        &[][..],
+                        Destination::Unicast(peer.source_addr),
+                        None,
+                        PacketType::Ack,
+                    )
+                }
             };
-            let opts = [PgmOption::from(OptionValue::NakList(SqnList::Slice(
-                opts_rest,
-            )))];
+            let mut opts = [PgmOption::from(OptionValue::NakList(SqnList::Slice(opts_rest))); 2];
+            let mut n = usize::from(!opts_rest.is_empty());
+            if let Some(r) = report {
+                opts[n] = r.into();
+                n += 1;
+            }
             let repr = Repr {
                 sport: self.config.dport,
                 dport: tsi.sport,
@@ -314,10 +352,10 @@ impl Receiver {
                 parity: false,
                 var_pktlen: false,
                 body,
-                options: if opts_rest.is_empty() {
+                options: if n == 0 {
                     OptionList::EMPTY
                 } else {
-                    OptionList::Slice(&opts)
+                    OptionList::Slice(&opts[..n])
                 },
             };
             buf.resize(repr.buffer_len(), 0);
@@ -335,6 +373,19 @@ impl Receiver {
 }
 
 const ONE_SECOND: Duration = Duration::from_secs(1);
+
+impl Receiver {
+    /// OPT_PGMCC_FEEDBACK for `peer` at `now`, if this receiver takes part in PGMCC and the
+    /// source's data carried OPT_PGMCC_DATA.
+    fn feedback(&self, peer: &Peer, now: Instant) -> Option<OptionValue<'static>> {
+        let me = self.config.local_addr.filter(|_| self.config.pgmcc)?;
+        Some(OptionValue::PgmccFeedback {
+            tstamp: peer.cc.echo(now)?,
+            loss_rate: peer.cc.loss_rate(),
+            receiver: Nla(me),
+        })
+    }
+}
 
 /// Takes one SPMR from the budget of `rate` per second (`budget`: what is left of the
 /// current second, and when it began).

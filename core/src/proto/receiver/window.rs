@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use super::nak::{NakState, RttEstimate, random_upto};
 use super::{EndReason, Event, ReceiverStats};
 use crate::proto::EngineRng;
+use crate::proto::pgmcc::Feedback;
 use crate::wire::{Sqn, Tsi};
 
 /// What one slot of the window costs besides its data, for the buffer bound: the slot and
@@ -142,6 +143,10 @@ pub(super) struct Peer {
     pub(super) bytes: usize,
     /// The time of this source's entry in the engine's wake-up queue, if it has one.
     pub(super) wake: Option<Instant>,
+    /// PGMCC: the loss rate, the ACK bitmap and the ACK's schedule.
+    pub(super) cc: Feedback,
+    /// An ACK for this source waits in the transmit queue.
+    pub(super) ack_queued: bool,
 }
 
 impl Peer {
@@ -180,6 +185,8 @@ impl Peer {
             jump: None,
             bytes: 0,
             wake: None,
+            cc: Feedback::default(),
+            ack_queued: false,
         }
     }
 
@@ -200,6 +207,9 @@ impl Peer {
         }
         if let Some(polr) = self.polr {
             take(polr.deadline);
+        }
+        if let Some(at) = self.cc.volunteer {
+            take(at);
         }
         t
     }

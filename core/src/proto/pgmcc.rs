@@ -1,0 +1,596 @@
+//! PGMCC congestion control (draft-ietf-rmt-bb-pgmcc-03), sans-IO: the source's window of
+//! tokens, acker election and timeout ([`Controller`]), and a receiver's loss measurement
+//! and ACK bitmap ([`Feedback`]).
+//!
+//! Heads up! Read the draft's §2.2 (window), §2.3 (acker selection), §2.7 (timeouts) and §3/§4
+//! (procedures), and `docs/pgmcc.md` for the wire format (OpenPGM's) and the decisions below.
+//!
+//! Where this departs from the draft, and why:
+//!
+//! - **No acker, no window.** The draft holds a source with no acker to one packet per
+//!   timeout. Here the token window binds only while an acker is elected: before the first
+//!   election, and after an acker is dropped for silence, data goes out under the rate limit
+//!   alone, naming no acker, which asks receivers to volunteer. Receivers that do not speak
+//!   PGMCC (OpenPGM's without `PGM_USE_PGMCC`, older stacks) never volunteer, and a session
+//!   with only them would otherwise crawl at one packet per timeout.
+//! - **Tokens during the suspension.** After a loss halves the window, window changes are
+//!   suspended for one round trip (§2.2), but acknowledged packets still return one token
+//!   each: a halving takes W/2 tokens, usually below zero, and if ACKs gave none back the
+//!   source could send nothing, the acker would have nothing to acknowledge, and the
+//!   session would wait for the timeout.
+//! - **The loss rate's filter.** §2.6 prints `p_i = c_p*p_{i-1} + (1-c_p)*p_i`, with `p_i`
+//!   on both sides. The reading that filters is `p ← p + c·(x − p)` with c = 500/65536,
+//!   used here.
+//! - **RTT for the timeout** comes from when the acknowledged packet was sent (µs precision,
+//!   §2.5.3's "sequence numbers" method); RTT for acker selection from the echoed
+//!   millisecond timestamp (§2.5.1), the same method for every receiver.
+//! - **Only ODATA spends tokens.** RDATA reuses its packet's sequence number and stays under
+//!   the rate limit alone (`docs/pgmcc.md` §5).
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::wire::Sqn;
+
+/// Configuration of a source's PGMCC. Defaults ([`PgmccConfig::new`]) are documented per
+/// field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgmccConfig {
+    /// Whether the source runs PGMCC at all. Default true.
+    pub enabled: bool,
+    /// C, the hysteresis of acker selection (§2.3): a receiver replaces the acker when its
+    /// expected throughput is below C times the acker's. Default 0.75, the draft's.
+    pub hysteresis: f64,
+    /// SSTHRESH in packets (§2.2): the window opens exponentially up to here, then by one
+    /// packet per round trip. Default 4, the draft's.
+    pub ssthresh: u32,
+    /// The largest window in packets. Default 65536. The source also never lets it exceed
+    /// its transmit window.
+    pub max_window: u32,
+    /// The retransmission timeout before any round trip is measured (§2.7). Default 1 s,
+    /// RFC 6298's initial RTO (the draft suggests TCP's older 3 s).
+    pub initial_rto: Duration,
+    /// The least timeout. Default 200 ms, Linux TCP's: an acker's ACKs can be held up by a
+    /// busy host for tens of milliseconds, and a spurious timeout collapses the window.
+    pub min_rto: Duration,
+    /// The greatest timeout. Default 3 s.
+    pub max_rto: Duration,
+    /// RETRY_MAX (§3): successive timeouts after which the acker is dropped. Default 2, the
+    /// draft's recommendation (§2.7).
+    pub retry_max: u32,
+    /// An acker to prefer: while it sends feedback it is elected and never replaced. For
+    /// receivers that never volunteer (OpenPGM's, `docs/pgmcc.md`). Default none.
+    pub acker: Option<IpAddr>,
+}
+
+impl PgmccConfig {
+    /// The documented defaults.
+    pub fn new() -> Self {
+        Self {
+            enabled: true,
+            hysteresis: 0.75,
+            ssthresh: 4,
+            max_window: 65_536,
+            initial_rto: Duration::from_secs(1),
+            min_rto: Duration::from_millis(200),
+            max_rto: Duration::from_secs(3),
+            retry_max: 2,
+            acker: None,
+        }
+    }
+
+    /// PGMCC switched off.
+    pub fn disabled() -> Self {
+        Self {
+            enabled: false,
+            ..Self::new()
+        }
+    }
+}
+
+impl Default for PgmccConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Counters of a source's PGMCC.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PgmccStats {
+    /// ACKs taken from the acker.
+    pub acks: u64,
+    /// ACKs from receivers other than the acker (they take part in the election only).
+    pub acks_other: u64,
+    /// ACKs dropped: no feedback option, an address other than the packet's source, or
+    /// acknowledging data never sent.
+    pub acks_invalid: u64,
+    /// Reports (ACKs and NAKs with OPT_PGMCC_FEEDBACK) taken.
+    pub reports: u64,
+    /// Ackers elected (the first, and each change).
+    pub elections: u64,
+    /// Window halvings on a loss the acker reported.
+    pub halvings: u64,
+    /// Timeouts of the acker's ACKs.
+    pub timeouts: u64,
+    /// Ackers dropped after `retry_max` successive timeouts.
+    pub ackers_dropped: u64,
+}
+
+/// A snapshot of the controller's state, for metrics and tests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PgmccState {
+    /// The elected acker.
+    pub acker: Option<IpAddr>,
+    /// W, the window in packets.
+    pub window: f64,
+    /// T, the tokens (may be below zero after a halving).
+    pub tokens: f64,
+    /// The current retransmission timeout.
+    pub rto: Duration,
+    /// Whether window changes are suspended after a halving.
+    pub suspended: bool,
+}
+
+/// What a feedback report carries (OPT_PGMCC_FEEDBACK).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    /// The reporting receiver's address.
+    pub receiver: IpAddr,
+    /// The echoed timestamp, in the source's milliseconds.
+    pub tstamp: u32,
+    /// The loss rate, 0 to 65535.
+    pub loss: u16,
+}
+
+/// The acker and what is known of it.
+#[derive(Debug, Clone, Copy)]
+struct Acker {
+    addr: IpAddr,
+    /// M² of §2.4 from its last report.
+    m2: f64,
+}
+
+/// An RFC 6298 estimator of the acker's round trip, for the timeout.
+#[derive(Debug, Clone, Copy, Default)]
+struct Rto {
+    srtt: Option<Duration>,
+    rttvar: Duration,
+}
+
+impl Rto {
+    fn sample(&mut self, r: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(r);
+                self.rttvar = r / 2;
+            }
+            Some(s) => {
+                let diff = s.abs_diff(r);
+                self.rttvar = self.rttvar * 3 / 4 + diff / 4;
+                self.srtt = Some(s * 7 / 8 + r / 8);
+            }
+        }
+    }
+
+    fn rto(&self, cfg: &PgmccConfig) -> Duration {
+        match self.srtt {
+            None => cfg.initial_rto,
+            Some(s) => (s + self.rttvar * 4).clamp(cfg.min_rto, cfg.max_rto),
+        }
+    }
+}
+
+/// The acker's acknowledgements: which of the last 64 sequence numbers up to the highest
+/// RX_MAX it has reported, and up to where each packet has been judged acknowledged or lost.
+#[derive(Debug, Clone, Copy)]
+struct Scoreboard {
+    /// The highest RX_MAX.
+    max: Sqn,
+    /// Bit `i`: `max - i` acknowledged.
+    bits: u64,
+    /// Every sequence number up to this one has been judged.
+    judged: Sqn,
+}
+
+impl Scoreboard {
+    fn new(rx_max: Sqn, bitmap: u32) -> Self {
+        Self {
+            max: rx_max,
+            bits: u64::from(bitmap),
+            // Only RX_MAX itself counts from a new acker's first ACK: its older bits
+            // acknowledge packets sent before it was the acker.
+            judged: rx_max - 1,
+        }
+    }
+
+    /// Merges an ACK; returns (packets newly acknowledged, whether a loss was found).
+    /// O(1): at most 64 sequence numbers are judged.
+    fn merge(&mut self, rx_max: Sqn, bitmap: u32) -> (u32, bool) {
+        if let Some(d) = rx_max.since(self.max).filter(|d| *d > 0) {
+            self.bits = if d >= 64 { 0 } else { self.bits << d };
+            self.max = rx_max;
+            self.bits |= u64::from(bitmap);
+        } else if let Some(d) = self.max.since(rx_max).filter(|d| *d < 64) {
+            self.bits |= u64::from(bitmap) << d;
+        }
+        let mut acked = 0;
+        let mut lost = false;
+        // What fell off the board unacknowledged was lost.
+        if self.max.since(self.judged).is_some_and(|d| d > 64) {
+            lost = true;
+            self.judged = self.max - 64;
+        }
+        while let Some(pos) = self.max.since(self.judged.next()) {
+            let s = self.judged.next();
+            if self.bits >> pos & 1 == 1 {
+                acked += 1;
+            } else if (self.bits & ((1u64 << pos) - 1)).count_ones() >= 3 {
+                //= draft-ietf-rmt-bb-pgmcc-03 §2.2
+                // A packet unacknowledged and followed by at least 3 acknowledged ones is
+                // lost.
+                lost = true;
+            } else {
+                break;
+            }
+            self.judged = s;
+        }
+        (acked, lost)
+    }
+}
+
+/// The source's PGMCC: the acker, the window W and the tokens T (§2.2, §3).
+#[derive(Debug, Clone)]
+pub(crate) struct Controller {
+    cfg: PgmccConfig,
+    /// The millisecond clock's origin.
+    epoch: Instant,
+    acker: Option<Acker>,
+    window: f64,
+    tokens: f64,
+    board: Option<Scoreboard>,
+    /// Window changes are suspended until the acker acknowledges this sequence number.
+    suspend_until: Option<Sqn>,
+    rto: Rto,
+    /// When the acker's silence becomes a timeout (armed while packets are unacknowledged).
+    deadline: Option<Instant>,
+    retry: u32,
+    /// The highest sequence number sent as ODATA.
+    lead: Option<Sqn>,
+    stats: PgmccStats,
+}
+
+impl Controller {
+    pub(crate) fn new(cfg: PgmccConfig, now: Instant) -> Self {
+        Self {
+            cfg,
+            epoch: now,
+            acker: None,
+            window: 1.0,
+            tokens: 1.0,
+            board: None,
+            suspend_until: None,
+            rto: Rto::default(),
+            deadline: None,
+            retry: 0,
+            lead: None,
+            stats: PgmccStats::default(),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> &PgmccStats {
+        &self.stats
+    }
+
+    /// An ACK that was not taken (see [`PgmccStats::acks_invalid`]).
+    pub(crate) fn count_invalid_ack(&mut self) {
+        self.stats.acks_invalid += 1;
+    }
+
+    pub(crate) fn state(&self) -> PgmccState {
+        PgmccState {
+            acker: self.acker.map(|a| a.addr),
+            window: self.window,
+            tokens: self.tokens,
+            rto: self.rto.rto(&self.cfg),
+            suspended: self.suspend_until.is_some(),
+        }
+    }
+
+    /// The timestamp for a data packet sent at `now`: milliseconds since the engine began,
+    /// wrapping (§2.1.3).
+    pub(crate) fn tstamp(&self, now: Instant) -> u32 {
+        now.saturating_duration_since(self.epoch).as_millis() as u32
+    }
+
+    /// The acker named in data packets.
+    pub(crate) fn acker(&self) -> Option<IpAddr> {
+        self.acker.map(|a| a.addr)
+    }
+
+    /// Whether ODATA may go out: there is a token, or no acker to clock the window.
+    pub(crate) fn may_send(&self) -> bool {
+        self.acker.is_none() || self.tokens >= 1.0
+    }
+
+    /// One ODATA went out.
+    pub(crate) fn on_odata_sent(&mut self, now: Instant, sqn: Sqn) {
+        self.lead = Some(sqn);
+        if self.acker.is_none() {
+            return;
+        }
+        self.tokens -= 1.0;
+        if self.deadline.is_none() {
+            self.deadline = Some(now + self.rto.rto(&self.cfg));
+        }
+    }
+
+    /// The timeout's deadline, if armed.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The acker's ACKs stopped (§2.7, §3 "on timeout expiration").
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if self.deadline.is_none_or(|d| d > now) {
+            return;
+        }
+        self.stats.timeouts += 1;
+        self.window = 1.0;
+        self.tokens = 1.0;
+        self.suspend_until = None;
+        self.deadline = None;
+        if let Some(b) = &mut self.board {
+            // Whatever was in flight is forgotten: late ACKs for it open nothing.
+            if let Some(lead) = self.lead {
+                b.judged = lead;
+                b.max = lead;
+                b.bits = 0;
+            }
+        }
+        if self.retry < self.cfg.retry_max {
+            self.retry += 1;
+        } else {
+            //= draft-ietf-rmt-bb-pgmcc-03 §2.7
+            // After a number of successive timeouts the sender MUST force the election of
+            // a new ACKER.
+            self.stats.ackers_dropped += 1;
+            self.acker = None;
+            self.board = None;
+            self.retry = 0;
+        }
+    }
+
+    fn m2(&self, now: Instant, r: &Report) -> f64 {
+        // RTT in ms from the echoed timestamp; half a millisecond for a round trip below the
+        // clock's resolution, so that a loss still orders receivers.
+        let rtt_ms = self.tstamp(now).wrapping_sub(r.tstamp);
+        let rtt = if rtt_ms > 1 << 31 {
+            0.5
+        } else {
+            f64::from(rtt_ms).max(0.5)
+        };
+        let p = f64::from(r.loss) / 65535.0;
+        let f = 1.0 + 9.0 * p * (1.0 + 32.0 * p * p);
+        rtt * rtt * p * f * f
+    }
+
+    fn elect(&mut self, addr: IpAddr, m2: f64) {
+        self.acker = Some(Acker { addr, m2 });
+        self.stats.elections += 1;
+        self.board = None;
+        self.rto = Rto::default();
+        self.suspend_until = None;
+        self.deadline = None;
+        self.retry = 0;
+        self.window = 1.0;
+        //= draft-ietf-rmt-bb-pgmcc-03 §3
+        // if (ACKER == NO_ACKER) { ACKER = I ; T = T + 1 ; }
+        self.tokens = 1.0;
+    }
+
+    /// A report from a receiver, in an ACK (`ack` = RX_MAX and bitmap) or a NAK. `sent_at`
+    /// gives when a sequence number was sent, if the window still holds it. The caller has
+    /// checked that RX_MAX was sent.
+    pub(crate) fn on_report(
+        &mut self,
+        now: Instant,
+        r: Report,
+        ack: Option<(Sqn, u32)>,
+        sent_at: impl Fn(Sqn) -> Option<Instant>,
+    ) {
+        self.stats.reports += 1;
+        let m2 = self.m2(now, &r);
+        let preferred = self.cfg.acker == Some(r.receiver);
+        match self.acker {
+            None => self.elect(r.receiver, m2),
+            Some(a) if a.addr != r.receiver => {
+                //= draft-ietf-rmt-bb-pgmcc-03 §2.3
+                // Node i is selected as the new acker if T_i < C * T_acker, that is
+                // M_i² · C² > M_acker².
+                let c = self.cfg.hysteresis;
+                let fixed = self.cfg.acker == Some(a.addr);
+                if preferred || (!fixed && m2 * c * c > a.m2) {
+                    self.elect(r.receiver, m2);
+                } else {
+                    if ack.is_some() {
+                        self.stats.acks_other += 1;
+                    }
+                    return;
+                }
+            }
+            Some(_) => {
+                if let Some(a) = &mut self.acker {
+                    a.m2 = m2;
+                }
+            }
+        }
+        self.retry = 0;
+        let Some((rx_max, bitmap)) = ack else {
+            return;
+        };
+        self.stats.acks += 1;
+        if let Some(sent) = sent_at(rx_max) {
+            self.rto.sample(now.saturating_duration_since(sent));
+        }
+        let (acked, lost) = match &mut self.board {
+            Some(b) => b.merge(rx_max, bitmap),
+            None => {
+                let mut b = Scoreboard::new(rx_max, bitmap);
+                let first = b.merge(rx_max, bitmap);
+                self.board = Some(b);
+                first
+            }
+        };
+        self.update_window(acked, lost);
+        // Re-armed while packets remain unacknowledged (§3 "update_timeout").
+        let max = self.board.map(|b| b.max);
+        let outstanding = matches!((self.lead, max), (Some(l), Some(m)) if l.gt(m));
+        self.deadline = outstanding.then(|| now + self.rto.rto(&self.cfg));
+    }
+
+    fn update_window(&mut self, acked: u32, lost: bool) {
+        let max = self.board.map(|b| b.max);
+        if let (Some(until), Some(max)) = (self.suspend_until, max) {
+            if max.lt(until) {
+                // Suspended: no window change, but each acknowledged packet returns its token.
+                self.tokens = (self.tokens + f64::from(acked)).min(self.window);
+                return;
+            }
+            self.suspend_until = None;
+        }
+        if lost {
+            //= draft-ietf-rmt-bb-pgmcc-03 §2.2
+            // T = T - W/2 , W = W/2; then window changes are suspended for one RTT.
+            self.stats.halvings += 1;
+            self.tokens -= self.window / 2.0;
+            self.window = (self.window / 2.0).max(1.0);
+            self.suspend_until = Some(self.lead.map_or(Sqn(0), Sqn::next));
+            self.tokens = (self.tokens + f64::from(acked)).min(self.window);
+            return;
+        }
+        let mut n = f64::from(acked);
+        let ss = f64::from(self.cfg.ssthresh);
+        if self.window < ss {
+            let d = n.min(ss - self.window);
+            n -= d;
+            self.tokens += 2.0 * d;
+            self.window += d;
+        }
+        self.tokens += n * (1.0 + 1.0 / self.window);
+        self.window += n / self.window;
+        self.window = self.window.min(f64::from(self.cfg.max_window.max(1)));
+        self.tokens = self.tokens.min(self.window);
+    }
+}
+
+/// A receiver's PGMCC state for one source: the loss rate (§2.6), the last timestamp (§2.5),
+/// the ACK bitmap (§2.1.2) and whether an ACK is due.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Feedback {
+    /// The loss rate in 16.16 fixed point: 0 (none) to 65536 (all).
+    loss: u32,
+    /// The timestamp of the most recent data packet, and when it arrived.
+    tstamp: Option<(u32, Instant)>,
+    /// The highest ODATA sequence number received, and the status of the 31 before it.
+    rx_max: Option<Sqn>,
+    bitmap: u32,
+    /// The volunteer ACK's deadline (data named no acker).
+    pub(crate) volunteer: Option<Instant>,
+}
+
+/// c of §2.6, in 16.16: 500/65536.
+const LOSS_C: u64 = 500;
+
+impl Feedback {
+    /// An ODATA `sqn` arrived with OPT_PGMCC_DATA `tstamp` at `now`.
+    pub(crate) fn on_odata(&mut self, now: Instant, sqn: Sqn, tstamp: u32) {
+        self.tstamp = Some((tstamp, now));
+        match self.rx_max {
+            None => {
+                self.rx_max = Some(sqn);
+                // Sequence numbers before the first one heard count as received (OpenPGM
+                // does the same), or the source would see losses at every join.
+                self.bitmap = u32::MAX;
+                self.sample(false, 1);
+            }
+            Some(max) => match sqn.since(max) {
+                Some(0) => {}
+                Some(d) => {
+                    let missed = d - 1;
+                    self.bitmap = if d >= 32 { 0 } else { self.bitmap << d } | 1;
+                    self.rx_max = Some(sqn);
+                    self.sample(true, missed);
+                    self.sample(false, 1);
+                }
+                None => {
+                    // Older than RX_MAX: a reordered packet, already counted as lost.
+                    if let Some(back) = max.since(sqn).filter(|b| *b < 32) {
+                        self.bitmap |= 1 << back;
+                    }
+                }
+            },
+        }
+    }
+
+    /// Applies `n` samples of x (lost or received) to the EWMA `p ← p + c(x − p)`, in
+    /// O(1): n steps of the filter give `p ← x + (p − x)(1 − c)^n`.
+    fn sample(&mut self, lost: bool, n: u32) {
+        if n == 0 {
+            return;
+        }
+        let keep = (1.0 - LOSS_C as f64 / 65536.0).powi(n.min(1 << 20) as i32);
+        let x = if lost { 65536.0 } else { 0.0 };
+        let p = x + (f64::from(self.loss) - x) * keep;
+        self.loss = p.round().clamp(0.0, 65536.0) as u32;
+    }
+
+    /// The loss rate as carried on the wire, 0 to 65535.
+    pub(crate) fn loss_rate(&self) -> u16 {
+        self.loss.min(65535) as u16
+    }
+
+    /// RX_MAX and the bitmap, once ODATA has arrived.
+    pub(crate) fn ack(&self) -> Option<(Sqn, u32)> {
+        self.rx_max.map(|m| (m, self.bitmap))
+    }
+
+    /// The timestamp to echo at `now`: the last one received plus the milliseconds it was
+    /// held (§2.5.1), if any data carried one.
+    pub(crate) fn echo(&self, now: Instant) -> Option<u32> {
+        self.tstamp
+            .map(|(t, at)| t.wrapping_add(now.saturating_duration_since(at).as_millis() as u32))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_loss_filter_in_closed_form_matches_step_by_step() {
+        let mut a = Feedback::default();
+        let mut b = Feedback::default();
+        a.sample(true, 37);
+        for _ in 0..37 {
+            b.sample(true, 1);
+        }
+        assert!(a.loss.abs_diff(b.loss) <= 37, "{} vs {}", a.loss, b.loss);
+        // One step from zero: c·65536 = 500.
+        let mut c = Feedback::default();
+        c.sample(true, 1);
+        assert_eq!(c.loss, 500);
+    }
+
+    #[test]
+    fn the_scoreboard_judges_a_hole_only_behind_three_acknowledged_packets() {
+        let mut b = Scoreboard::new(Sqn(10), 1);
+        assert_eq!(b.merge(Sqn(10), 1), (1, false));
+        // 11 missing, 12 and 13 acknowledged: not yet a loss.
+        assert_eq!(b.merge(Sqn(13), 0b011), (0, false));
+        // 14 too: 11 is lost, 12..14 acknowledged.
+        assert_eq!(b.merge(Sqn(14), 0b0111), (3, true));
+        // An old ACK changes nothing.
+        assert_eq!(b.merge(Sqn(12), 0b1), (0, false));
+    }
+}
