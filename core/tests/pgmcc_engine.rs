@@ -157,12 +157,12 @@ fn the_first_report_elects_its_sender_and_its_acks_then_clock_the_data() {
     let st = s.pgmcc_state().expect("state");
     assert_eq!(st.acker, Some(RCV));
     assert_eq!(s.stats().pgmcc.elections, 1);
-    // Elected with T = 1 (§3); its first ACK acknowledged one packet: slow start gives
-    // T += 2, W += 1, and T is bounded by W.
-    assert_eq!((st.window, st.tokens), (2.0, 2.0));
+    // Elected with W = T = 1 (§3). Its ACK was for a packet sent before the election, in
+    // open loop: that opens nothing.
+    assert_eq!((st.window, st.tokens), (1.0, 1.0));
     send_n(&mut s, 20);
     let out = odata(&drain(&mut s, now));
-    assert_eq!(out.len(), 2, "two tokens, two ODATA");
+    assert_eq!(out.len(), 1, "one token, one ODATA");
     assert!(out.iter().all(|(_, acker, _)| *acker == RCV));
     assert_eq!(out[0].0, 1);
     // Nothing more until an ACK.
@@ -187,10 +187,10 @@ fn window_opens_exponentially_to_ssthresh_then_by_one_packet_per_window() {
             windows.push(s.pgmcc_state().expect("state").window);
         }
     }
-    // Slow start: 2 → 3 → 4 (SSTHRESH), then W += 1/W per packet acknowledged.
-    assert_eq!(&windows[..2], &[3.0, 4.0]);
+    // Slow start: 1 → 2 → 3 → 4 (SSTHRESH), then W += 1/W per packet acknowledged.
+    assert_eq!(&windows[..3], &[2.0, 3.0, 4.0]);
     let mut w: f64 = 4.0;
-    for got in &windows[2..] {
+    for got in &windows[3..] {
         w += 1.0 / w;
         assert!((got - w).abs() < 1e-9, "W {got} vs {w}");
     }
@@ -393,7 +393,7 @@ fn silence_of_the_acker_times_out_to_one_packet_and_after_retry_max_drops_it() {
     let t = t0();
     let mut s = elected(t, PgmccConfig::new());
     send_n(&mut s, 100);
-    assert_eq!(odata(&drain(&mut s, t)).len(), 2);
+    assert_eq!(odata(&drain(&mut s, t)).len(), 1);
     let mut now = t;
     for round in 1..=2u64 {
         let (at, out) = until_timeout(&mut s, now);
@@ -743,4 +743,33 @@ fn data_from_another_address_naming_this_receiver_draws_no_ack() {
     };
     r.handle_packet(now, forged, &data(1, 1, RCV));
     assert!(acks(&transmits(&mut r, now)).is_empty());
+}
+
+#[test]
+fn a_repair_naming_this_receiver_is_acknowledged_as_received() {
+    // The last packet sent was lost: its repair, not a timeout, lets the source see that
+    // nothing is in flight.
+    let now = t0();
+    let mut r = receiver();
+    for sqn in 0..4 {
+        r.handle_packet(now, down(), &data(sqn, 1, RCV));
+    }
+    transmits(&mut r, now);
+    let repair = downstream(
+        Body::Rdata(DataRepr {
+            sqn: Sqn(4),
+            trail: Sqn(0),
+            payload: b"x",
+        }),
+        &[OptionValue::PgmccData {
+            tstamp: 2,
+            acker: Nla(RCV),
+        }
+        .into()],
+    );
+    r.handle_packet(now, down(), &repair);
+    let out = acks(&transmits(&mut r, now));
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].1, out[0].2 & 0b11111), (4, 0b11111));
+    assert!(out[0].4 > 0, "its ODATA counted as lost");
 }

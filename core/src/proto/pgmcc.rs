@@ -24,6 +24,9 @@
 //! - **RTT for the timeout** comes from when the acknowledged packet was sent (µs precision,
 //!   §2.5.3's "sequence numbers" method); RTT for acker selection from the echoed
 //!   millisecond timestamp (§2.5.1), the same method for every receiver.
+//! - **Never an empty flight without a token.** Once the acker has reported the last packet
+//!   sent, nothing is in flight and no ACK will return a token; packets lost in the window
+//!   took theirs with them. T is then raised to 1, or the ACK clock would stop for good.
 //! - **Only ODATA spends tokens.** RDATA reuses its packet's sequence number and stays under
 //!   the rate limit alone (`docs/pgmcc.md` §5).
 
@@ -191,16 +194,20 @@ struct Scoreboard {
     bits: u64,
     /// Every sequence number up to this one has been judged.
     judged: Sqn,
+    /// The first packet sent naming this acker: older ones are never judged (they went
+    /// out before the election, in open loop, and the acker did not ACK them).
+    first: Sqn,
 }
 
 impl Scoreboard {
-    fn new(rx_max: Sqn, bitmap: u32) -> Self {
+    fn new(rx_max: Sqn, bitmap: u32, first: Sqn) -> Self {
         Self {
             max: rx_max,
             bits: u64::from(bitmap),
             // Only RX_MAX itself counts from a new acker's first ACK: its older bits
             // acknowledge packets sent before it was the acker.
             judged: rx_max - 1,
+            first,
         }
     }
 
@@ -216,6 +223,9 @@ impl Scoreboard {
         }
         let mut acked = 0;
         let mut lost = false;
+        if self.judged.lt(self.first - 1) {
+            self.judged = self.first - 1;
+        }
         // What fell off the board unacknowledged was lost.
         if self.max.since(self.judged).is_some_and(|d| d > 64) {
             lost = true;
@@ -257,6 +267,8 @@ pub(crate) struct Controller {
     retry: u32,
     /// The highest sequence number sent as ODATA.
     lead: Option<Sqn>,
+    /// The first ODATA sent naming the current acker.
+    named_from: Sqn,
     stats: PgmccStats,
 }
 
@@ -274,6 +286,7 @@ impl Controller {
             deadline: None,
             retry: 0,
             lead: None,
+            named_from: Sqn(0),
             stats: PgmccStats::default(),
         }
     }
@@ -346,6 +359,7 @@ impl Controller {
                 b.judged = lead;
                 b.max = lead;
                 b.bits = 0;
+                b.first = lead.next();
             }
         }
         if self.retry < self.cfg.retry_max {
@@ -377,6 +391,7 @@ impl Controller {
 
     fn elect(&mut self, addr: IpAddr, m2: f64) {
         self.acker = Some(Acker { addr, m2 });
+        self.named_from = self.lead.map_or(Sqn(0), Sqn::next);
         self.stats.elections += 1;
         self.board = None;
         self.rto = Rto::default();
@@ -436,7 +451,7 @@ impl Controller {
         let (acked, lost) = match &mut self.board {
             Some(b) => b.merge(rx_max, bitmap),
             None => {
-                let mut b = Scoreboard::new(rx_max, bitmap);
+                let mut b = Scoreboard::new(rx_max, bitmap, self.named_from);
                 let first = b.merge(rx_max, bitmap);
                 self.board = Some(b);
                 first
@@ -447,6 +462,13 @@ impl Controller {
         let max = self.board.map(|b| b.max);
         let outstanding = matches!((self.lead, max), (Some(l), Some(m)) if l.gt(m));
         self.deadline = outstanding.then(|| now + self.rto.rto(&self.cfg));
+        if !outstanding && self.tokens < 1.0 {
+            // The acker has reported the last packet sent: nothing is in flight, and no
+            // ACK will come to return a token. Packets lost in this window took theirs
+            // with them; without one to spend, the ACK clock would stop for good (the
+            // draft's pseudo-code stalls here until a timeout that it never arms).
+            self.tokens = 1.0;
+        }
     }
 
     fn update_window(&mut self, acked: u32, lost: bool) {
@@ -533,6 +555,27 @@ impl Feedback {
         }
     }
 
+    /// An RDATA `sqn` arrived: the packet is marked received in the bitmap (the source has
+    /// judged its loss already, if it was ever going to), so that an ACK after a repair of
+    /// the last packet sent lets the source see its flight empty without a timeout. A
+    /// repair beyond RX_MAX counts its ODATA, and those before it, as lost.
+    pub(crate) fn on_rdata(&mut self, sqn: Sqn) {
+        let Some(max) = self.rx_max else { return };
+        match sqn.since(max) {
+            Some(0) => {}
+            Some(d) => {
+                self.bitmap = if d >= 32 { 0 } else { self.bitmap << d } | 1;
+                self.rx_max = Some(sqn);
+                self.sample(true, d);
+            }
+            None => {
+                if let Some(back) = max.since(sqn).filter(|b| *b < 32) {
+                    self.bitmap |= 1 << back;
+                }
+            }
+        }
+    }
+
     /// Applies `n` samples of x (lost or received) to the EWMA `p ← p + c(x − p)`, in
     /// O(1): n steps of the filter give `p ← x + (p − x)(1 − c)^n`.
     fn sample(&mut self, lost: bool, n: u32) {
@@ -584,7 +627,7 @@ mod tests {
 
     #[test]
     fn the_scoreboard_judges_a_hole_only_behind_three_acknowledged_packets() {
-        let mut b = Scoreboard::new(Sqn(10), 1);
+        let mut b = Scoreboard::new(Sqn(10), 1, Sqn(0));
         assert_eq!(b.merge(Sqn(10), 1), (1, false));
         // 11 missing, 12 and 13 acknowledged: not yet a loss.
         assert_eq!(b.merge(Sqn(13), 0b011), (0, false));

@@ -385,10 +385,12 @@ impl Receiver {
             if fin {
                 peer.fin_lead = Some(sqn);
             }
-            if let (Some((tstamp, acker)), Some(me), true, false) =
-                (pgmcc, cfg.local_addr, cfg.pgmcc, rdata)
-            {
-                peer.cc.on_odata(now, sqn, tstamp);
+            if let (Some((tstamp, acker)), Some(me), true) = (pgmcc, cfg.local_addr, cfg.pgmcc) {
+                if rdata {
+                    peer.cc.on_rdata(sqn);
+                } else {
+                    peer.cc.on_odata(now, sqn, tstamp);
+                }
                 //= draft-ietf-rmt-bb-pgmcc-03 §4
                 // if (ACKER == this_node) { send an immediate ACK }
                 if acker == me {
