@@ -458,6 +458,13 @@ pub struct HostSection {
     /// `[dlr] cache_bytes`. A packet beyond it is dropped and counted (`buffer_full`), and
     /// NAKed later as if lost. Default 256 MiB. Not zero.
     pub max_buffer_bytes: u64,
+    /// `pgmcc`: PGMCC congestion control (draft-ietf-rmt-bb-pgmcc-03). A sender runs it
+    /// (the acker's ACKs clock its data; with no acker it sends under `rate` alone); a
+    /// receiver reports its loss and round trip and ACKs when named acker. Default true.
+    pub pgmcc: bool,
+    /// `pgmcc_acker`: the receiver (IPv4 address) a sender prefers as acker while it sends
+    /// feedback, for receivers that never volunteer (OpenPGM's). Absent: elected.
+    pub pgmcc_acker: Option<Ipv4Addr>,
 }
 
 impl Default for HostSection {
@@ -479,6 +486,8 @@ impl Default for HostSection {
             nak_data_retries: 50,
             rxw_sqns: 32_768,
             max_buffer_bytes: 256 << 20,
+            pgmcc: true,
+            pgmcc_acker: None,
         }
     }
 }

@@ -88,6 +88,8 @@ mod keys {
         "nak_data_retries",
         "rxw_sqns",
         "max_buffer_bytes",
+        "pgmcc",
+        "pgmcc_acker",
     ];
 
     /// Every table, by the dotted path written in a header (`[[...]]` entries without the
@@ -812,6 +814,19 @@ fn host(ctx: &mut Ctx<'_>, mut section: Section<'_, '_>) -> HostSection {
         &mut host.max_buffer_bytes,
         "the receiver could hold nothing",
     );
+    section.boolean(ctx, "pgmcc", &mut host.pgmcc);
+    if let Some((addr, span, key)) = section.ipv4(ctx, "pgmcc_acker") {
+        if addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast() {
+            ctx.error(
+                span,
+                &key,
+                ErrorKind::InvalidValue,
+                format!("pgmcc_acker {addr} is not a receiver's unicast address"),
+            );
+        } else {
+            host.pgmcc_acker = Some(addr);
+        }
+    }
     section.finish(ctx);
     host
 }

@@ -673,3 +673,12 @@ fn data_plane_keys() {
         ]
     );
 }
+
+#[test]
+fn pgmcc_acker_must_be_a_unicast_address() {
+    let error = only_error("[host]\npgmcc_acker = \"239.1.1.1\"\n");
+    assert_eq!((error.line, error.kind), (2, ErrorKind::InvalidValue));
+    assert_eq!(error.key, "host.pgmcc_acker");
+    let error = only_error("[host]\npgmcc = \"yes\"\n");
+    assert_eq!((error.line, error.key.as_str()), (2, "host.pgmcc"));
+}

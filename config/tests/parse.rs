@@ -224,6 +224,8 @@ nak_ncf_retries = 3
 nak_data_retries = 4
 rxw_sqns = 2000
 max_buffer_bytes = 1_000_000
+pgmcc = false
+pgmcc_acker = "10.1.2.3"
 "#;
     let config = Config::from_str(text, "full.toml").unwrap();
     assert_eq!(
@@ -324,6 +326,8 @@ max_buffer_bytes = 1_000_000
             nak_data_retries: 4,
             rxw_sqns: 2000,
             max_buffer_bytes: 1_000_000,
+            pgmcc: false,
+            pgmcc_acker: Some(Ipv4Addr::new(10, 1, 2, 3)),
         }
     );
     assert_eq!(config.locations.file, "full.toml");

@@ -108,6 +108,30 @@ struct SendArgs {
     /// or the Router Alert option (PGM/IP), so that a packet fills a frame.
     #[arg(long)]
     max_tpdu: Option<usize>,
+    #[command(flatten)]
+    pgmcc: PgmccArgs,
+    /// PGMCC: prefer this receiver as acker while it sends feedback (for receivers that
+    /// never volunteer, such as OpenPGM's) [default: `host.pgmcc_acker` of --config, else
+    /// elected].
+    #[arg(long)]
+    acker: Option<Ipv4Addr>,
+}
+
+#[derive(Args, Clone, Copy)]
+struct PgmccArgs {
+    /// PGMCC congestion control (draft-ietf-rmt-bb-pgmcc-03), "on" or "off" [default:
+    /// `host.pgmcc` of --config, else on]. A sender clocks its data by the acker's ACKs; a
+    /// receiver reports loss and ACKs when named acker.
+    #[arg(long, value_parser = parse_on_off)]
+    pgmcc: Option<bool>,
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" | "yes" => Ok(true),
+        "off" | "false" | "no" => Ok(false),
+        other => Err(format!("expected on or off, not {other:?}")),
+    }
 }
 
 #[derive(Args)]
@@ -143,6 +167,8 @@ struct RecvArgs {
     /// Receive only the first session whose source has this address.
     #[arg(long)]
     source: Option<IpAddr>,
+    #[command(flatten)]
+    pgmcc: PgmccArgs,
 }
 
 #[derive(Args, Clone, Copy)]
@@ -261,6 +287,8 @@ async fn send(args: SendArgs, host: HostSection) -> Result<()> {
     engine.txw_sqns = args.txw_sqns.unwrap_or(host.txw_sqns);
     engine.txw_secs = host.txw_secs;
     engine.late_join = args.late_join;
+    engine.pgmcc.enabled = args.pgmcc.pgmcc.unwrap_or(host.pgmcc);
+    engine.pgmcc.acker = args.acker.or(host.pgmcc_acker).map(IpAddr::V4);
     engine.max_tpdu = match args.max_tpdu {
         Some(n) => n,
         None => {
@@ -278,6 +306,7 @@ async fn send(args: SendArgs, host: HostSection) -> Result<()> {
     if engine.max_tpdu < 128 {
         bail!("--max-tpdu {} is too small (at least 128)", engine.max_tpdu);
     }
+    let engine_pgmcc = engine.pgmcc.enabled;
     let mut cfg = SenderConfig::new(engine, transport);
     cfg.linger = Duration::from_secs_f64(args.linger.max(0.0));
     let sender = Sender::bind(cfg).context("opening the sender")?;
@@ -345,6 +374,20 @@ async fn send(args: SendArgs, host: HostSection) -> Result<()> {
         ("ignored", e.ignored),
     ];
     print_counters("request counters", &refused);
+    let cc = &e.pgmcc;
+    if engine_pgmcc {
+        eprintln!(
+            "pgm: PGMCC: acks {} (others {}, invalid {}), reports {}, elections {}, halvings {}, timeouts {}, ackers dropped {}",
+            cc.acks,
+            cc.acks_other,
+            cc.acks_invalid,
+            cc.reports,
+            cc.elections,
+            cc.halvings,
+            cc.timeouts,
+            cc.ackers_dropped
+        );
+    }
     Ok(())
 }
 
@@ -375,7 +418,7 @@ fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
 }
 
 async fn recv(args: RecvArgs, host: HostSection) -> Result<()> {
-    let (_, group, mut transport) = parse_network(&args.net, &host)?;
+    let (interface, group, mut transport) = parse_network(&args.net, &host)?;
     transport.listen_unicast = false;
     let mut engine = receiver::ReceiverConfig::new(port(&args.net, &host), IpAddr::V4(group));
     engine.rxw_sqns = args.rxw_sqns.unwrap_or(host.rxw_sqns);
@@ -386,6 +429,9 @@ async fn recv(args: RecvArgs, host: HostSection) -> Result<()> {
     engine.nak_ncf_retries = host.nak_ncf_retries;
     engine.nak_data_retries = host.nak_data_retries;
     engine.rng_seed = u64::from(std::process::id());
+    engine.pgmcc = args.pgmcc.pgmcc.unwrap_or(host.pgmcc);
+    // The acker is named by its address: the interface's, which its ACKs leave from.
+    engine.local_addr = Some(IpAddr::V4(interface.addr)).filter(|a| !a.is_unspecified());
     // One session: the output is one stream, and only its own source can end it.
     engine.sessions = receiver::SessionFilter::One {
         tsi: args.tsi,
@@ -489,6 +535,7 @@ async fn recv(args: RecvArgs, host: HostSection) -> Result<()> {
         ("sources_evicted", e.sources_evicted),
     ];
     print_counters("packets not taken", &refused);
+    print_counters("PGMCC", &[("acks_sent", e.acks_sent)]);
     if e.naks_limited > 0 || e.spmrs_limited > 0 {
         eprintln!(
             "pgm: requests held back: naks_limited={} spmrs_limited={}",
