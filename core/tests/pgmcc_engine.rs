@@ -378,12 +378,18 @@ fn until_timeout(s: &mut Source, mut now: Instant) -> (Instant, Vec<(u32, IpAddr
     let before = s.stats().pgmcc.timeouts;
     for _ in 0..100 {
         now = s.poll_timeout().expect("a deadline").max(now);
+        let probes = s.stats().pgmcc.probes;
         s.handle_timeout(now);
         let out = odata(&drain(s, now));
         if s.stats().pgmcc.timeouts > before {
             return (now, out);
         }
-        assert!(out.is_empty(), "ODATA without tokens");
+        let probed = s.stats().pgmcc.probes - probes;
+        assert_eq!(
+            out.len() as u64,
+            probed,
+            "ODATA without tokens (probes {probed})"
+        );
     }
     panic!("no PGMCC timeout");
 }
@@ -772,4 +778,47 @@ fn a_repair_naming_this_receiver_is_acknowledged_as_received() {
     assert_eq!(out.len(), 1);
     assert_eq!((out[0].1, out[0].2 & 0b11111), (4, 0b11111));
     assert!(out[0].4 > 0, "its ODATA counted as lost");
+}
+
+#[test]
+fn a_silent_flight_without_tokens_draws_one_probe_before_the_timeout() {
+    let t = t0();
+    let mut s = elected(t, PgmccConfig::new());
+    send_n(&mut s, 100);
+    // Round trips of 0 (the election) and 40 ms: SRTT = 40/8 = 5 ms.
+    let first = odata(&drain(&mut s, t));
+    let t1 = t + Duration::from_millis(40);
+    s.handle_packet(
+        t1,
+        from(RCV),
+        &ack(first[0].0, u32::MAX, first[0].2, 0, RCV),
+    );
+    // Two tokens (slow start), two packets; both lost: nothing comes back.
+    let lost = odata(&drain(&mut s, t1));
+    assert_eq!(lost.len(), 2);
+    assert!(odata(&drain(&mut s, t1)).is_empty());
+    // The probe: twice SRTT later, one packet.
+    let mut sent = Vec::new();
+    while s.stats().pgmcc.probes == 0 {
+        let now = s.poll_timeout().expect("deadline");
+        s.handle_timeout(now);
+        sent.extend(
+            odata(&drain(&mut s, now))
+                .into_iter()
+                .map(|o| (now - t1, o.0)),
+        );
+    }
+    assert_eq!(sent, vec![(Duration::from_millis(10), lost[1].0 + 1)]);
+    // No second probe: nothing more for the next 150 ms (the timeout is 200 ms away).
+    for ms in (20..160).step_by(10) {
+        let at = t1 + Duration::from_millis(ms);
+        s.handle_timeout(at);
+        assert!(odata(&drain(&mut s, at)).is_empty(), "at {ms} ms");
+    }
+    assert_eq!((s.stats().pgmcc.probes, s.stats().pgmcc.timeouts), (1, 0));
+    // The probe's ACK: the flight is empty, so the clock runs again with one token.
+    let at = t1 + Duration::from_millis(160);
+    s.handle_packet(at, from(RCV), &ack(sent[0].1, 0b1, first[0].2, 0, RCV));
+    assert_eq!(s.pgmcc_state().expect("state").tokens, 1.0);
+    assert_eq!(odata(&drain(&mut s, at)).len(), 1);
 }

@@ -377,13 +377,14 @@ async fn send(args: SendArgs, host: HostSection) -> Result<()> {
     let cc = &e.pgmcc;
     if engine_pgmcc {
         eprintln!(
-            "pgm: PGMCC: acks {} (others {}, invalid {}), reports {}, elections {}, halvings {}, timeouts {}, ackers dropped {}",
+            "pgm: PGMCC: acks {} (others {}, invalid {}), reports {}, elections {}, halvings {}, probes {}, timeouts {}, ackers dropped {}",
             cc.acks,
             cc.acks_other,
             cc.acks_invalid,
             cc.reports,
             cc.elections,
             cc.halvings,
+            cc.probes,
             cc.timeouts,
             cc.ackers_dropped
         );

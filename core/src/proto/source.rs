@@ -777,7 +777,7 @@ impl Source {
         //# transmit ODATA packets in sequence and only within the transmit
         //# window beginning with TXW_TRAIL at no greater a rate than
         //# TXW_MAX_RTE.
-        //= draft-ietf-rmt-bb-pgmcc-03 §3
+        // PGMCC draft §3:
         // send_packet(): if (QUEUED > 0 && T >= 1) { transmit one packet; T = T - 1 }
         if self.next_odata != self.next_sqn && self.cc.as_ref().is_none_or(Controller::may_send) {
             let idx = self.next_odata.since(self.window.front()?.sqn)? as usize;
@@ -950,7 +950,7 @@ impl Source {
             n += 1;
         }
         if let Some(cc) = &self.cc {
-            //= draft-ietf-rmt-bb-pgmcc-03 §2.1.1
+            // PGMCC draft §2.1.1:
             // Every data packet carries a timestamp and the acker's identity; the
             // unspecified address asks receivers to elect one.
             let unspecified = match self.config.source_addr {

@@ -391,7 +391,7 @@ impl Receiver {
                 } else {
                     peer.cc.on_odata(now, sqn, tstamp);
                 }
-                //= draft-ietf-rmt-bb-pgmcc-03 §4
+                // PGMCC draft §4:
                 // if (ACKER == this_node) { send an immediate ACK }
                 if acker == me {
                     peer.cc.volunteer = None;

@@ -313,7 +313,7 @@ impl Receiver {
                         PacketType::Polr,
                     )
                 }
-                //= draft-ietf-rmt-bb-pgmcc-03 §4
+                // PGMCC draft §4:
                 // The ACK reports the most recent 32 sequence numbers and the echoed
                 // timestamp; it goes straight to the source's address.
                 PendingTx::Ack { tsi } => {
