@@ -7,8 +7,9 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use pgm_core::wire::{
-    Body, DataRepr, Gsi, MAX_NAK_LIST, NakRepr, Nla, OptFlags, OptionList, OptionValue, Packet,
-    PacketType, PgmOption, PollRepr, PollSubtype, PolrRepr, Repr, SpmRepr, Sqn, SqnList, Tsi,
+    AckRepr, Body, DataRepr, Gsi, MAX_NAK_LIST, NakRepr, Nla, OptFlags, OptionList, OptionValue,
+    Packet, PacketType, PgmOption, PollRepr, PollSubtype, PolrRepr, Repr, SpmRepr, Sqn, SqnList,
+    Tsi,
 };
 
 use crate::input::Input;
@@ -146,7 +147,7 @@ impl World {
     fn default_meta(&self, ty: PacketType) -> (IpAddr, IpAddr, u32) {
         match ty {
             PacketType::Nak | PacketType::Nnak => (RCV_A, self.nak_to, 2),
-            PacketType::Spmr => (RCV_A, SRC, 2),
+            PacketType::Spmr | PacketType::Ack => (RCV_A, SRC, 2),
             PacketType::Polr => (RCV_A, NE_IFACES[1].1, 2),
             _ => (SRC, GROUP, 1),
         }
@@ -340,6 +341,13 @@ impl World {
                     _ => Body::Ncf(n),
                 }
             }
+            PacketType::Ack => {
+                let any = inp.u32();
+                Body::Ack(AckRepr {
+                    rx_max: sqn,
+                    bitmap: inp.pick(&[u32::MAX, u32::MAX - 1, 0b1011, 0, any]),
+                })
+            }
             _ => Body::Spmr,
         };
         let opts = self.options(inp, ty, sqn, base, payload_len);
@@ -374,18 +382,19 @@ impl World {
             let pick = if relevant {
                 match ty {
                     PacketType::Odata | PacketType::Rdata => {
-                        inp.pick(&[0u32, 0, 0, 2, 3, 4, 5, 6, 20])
+                        inp.pick(&[0u32, 0, 0, 2, 3, 4, 5, 6, 20, 23, 23])
                     }
+                    PacketType::Ack => inp.pick(&[22, 22, 22, 20]),
                     PacketType::Spm => inp.pick(&[2, 4, 5, 6, 15, 20]),
                     PacketType::Nak | PacketType::Nnak | PacketType::Ncf => {
-                        inp.pick(&[1, 1, 1, 20, 21])
+                        inp.pick(&[1, 1, 1, 20, 21, 22])
                     }
                     PacketType::Polr => inp.pick(&[7, 7, 20, 21]),
                     PacketType::Poll => inp.pick(&[8, 9, 20]),
-                    _ => inp.below(22),
+                    _ => inp.below(24),
                 }
             } else {
-                inp.below(22)
+                inp.below(24)
             };
             let value = match pick {
                 0 => {
@@ -448,6 +457,18 @@ impl World {
                     ne_worst_path: inp.u16(),
                     rx_worst_path: inp.u16(),
                     receiver: Nla(inp.pick(&HOSTS)),
+                }),
+                22 => {
+                    let (t, l) = (inp.u32(), inp.u16());
+                    Opt::V(OptionValue::PgmccFeedback {
+                        tstamp: inp.pick(&[0, 1, t]),
+                        loss_rate: inp.pick(&[0, 500, u16::MAX, l]),
+                        receiver: Nla(inp.pick(&HOSTS)),
+                    })
+                }
+                23 => Opt::V(OptionValue::PgmccData {
+                    tstamp: inp.u32(),
+                    acker: Nla(inp.pick(&[RCV_A, RCV_A, RCV_B, STRANGER, v4(0, 0, 0, 0)])),
                 }),
                 16 => {
                     let specific = inp.u8() & 0x7F;

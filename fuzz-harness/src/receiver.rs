@@ -59,6 +59,13 @@ pub(crate) fn config(inp: &mut Input<'_>) -> ReceiverConfig {
         _ => SessionFilter::All,
     };
     c.rng_seed = u64::from(inp.u8());
+    c.local_addr = inp.pick(&[
+        None,
+        Some(crate::packets::RCV_A),
+        Some(crate::packets::RCV_A),
+    ]);
+    c.pgmcc = !inp.one_in(4);
+    c.ack_bo_ivl = inp.pick(&[Duration::ZERO, ms(1), ms(50)]);
     c
 }
 
@@ -106,7 +113,8 @@ pub(crate) fn check(r: &Receiver) {
 /// slots, plus SPMRs and a POLR per source.
 pub(crate) fn tx_bound(r: &Receiver, op: OpKind) -> usize {
     match op {
-        OpKind::Packet => 0,
+        // A packet draws at most one ACK (PGMCC) per source, coalesced until sent.
+        OpKind::Packet => r.sources(),
         _ => r.window_slots() / (1 + MAX_NAK_LIST) + 8 * r.sources() + 8,
     }
 }

@@ -20,6 +20,7 @@ const TYPES: &[(u32, PacketType)] = &[
     (1, PacketType::Odata),
     (1, PacketType::Ncf),
     (1, PacketType::Spm),
+    (6, PacketType::Ack),
 ];
 
 fn ms(n: u64) -> Duration {
@@ -48,6 +49,14 @@ fn config(inp: &mut Input<'_>) -> SourceConfig {
     };
     c.max_pending_ncfs = inp.pick(&[0, 1, 16]);
     c.late_join = inp.bool();
+    c.pgmcc.enabled = !inp.one_in(4);
+    c.pgmcc.ssthresh = inp.pick(&[0, 1, 4]);
+    c.pgmcc.max_window = inp.pick(&[0, 1, 8, 65_536]);
+    c.pgmcc.min_rto = inp.pick(&[Duration::ZERO, ms(1), ms(200)]);
+    c.pgmcc.min_probe = inp.pick(&[Duration::ZERO, ms(1)]);
+    c.pgmcc.initial_rto = inp.pick(&[ms(1), ms(1000)]);
+    c.pgmcc.retry_max = inp.pick(&[0, 2]);
+    c.pgmcc.acker = inp.pick(&[None, None, Some(crate::packets::RCV_A)]);
     c
 }
 
@@ -176,6 +185,20 @@ impl Engine for Src {
             "next_sqn is not lead + 1 + queued"
         );
         assert_eq!(self.s.is_drained(), queued == 0);
+        if let Some(cc) = self.s.pgmcc_state() {
+            let max = f64::from(c.pgmcc.max_window.max(1));
+            assert!(
+                cc.window >= 1.0 && cc.window <= max.max(1.0),
+                "PGMCC window {} outside [1, {max}]",
+                cc.window
+            );
+            assert!(
+                cc.tokens <= cc.window && cc.tokens.is_finite() && cc.tokens > -cc.window - 2.0,
+                "PGMCC tokens {} with window {}",
+                cc.tokens,
+                cc.window
+            );
+        }
     }
 
     fn heap_bound(&self) -> usize {

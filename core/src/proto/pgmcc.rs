@@ -121,6 +121,9 @@ pub struct PgmccStats {
     pub acks_invalid: u64,
     /// Reports (ACKs and NAKs with OPT_PGMCC_FEEDBACK) taken.
     pub reports: u64,
+    /// Reports dropped because the receiver they name cannot be an acker: an address of
+    /// another family than the source's, unspecified, or multicast.
+    pub reports_invalid: u64,
     /// Ackers elected (the first, and each change).
     pub elections: u64,
     /// Window halvings on a loss the acker reported.
@@ -315,6 +318,11 @@ impl Controller {
 
     pub(crate) fn stats(&self) -> &PgmccStats {
         &self.stats
+    }
+
+    /// A report that was not taken (see [`PgmccStats::reports_invalid`]).
+    pub(crate) fn count_invalid_report(&mut self) {
+        self.stats.reports_invalid += 1;
     }
 
     /// An ACK that was not taken (see [`PgmccStats::acks_invalid`]).

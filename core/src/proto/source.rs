@@ -615,6 +615,13 @@ impl Source {
     /// Hands a report to PGMCC.
     fn report(&mut self, now: Instant, r: Report, ack: Option<(Sqn, u32)>) {
         let Some(cc) = &mut self.cc else { return };
+        // The acker is named in every data packet: an address of the source's family, so
+        // that data packets keep their size.
+        let same_family = r.receiver.is_ipv4() == self.config.source_addr.is_ipv4();
+        if !same_family || r.receiver.is_unspecified() || r.receiver.is_multicast() {
+            cc.count_invalid_report();
+            return;
+        }
         let window = &self.window;
         let front = window.front().map(|e| e.sqn);
         cc.on_report(now, r, ack, |s| {
