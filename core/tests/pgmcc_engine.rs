@@ -423,9 +423,21 @@ fn silence_of_the_acker_times_out_to_one_packet_and_after_retry_max_drops_it() {
     assert_eq!(s.stats().pgmcc.ackers_dropped, 1);
     assert!(out.len() > 1, "no acker: open loop again");
     assert!(out.iter().all(|(_, a, _)| *a == NOBODY));
-    // The next report elects again.
+    // The silent acker is not elected again for `silent_hold` (30 s), whatever it reports.
+    s.handle_packet(now, from(RCV), &ack(out[0].0, 1, out[0].2, 60_000, RCV));
+    assert_eq!(s.pgmcc_state().expect("state").acker, None);
+    assert_eq!(s.stats().pgmcc.reports_held, 1);
+    // Another receiver's report elects it.
     s.handle_packet(now, from(RCV2), &ack(out[0].0, 1, out[0].2, 0, RCV2));
     assert_eq!(s.pgmcc_state().expect("state").acker, Some(RCV2));
+    // After the hold, the first receiver competes again.
+    let later = now + Duration::from_secs(31);
+    s.handle_packet(
+        later,
+        from(RCV),
+        &nak(out[0].0, Some((out[0].2, 60_000, RCV))),
+    );
+    assert_eq!(s.pgmcc_state().expect("state").acker, Some(RCV));
 }
 
 #[test]

@@ -68,6 +68,11 @@ pub struct PgmccConfig {
     pub min_probe: Duration,
     /// The greatest timeout. Default 3 s.
     pub max_rto: Duration,
+    /// How long an acker dropped for silence cannot be elected again. Default 30 s: a
+    /// receiver that never ACKs (a stack without PGMCC that sends feedback in NAKs, or a
+    /// host that means harm) would otherwise stall the session for `retry_max` timeouts
+    /// after each election. At most 16 such receivers are remembered.
+    pub silent_hold: Duration,
     /// RETRY_MAX (§3): successive timeouts after which the acker is dropped. Default 2, the
     /// draft's recommendation (§2.7).
     pub retry_max: u32,
@@ -88,6 +93,7 @@ impl PgmccConfig {
             min_rto: Duration::from_millis(200),
             min_probe: Duration::from_millis(1),
             max_rto: Duration::from_secs(3),
+            silent_hold: Duration::from_secs(30),
             retry_max: 2,
             acker: None,
         }
@@ -132,6 +138,9 @@ pub struct PgmccStats {
     pub timeouts: u64,
     /// Ackers dropped after `retry_max` successive timeouts.
     pub ackers_dropped: u64,
+    /// Reports of receivers not elected because they were dropped for silence within
+    /// `silent_hold`.
+    pub reports_held: u64,
     /// Probes: a token given when the acker had reported nothing new for twice the
     /// smoothed round trip while the source had none, so that a lost last packet is found
     /// by the ACK of the next one rather than after its repair or a timeout (TCP's tail
@@ -164,6 +173,9 @@ pub struct Report {
     /// The loss rate, 0 to 65535.
     pub loss: u16,
 }
+
+/// Ackers dropped for silence that are remembered (see [`PgmccConfig::silent_hold`]).
+const SILENT_MAX: usize = 16;
 
 /// The acker and what is known of it.
 #[derive(Debug, Clone, Copy)]
@@ -292,6 +304,9 @@ pub(crate) struct Controller {
     lead: Option<Sqn>,
     /// The first ODATA sent naming the current acker.
     named_from: Sqn,
+    /// Ackers dropped for silence, and until when they are not elected again (at most
+    /// [`SILENT_MAX`], oldest first).
+    silent: std::collections::VecDeque<(IpAddr, Instant)>,
     stats: PgmccStats,
 }
 
@@ -312,6 +327,7 @@ impl Controller {
             retry: 0,
             lead: None,
             named_from: Sqn(0),
+            silent: std::collections::VecDeque::new(),
             stats: PgmccStats::default(),
         }
     }
@@ -422,6 +438,12 @@ impl Controller {
             // After a number of successive timeouts the sender MUST force the election of
             // a new ACKER.
             self.stats.ackers_dropped += 1;
+            if let Some(a) = self.acker {
+                if self.silent.len() == SILENT_MAX {
+                    self.silent.pop_front();
+                }
+                self.silent.push_back((a.addr, now + self.cfg.silent_hold));
+            }
             self.acker = None;
             self.board = None;
             self.retry = 0;
@@ -440,6 +462,14 @@ impl Controller {
         let p = f64::from(r.loss) / 65535.0;
         let f = 1.0 + 9.0 * p * (1.0 + 32.0 * p * p);
         rtt * rtt * p * f * f
+    }
+
+    /// Whether `addr` was dropped for silence within `silent_hold`. O(16).
+    fn held(&mut self, now: Instant, addr: IpAddr) -> bool {
+        while self.silent.front().is_some_and(|(_, until)| *until <= now) {
+            self.silent.pop_front();
+        }
+        self.silent.iter().any(|(a, _)| *a == addr)
     }
 
     fn elect(&mut self, addr: IpAddr, m2: f64) {
@@ -471,6 +501,11 @@ impl Controller {
         self.stats.reports += 1;
         let m2 = self.m2(now, &r);
         let preferred = self.cfg.acker == Some(r.receiver);
+        let current = self.acker.is_some_and(|a| a.addr == r.receiver);
+        if !current && self.held(now, r.receiver) {
+            self.stats.reports_held += 1;
+            return;
+        }
         match self.acker {
             None => self.elect(r.receiver, m2),
             Some(a) if a.addr != r.receiver => {
