@@ -834,3 +834,27 @@ fn a_silent_flight_without_tokens_draws_one_probe_before_the_timeout() {
     assert_eq!(s.pgmcc_state().expect("state").tokens, 1.0);
     assert_eq!(odata(&drain(&mut s, at)).len(), 1);
 }
+
+#[test]
+fn the_window_does_not_grow_while_the_application_sends_below_it() {
+    // One message at a time, each acknowledged before the next: the window is never what
+    // limits the source, so W stays where it is and only the tokens come back.
+    let now = t0();
+    let mut s = elected(now, PgmccConfig::new());
+    let before = s.pgmcc_state().expect("state").window;
+    for _ in 0..200 {
+        send_n(&mut s, 1);
+        let out = odata(&drain(&mut s, now));
+        assert_eq!(out.len(), 1);
+        s.handle_packet(now, from(RCV), &ack(out[0].0, u32::MAX, out[0].2, 0, RCV));
+    }
+    let st = s.pgmcc_state().expect("state");
+    assert_eq!(st.window, before, "W grew on a rate never tried");
+    assert_eq!(st.tokens, st.window);
+    // With a backlog, the same ACKs open it.
+    send_n(&mut s, 50);
+    for (sqn, _, ts) in odata(&drain(&mut s, now)) {
+        s.handle_packet(now, from(RCV), &ack(sqn, u32::MAX, ts, 0, RCV));
+    }
+    assert!(s.pgmcc_state().expect("state").window > before);
+}

@@ -33,6 +33,10 @@
 //!   smoothed round trip without news, one token is given (TCP's tail loss probe, RFC 8985),
 //!   so the next packet's ACK shows the hole. Measured on a veth at 5% loss: 1,400
 //!   messages/s without it.
+//! - **The window grows only when it limits.** An ACK opens W only if data is waiting to be
+//!   sent, or waited for a token since the previous ACK; otherwise it just returns tokens (RFC 7661's congestion
+//!   window validation, for TCP). A source sending below its window (a fixed-rate
+//!   application) would otherwise grow W without bound and later burst that much at once.
 //! - **Only ODATA spends tokens.** RDATA reuses its packet's sequence number and stays under
 //!   the rate limit alone (`docs/pgmcc.md` §5).
 
@@ -299,6 +303,8 @@ pub(crate) struct Controller {
     probe_at: Option<Instant>,
     /// A probe went out since the acker's last ACK: no other until the next one.
     probed: bool,
+    /// Data waited for a token since the last ACK: the window limited the source.
+    limited: bool,
     retry: u32,
     /// The highest sequence number sent as ODATA.
     lead: Option<Sqn>,
@@ -324,6 +330,7 @@ impl Controller {
             deadline: None,
             probe_at: None,
             probed: false,
+            limited: false,
             retry: 0,
             lead: None,
             named_from: Sqn(0),
@@ -370,6 +377,11 @@ impl Controller {
     /// Whether ODATA may go out: there is a token, or no acker to clock the window.
     pub(crate) fn may_send(&self) -> bool {
         self.acker.is_none() || self.tokens >= 1.0
+    }
+
+    /// Data is waiting and there is no token: the window is what limits the source.
+    pub(crate) fn on_blocked(&mut self) {
+        self.limited = true;
     }
 
     /// One ODATA went out.
@@ -488,14 +500,15 @@ impl Controller {
         self.tokens = 1.0;
     }
 
-    /// A report from a receiver, in an ACK (`ack` = RX_MAX and bitmap) or a NAK. `sent_at`
-    /// gives when a sequence number was sent, if the window still holds it. The caller has
-    /// checked that RX_MAX was sent.
+    /// A report from a receiver, in an ACK (`ack` = RX_MAX and bitmap) or a NAK. `backlog`:
+    /// data is waiting to be sent. `sent_at` gives when a sequence number was sent, if the
+    /// window still holds it. The caller has checked that RX_MAX was sent.
     pub(crate) fn on_report(
         &mut self,
         now: Instant,
         r: Report,
         ack: Option<(Sqn, u32)>,
+        backlog: bool,
         sent_at: impl Fn(Sqn) -> Option<Instant>,
     ) {
         self.stats.reports += 1;
@@ -546,7 +559,7 @@ impl Controller {
                 first
             }
         };
-        self.update_window(acked, lost);
+        self.update_window(acked, lost, backlog);
         // Re-armed while packets remain unacknowledged (§3 "update_timeout").
         let max = self.board.map(|b| b.max);
         let outstanding = matches!((self.lead, max), (Some(l), Some(m)) if l.gt(m));
@@ -563,7 +576,7 @@ impl Controller {
         }
     }
 
-    fn update_window(&mut self, acked: u32, lost: bool) {
+    fn update_window(&mut self, acked: u32, lost: bool, backlog: bool) {
         let max = self.board.map(|b| b.max);
         if let (Some(until), Some(max)) = (self.suspend_until, max) {
             if max.lt(until) {
@@ -580,6 +593,13 @@ impl Controller {
             self.tokens -= self.window / 2.0;
             self.window = (self.window / 2.0).max(1.0);
             self.suspend_until = Some(self.lead.map_or(Sqn(0), Sqn::next));
+            self.tokens = (self.tokens + f64::from(acked)).min(self.window);
+            return;
+        }
+        if !std::mem::take(&mut self.limited) && !backlog {
+            // The source did not use its window (it had fewer packets to send than
+            // tokens): each acknowledged packet returns its token, and W does not grow on
+            // a rate it never tried (RFC 7661's reasoning for TCP).
             self.tokens = (self.tokens + f64::from(acked)).min(self.window);
             return;
         }

@@ -624,7 +624,8 @@ impl Source {
         }
         let window = &self.window;
         let front = window.front().map(|e| e.sqn);
-        cc.on_report(now, r, ack, |s| {
+        let backlog = self.next_odata != self.next_sqn;
+        cc.on_report(now, r, ack, backlog, |s| {
             let idx = s.since(front?)?;
             window.get(idx as usize)?.sent_at
         });
@@ -786,6 +787,11 @@ impl Source {
         //# TXW_MAX_RTE.
         // PGMCC draft §3:
         // send_packet(): if (QUEUED > 0 && T >= 1) { transmit one packet; T = T - 1 }
+        if self.next_odata != self.next_sqn
+            && let Some(cc) = self.cc.as_mut().filter(|cc| !cc.may_send())
+        {
+            cc.on_blocked();
+        }
         if self.next_odata != self.next_sqn && self.cc.as_ref().is_none_or(Controller::may_send) {
             let idx = self.next_odata.since(self.window.front()?.sqn)? as usize;
             let t = self.emit_data(idx, PacketType::Odata, buf, now);
