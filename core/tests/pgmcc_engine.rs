@@ -458,13 +458,19 @@ fn any_feedback_resets_the_retry_count() {
 }
 
 #[test]
-fn a_preferred_acker_is_elected_and_kept() {
+fn a_preferred_acker_is_named_from_the_first_packet_and_kept() {
     let now = t0();
     let mut cc = PgmccConfig::new();
     cc.acker = Some(RCV2);
-    let mut s = elected(now, cc);
-    assert_eq!(s.pgmcc_state().expect("state").acker, Some(RCV));
-    s.handle_packet(now, from(RCV2), &ack(0, 1, 0, 0, RCV2));
+    let mut s = source(now, cc);
+    send_n(&mut s, 5);
+    // Named before it said anything (OpenPGM's receivers never volunteer); one token.
+    let out = odata(&drain(&mut s, now));
+    assert_eq!(out.iter().map(|o| o.1).collect::<Vec<_>>(), vec![RCV2]);
+    // Another receiver's ACK does not displace it.
+    s.handle_packet(now, from(RCV), &ack(out[0].0, 1, out[0].2, 0, RCV));
+    assert_eq!(s.pgmcc_state().expect("state").acker, Some(RCV2));
+    s.handle_packet(now, from(RCV2), &ack(out[0].0, 1, 0, 0, RCV2));
     assert_eq!(s.pgmcc_state().expect("state").acker, Some(RCV2));
     // A much worse receiver does not displace it.
     s.handle_packet(now, from(RCV), &nak(0, Some((0, u16::MAX, RCV))));

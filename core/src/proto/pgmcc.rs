@@ -80,8 +80,10 @@ pub struct PgmccConfig {
     /// RETRY_MAX (§3): successive timeouts after which the acker is dropped. Default 2, the
     /// draft's recommendation (§2.7).
     pub retry_max: u32,
-    /// An acker to prefer: while it sends feedback it is elected and never replaced. For
-    /// receivers that never volunteer (OpenPGM's, `docs/pgmcc.md`). Default none.
+    /// An acker to prefer: named from the first data packet on, without waiting for its
+    /// feedback, and never replaced while it ACKs; after `retry_max` timeouts it is dropped
+    /// like any other, and named again after `silent_hold`. For receivers that never
+    /// volunteer (OpenPGM's, `docs/pgmcc.md`). Default none.
     pub acker: Option<IpAddr>,
 }
 
@@ -377,6 +379,18 @@ impl Controller {
     /// Whether ODATA may go out: there is a token, or no acker to clock the window.
     pub(crate) fn may_send(&self) -> bool {
         self.acker.is_none() || self.tokens >= 1.0
+    }
+
+    /// Before data goes out: with no acker, a configured one is named without waiting for
+    /// its feedback (receivers that never volunteer, such as OpenPGM's, ACK once named),
+    /// unless it was dropped for silence within `silent_hold`.
+    pub(crate) fn before_data(&mut self, now: Instant) {
+        if self.acker.is_none()
+            && let Some(a) = self.cfg.acker
+            && !self.held(now, a)
+        {
+            self.elect(a, 0.0);
+        }
     }
 
     /// Data is waiting and there is no token: the window is what limits the source.

@@ -788,9 +788,12 @@ impl Source {
         // PGMCC draft §3:
         // send_packet(): if (QUEUED > 0 && T >= 1) { transmit one packet; T = T - 1 }
         if self.next_odata != self.next_sqn
-            && let Some(cc) = self.cc.as_mut().filter(|cc| !cc.may_send())
+            && let Some(cc) = self.cc.as_mut()
         {
-            cc.on_blocked();
+            cc.before_data(now);
+            if !cc.may_send() {
+                cc.on_blocked();
+            }
         }
         if self.next_odata != self.next_sqn && self.cc.as_ref().is_none_or(Controller::may_send) {
             let idx = self.next_odata.since(self.window.front()?.sqn)? as usize;
