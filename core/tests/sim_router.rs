@@ -39,6 +39,11 @@ struct Outcome {
 }
 
 fn build_and_run(seed: u64, loss: f64, assist: bool, messages: usize) -> Outcome {
+    build_and_run_cc(seed, loss, assist, messages, false)
+}
+
+/// As [`build_and_run`], the receivers taking part in PGMCC if `pgmcc`.
+fn build_and_run_cc(seed: u64, loss: f64, assist: bool, messages: usize, pgmcc: bool) -> Outcome {
     #[expect(clippy::disallowed_methods, reason = "the simulation's epoch")]
     let t0 = Instant::now();
     let mut sim = Sim::new(seed, t0, LinkModel::default());
@@ -107,6 +112,7 @@ fn build_and_run(seed: u64, loss: f64, assist: bool, messages: usize) -> Outcome
     {
         let mut rc = ReceiverConfig::new(7500, GROUP);
         rc.rng_seed = seed * 7 + k as u64;
+        rc.local_addr = pgmcc.then_some(addr);
         receivers[k] = sim.add_receiver_at(seg, addr, Receiver::new(rc));
     }
     // Random loss on R2's LAN A link only.
@@ -267,4 +273,28 @@ fn plain_multicast_routing_floods_repairs_and_the_source_takes_every_nak() {
         "nobody NAKs the routers"
     );
     assert!(delivered(&o, o.source, PacketType::Nak) > 0);
+}
+
+#[test]
+fn pgmcc_through_router_assist_elects_a_lossy_lan_receiver_and_everyone_completes() {
+    // PGMCC across two network elements: NAKs (with OPT_PGMCC_FEEDBACK, forwarded with
+    // their options) and ACKs (unicast to the source) reach the source; the acker is a
+    // receiver of the lossy LAN A, and every receiver still gets everything.
+    for seed in 1..=4u64 {
+        let o = build_and_run_cc(seed, 0.05, true, 600, true);
+        check_complete(&o, 600).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let Engine::Source { source, .. } = &o.sim.nodes()[o.source].engine else {
+            panic!("no source");
+        };
+        let cc = source.stats().pgmcc.clone();
+        let acker = source.pgmcc_state().and_then(|s| s.acker);
+        assert!(
+            acker == Some(ip(3, 11)) || acker == Some(ip(3, 12)),
+            "seed {seed}: acker {acker:?} is not on the lossy LAN ({cc:?})"
+        );
+        assert!(cc.acks > 0 && cc.halvings > 0, "seed {seed}: {cc:?}");
+        // R2 confirms NAKs on LAN A itself, with PGMCC as without.
+        assert!(count(&o, (o.lan_a, PacketType::Ncf)) > 0);
+        assert_eq!(count(&o, (o.lan_b, PacketType::Rdata)), 0, "RDATA on LAN B");
+    }
 }
