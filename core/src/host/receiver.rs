@@ -132,7 +132,8 @@ impl Drop for DoneOnDrop {
 
 impl Receiver {
     /// Opens the transport `config` describes (joining the group) and starts receiving on
-    /// the current tokio runtime.
+    /// the current tokio runtime. The engine's `local_addr` (PGMCC's name for this receiver)
+    /// defaults to the transport's interface address.
     ///
     /// # Panics
     ///
@@ -147,7 +148,12 @@ impl Receiver {
         }
         t.listen_multicast = true;
         let transport = t.open()?;
-        Self::with_transport(config.engine, transport, config.event_queue)
+        let mut engine = config.engine;
+        // PGMCC names an acker by its address: the interface's, which its ACKs leave from.
+        if engine.local_addr.is_none() && !t.interface.is_unspecified() {
+            engine.local_addr = Some(std::net::IpAddr::V4(t.interface));
+        }
+        Self::with_transport(engine, transport, config.event_queue)
     }
 
     /// Starts receiving on a transport opened by the caller.
