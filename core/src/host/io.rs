@@ -93,6 +93,22 @@ impl<T: Transport> AsyncTransport<T> {
         (done, Ok(()))
     }
 
+    /// Waits until socket `socket` of the transport (an index into
+    /// [`Transport::sockets`]) may be writable: for a sender whose last send found the
+    /// socket's buffer full. Registers it for write readiness just for this wait.
+    pub(crate) async fn writable(&self, socket: usize) -> io::Result<()> {
+        let sockets = self.transport.sockets();
+        let Some(&(fd, _)) = sockets.get(socket) else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the transport has no such socket",
+            ));
+        };
+        let waiter = register(fd, Interest::WRITABLE)?;
+        drop(waiter.writable().await?);
+        Ok(())
+    }
+
     /// Receives the packets queued on the next ready receiving socket into `batch`,
     /// waiting until one is.
     pub(crate) async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
@@ -126,20 +142,5 @@ impl<T: Transport> AsyncTransport<T> {
             }
         }
         Poll::Pending
-    }
-
-    /// Receives the packets already queued on the first receiving socket that has any,
-    /// without waiting: `None` when none has.
-    pub(crate) fn try_recv_batch(&self, batch: &mut RecvBatch) -> Option<io::Result<usize>> {
-        for (i, fd) in self.fds.iter().enumerate() {
-            if fd.is_none() {
-                continue;
-            }
-            match self.transport.recv_batch(i, batch) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                r => return Some(r),
-            }
-        }
-        None
     }
 }

@@ -50,6 +50,7 @@
 mod io;
 mod receiver;
 mod sender;
+mod tx;
 
 pub use receiver::{Receiver, ReceiverConfig, ReceiverStats};
 pub use sender::{Sender, SenderConfig, SenderStats};

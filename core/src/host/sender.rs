@@ -3,16 +3,16 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
-
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, oneshot};
 
 use super::io::AsyncTransport;
-use super::{Error, is_transient, now, sleep_until};
+use super::tx::Core;
+use super::{Error, now, sleep_until};
 use crate::net::{RecvBatch, Transport, TransportConfig};
-use crate::proto::Transmit;
 use crate::proto::source::{SendError, Source, SourceConfig, SourceStats};
 use crate::wire::Tsi;
 
@@ -76,8 +76,31 @@ struct Queue {
     stats: Vec<oneshot::Sender<SenderStats>>,
 }
 
+impl Queue {
+    /// Why a message cannot be accepted now, if it cannot.
+    fn refuse(&self) -> Result<(), Error> {
+        if self.driver_gone {
+            return Err(Error::DriverGone);
+        }
+        if self.close_requested {
+            return Err(Error::Send(SendError::Closed));
+        }
+        Ok(())
+    }
+}
+
 struct Shared {
     queue: Mutex<Queue>,
+    /// The engine and the packets on their way out (lock order: `core`, then `queue`).
+    core: Mutex<Core>,
+    transport: Arc<dyn Transport>,
+    /// When `send` was last called, in ns since `epoch` (0: never).
+    last_send: AtomicU64,
+    /// Average time between `send` calls, in ns (0: unknown).
+    interval: AtomicU64,
+    /// Average time an inline send takes, in ns (0: unknown).
+    inline_cost: AtomicU64,
+    epoch: Instant,
     /// Wakes the driver: the queue went from empty to not, or a request arrived.
     wake_driver: Notify,
     /// Wakes handles waiting for room in the queue (or for the driver's end).
@@ -93,6 +116,91 @@ impl Shared {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn core(&self) -> MutexGuard<'_, Core> {
+        // The engine's calls do not panic on any input; a panic elsewhere under the lock
+        // (an allocation failure) would leave at worst a packet unsent, which PGM repairs.
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The engine, if no one else holds it now.
+    fn try_core(&self) -> Option<MutexGuard<'_, Core>> {
+        match self.core.try_lock() {
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Nanoseconds from `epoch` to `t`.
+    fn since_epoch(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Records a message sent at `t`, and tells whether it may be sent inline: while the
+    /// application's messages come, on average, at least one and a half times as far apart
+    /// as an inline send takes, that is while it spends between two messages at least half
+    /// as long as sending one. A stream of messages sent back to back (a loop that only
+    /// makes them) falls below, and goes through the driver, whose batches cost less per
+    /// message (one system call each) and run beside the application on another thread.
+    /// Averages are exponential, weight 1/8.
+    fn paced_at(&self, t: Instant) -> bool {
+        let at = self.since_epoch(t).max(1);
+        let prev = self.last_send.swap(at, Ordering::Relaxed);
+        let mut interval = self.interval.load(Ordering::Relaxed);
+        if prev != 0 {
+            let gap = at.saturating_sub(prev);
+            interval = ewma(interval, gap);
+            self.interval.store(interval, Ordering::Relaxed);
+        }
+        let cost = self.inline_cost.load(Ordering::Relaxed);
+        interval == 0 || interval >= cost.saturating_add(cost / 2)
+    }
+
+    /// Sends `data` from the calling task when nothing accepted before it is still on its
+    /// way: admitted to the engine and transmitted at once, with no wakeup of the driver in
+    /// between. `q` is the queue, locked by the caller, empty. Returns whether it did; if
+    /// not, the caller queues the message for the driver.
+    fn send_inline(&self, q: MutexGuard<'_, Queue>, data: &[u8], start: Instant) -> bool {
+        let Some(mut core) = self.try_core() else {
+            return false;
+        };
+        if !core.pending.is_empty() || !core.batch.is_empty() {
+            return false;
+        }
+        match core.source.send(data) {
+            // The engine's queue is full: the driver sends it in turn.
+            Err(SendError::WouldBlock) => return false,
+            Ok(()) => {}
+            Err(_) => core.refused += 1,
+        }
+        // Admitted in order: later messages may queue now.
+        drop(q);
+        let pump = core.pump(&*self.transport);
+        // The driver sends what did not fit, and re-arms its timer if the engine's next
+        // deadline (a heartbeat SPM) comes before the one it waits for.
+        let sooner = match (core.source.poll_timeout(), core.armed) {
+            (Some(t), Some(armed)) => t < armed,
+            (t, _) => t.is_some(),
+        };
+        drop(core);
+        if pump.blocked.is_some() || pump.more || sooner {
+            self.wake_driver.notify_one();
+        }
+        // The time this send took, counted at most twice the average: a send preempted for
+        // milliseconds would otherwise hold the average high, and with it every later
+        // message in the driver's queue, where no inline send can bring it down again.
+        let avg = self.inline_cost.load(Ordering::Relaxed);
+        let took =
+            u64::try_from(now().saturating_duration_since(start).as_nanos()).unwrap_or(u64::MAX);
+        let took = if avg == 0 {
+            took
+        } else {
+            took.min(avg.saturating_mul(2))
+        };
+        self.inline_cost.store(ewma(avg, took), Ordering::Relaxed);
+        true
+    }
+
     fn request(&self, f: impl FnOnce(&mut Queue)) -> Result<(), Error> {
         let mut q = self.lock();
         if q.driver_gone {
@@ -102,6 +210,15 @@ impl Shared {
         drop(q);
         self.wake_driver.notify_one();
         Ok(())
+    }
+}
+
+/// The exponential average of `avg` (0: none yet) and `sample`, weight 1/8.
+fn ewma(avg: u64, sample: u64) -> u64 {
+    if avg == 0 {
+        sample.max(1)
+    } else {
+        (avg - avg / 8).saturating_add(sample / 8).max(1)
     }
 }
 
@@ -212,29 +329,32 @@ impl Sender {
         linger: Duration,
         send_queue: usize,
     ) -> io::Result<Self> {
-        let io = AsyncTransport::new(transport)?;
+        let transport: Arc<dyn Transport> = Arc::new(transport);
+        let io = AsyncTransport::new(transport.clone())?;
         let max_apdu = engine.max_apdu;
         let source = Source::new(engine, now());
         let tsi = source.tsi();
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
+            core: Mutex::new(Core::new(source, &*transport)),
+            transport,
+            last_send: AtomicU64::new(0),
+            interval: AtomicU64::new(0),
+            inline_cost: AtomicU64::new(0),
+            epoch: now(),
             wake_driver: Notify::new(),
             room: Notify::new(),
             max_msgs: send_queue.max(1),
         });
         let driver = Driver {
-            source,
             io,
             shared: shared.clone(),
-            pending: VecDeque::new(),
             flushes: Vec::new(),
             closes: Vec::new(),
             close_requested: false,
             close_started: false,
             linger,
             linger_until: None,
-            stats: SenderStats::default(),
-            recv_broken: false,
         };
         tokio::spawn(driver.run());
         Ok(Self {
@@ -249,32 +369,44 @@ impl Sender {
         self.tsi
     }
 
-    /// Queues one message (fragmented if larger than a packet) for the driver, waiting while
-    /// its queue ([`SenderConfig::send_queue`]) is full, which it stays while the engine's
-    /// own queue of unsent packets (`SourceConfig::send_queue_sqns`) is full. Messages are
-    /// sent in the order their `send` calls complete. A message larger than the engine's `max_apdu` is refused at once.
+    /// Sends one message (fragmented if larger than a packet). Messages are sent in the
+    /// order their `send` calls complete. A message larger than the engine's `max_apdu` is
+    /// refused at once.
+    ///
+    /// When everything sent before has left and the application's messages come, on
+    /// average, at least one and a half times as far apart as sending one this way takes
+    /// (the application is paced, not streaming), the message is
+    /// transmitted by this call itself, without waiting for the driver task to be scheduled
+    /// (a wakeup costs microseconds, tens on another thread); the driver keeps the timers
+    /// and the input. Otherwise, as for a stream of messages sent back to back, it is queued
+    /// for the driver, which sends in batches; this call waits while that queue
+    /// ([`SenderConfig::send_queue`]) is full, which it stays while the engine's own queue
+    /// of unsent packets (`SourceConfig::send_queue_sqns`) is full.
     pub async fn send(&self, data: &[u8]) -> Result<(), Error> {
         if data.len() > self.max_apdu {
             return Err(Error::Send(SendError::TooLarge));
         }
         let shared = &self.handle.shared;
-        let mut msg = Some(data.to_vec());
+        let start = now();
+        let paced = shared.paced_at(start);
         loop {
             let room = shared.room.notified();
             tokio::pin!(room);
             {
                 let mut q = shared.lock();
-                if q.driver_gone {
-                    return Err(Error::DriverGone);
-                }
-                if q.close_requested {
-                    return Err(Error::Send(SendError::Closed));
+                q.refuse()?;
+                if q.msgs.is_empty() && paced {
+                    if shared.send_inline(q, data, start) {
+                        return Ok(());
+                    }
+                    q = shared.lock();
+                    q.refuse()?;
                 }
                 let fits = q.msgs.len() < shared.max_msgs && q.bytes + data.len() <= QUEUE_BYTES;
                 if q.msgs.is_empty() || fits {
                     let was_empty = q.msgs.is_empty();
                     q.bytes += data.len();
-                    q.msgs.extend(msg.take());
+                    q.msgs.push_back(data.to_vec());
                     drop(q);
                     if was_empty {
                         shared.wake_driver.notify_one();
@@ -327,67 +459,13 @@ impl Drop for GoneOnDrop {
     }
 }
 
-/// Packets a driver hands to the transport per call, and the bytes kept for them.
-struct TxBatch {
-    arena: Vec<u8>,
-    transmits: Vec<(Transmit, usize, usize)>,
-}
-
-impl TxBatch {
-    fn new() -> Self {
-        Self {
-            arena: Vec::with_capacity(crate::net::mmsg::SEND_BATCH * 1500),
-            transmits: Vec::with_capacity(crate::net::mmsg::SEND_BATCH),
-        }
-    }
-
-    fn clear(&mut self) {
-        self.arena.clear();
-        self.transmits.clear();
-    }
-
-    fn push(&mut self, t: Transmit, packet: &[u8]) {
-        let start = self.arena.len();
-        self.arena.extend_from_slice(packet);
-        self.transmits.push((t, start, self.arena.len()));
-    }
-
-    fn is_full(&self) -> bool {
-        self.transmits.len() >= crate::net::mmsg::SEND_BATCH
-    }
-
-    /// Sends the batch; a transmit the kernel refuses is dropped and counted in `errors`
-    /// (receivers NAK lost data, and the timers resend SPMs).
-    async fn send<T: Transport>(&mut self, io: &AsyncTransport<T>, errors: &mut u64) {
-        let slices: Vec<(Transmit, &[u8])> = self
-            .transmits
-            .iter()
-            .map(|&(t, a, b)| (t, &self.arena[a..b]))
-            .collect();
-        let mut done = 0;
-        while done < slices.len() {
-            let (n, r) = io.send_batch(&slices[done..]).await;
-            done += n;
-            if r.is_err() {
-                *errors += 1;
-                done += 1;
-            }
-        }
-        drop(slices);
-        self.clear();
-    }
-}
-
 /// Packets the sender's driver sends before it yields to the runtime (the application's
 /// tasks, and its own wakeups: requests, sockets, timers).
 const DRAIN_BUDGET: usize = 1024;
 
-struct Driver<T> {
-    source: Source,
-    io: AsyncTransport<T>,
+struct Driver {
+    io: AsyncTransport<Arc<dyn Transport>>,
     shared: Arc<Shared>,
-    /// Messages taken from the queue, admitted in order as the window has room.
-    pending: VecDeque<Vec<u8>>,
     flushes: Vec<oneshot::Sender<()>>,
     closes: Vec<oneshot::Sender<SenderStats>>,
     close_requested: bool,
@@ -395,95 +473,60 @@ struct Driver<T> {
     close_started: bool,
     linger: Duration,
     linger_until: Option<Instant>,
-    stats: SenderStats,
-    recv_broken: bool,
 }
 
-impl<T: Transport> Driver<T> {
+impl Driver {
     async fn run(mut self) {
-        let _gone = GoneOnDrop(self.shared.clone());
-        let mut buf = Vec::with_capacity(2048);
-        let mut batch = TxBatch::new();
+        let shared = self.shared.clone();
+        let _gone = GoneOnDrop(shared.clone());
         let mut rbatch = RecvBatch::new();
         loop {
             let now = now();
-            self.take_queue();
-            let more = self.drain(&mut buf, &mut batch, &mut rbatch).await;
+            self.take_queue(&mut shared.core());
+            let more = self.drain().await;
             if self.linger_until.is_some_and(|t| now >= t) {
                 break;
             }
             if more {
                 // Still data to send: take NAKs and timers without waiting, then go on.
-                self.poll_input(&mut rbatch);
+                self.shared.core().poll_input(&*self.shared.transport);
                 tokio::task::yield_now().await;
                 continue;
             }
-            let deadline = match (self.source.poll_timeout(), self.linger_until) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
+            let (deadline, recv_broken) = {
+                let mut core = shared.core();
+                let deadline = match (core.source.poll_timeout(), self.linger_until) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                core.armed = deadline;
+                (deadline, core.recv_broken)
             };
             tokio::select! {
                 () = self.shared.wake_driver.notified() => {}
-                r = self.io.recv_batch(&mut rbatch), if !self.recv_broken => {
-                    self.on_recv(super::now(), r, &rbatch);
+                r = self.io.recv_batch(&mut rbatch), if !recv_broken => {
+                    self.shared.core().on_recv(super::now(), r, &rbatch);
                 }
-                () = sleep_until(deadline) => self.source.handle_timeout(super::now()),
+                () = sleep_until(deadline) => {
+                    self.shared.core().source.handle_timeout(super::now());
+                }
             }
         }
-        let stats = self.snapshot();
+        let stats = self.snapshot(&self.shared.core());
         for c in self.closes.drain(..) {
             let _ = c.send(stats.clone());
         }
     }
 
-    /// Takes NAKs and SPMRs already queued on the sockets (a bounded number of receive
-    /// batches) and runs due timers, without waiting. Returns the time it passed the
-    /// engine, which later calls must not precede.
-    fn poll_input(&mut self, rbatch: &mut RecvBatch) -> Instant {
-        let now = now();
-        if !self.recv_broken {
-            for _ in 0..4 {
-                let Some(r) = self.io.try_recv_batch(rbatch) else {
-                    break;
-                };
-                self.on_recv(now, r, rbatch);
-            }
-        }
-        if self.source.poll_timeout().is_some_and(|t| t <= now) {
-            self.source.handle_timeout(now);
-        }
-        now
-    }
-
-    fn on_recv(&mut self, now: Instant, r: io::Result<usize>, batch: &RecvBatch) {
-        match r {
-            Ok(n) => {
-                for i in 0..n {
-                    match batch.get(i) {
-                        Ok((meta, bytes)) => self.source.handle_packet(now, meta, bytes),
-                        Err(_) => self.stats.recv_errors += 1,
-                    }
-                }
-            }
-            Err(e) => {
-                self.stats.recv_errors += 1;
-                if !is_transient(&e) {
-                    // A broken socket would wake us forever: stop receiving, keep sending.
-                    self.recv_broken = true;
-                }
-            }
-        }
-    }
-
     /// Takes the requests, and the queued messages once the previous ones are admitted.
-    fn take_queue(&mut self) {
+    fn take_queue(&mut self, core: &mut Core) {
         let mut q = self.shared.lock();
         let stats = std::mem::take(&mut q.stats);
         self.flushes.append(&mut q.flushes);
         self.closes.append(&mut q.closes);
         let mut took = false;
-        if self.pending.is_empty() && !q.msgs.is_empty() {
-            std::mem::swap(&mut self.pending, &mut q.msgs);
+        if core.pending.is_empty() && !q.msgs.is_empty() {
+            std::mem::swap(&mut core.pending, &mut q.msgs);
             q.bytes = 0;
             took = true;
         }
@@ -496,94 +539,70 @@ impl<T: Transport> Driver<T> {
             self.shared.room.notify_waiters();
         }
         if !stats.is_empty() {
-            let snapshot = self.snapshot();
+            let snapshot = self.snapshot(core);
             for s in stats {
                 let _ = s.send(snapshot.clone());
             }
         }
     }
 
-    fn snapshot(&self) -> SenderStats {
+    fn snapshot(&self, core: &Core) -> SenderStats {
         SenderStats {
-            engine: self.source.stats().clone(),
-            ..self.stats.clone()
+            engine: core.source.stats().clone(),
+            send_errors: core.send_errors,
+            recv_errors: core.recv_errors,
+            refused: core.refused,
         }
     }
 
-    /// Admits pending messages and sends what the engine has in batches, until neither
-    /// makes progress or [`DRAIN_BUDGET`] packets went out. Returns whether work remains.
-    ///
-    /// Between two full batches it takes the NAKs and SPMRs already queued on the sockets
-    /// (and runs due timers), without waiting: the engine puts NCFs before everything else
-    /// (§5.1.3), so a NAK that arrives while a backlog drains is confirmed in the next
-    /// batch, after at most one batch ([`SEND_BATCH`](crate::net::mmsg::SEND_BATCH)
-    /// packets) more of ODATA, not after the whole budget (§5.2: "immediately"). That costs
-    /// one non-blocking receive per batch.
-    async fn drain(
-        &mut self,
-        buf: &mut Vec<u8>,
-        batch: &mut TxBatch,
-        rbatch: &mut RecvBatch,
-    ) -> bool {
-        let mut now = now();
+    /// Admits pending messages and sends what the engine has, a batch at a time, until
+    /// neither makes progress or [`DRAIN_BUDGET`] packets went out. Returns whether work
+    /// remains. Between batches the engine reads the input already queued (see
+    /// [`Core::pump`]), so NAKs are confirmed while a backlog drains.
+    async fn drain(&mut self) -> bool {
+        let shared = self.shared.clone();
         let mut sent = 0;
         loop {
-            self.admit();
-            if self.pending.is_empty() {
-                self.take_queue();
-                self.admit();
-            }
-            if self.pending.is_empty() && self.close_requested && !self.close_started {
-                self.source.close(now);
-                self.close_started = true;
-            }
-            let mut progress = false;
-            while let Some(t) = self.source.poll_transmit(now, buf) {
-                progress = true;
-                if t.len == 0 {
-                    continue;
+            let pump = {
+                let mut core = shared.core();
+                core.admit();
+                if core.pending.is_empty() {
+                    self.take_queue(&mut core);
+                    core.admit();
                 }
-                batch.push(t, &buf[..t.len]);
-                if batch.is_full() {
-                    sent += batch.transmits.len();
-                    batch.send(&self.io, &mut self.stats.send_errors).await;
-                    if sent >= DRAIN_BUDGET {
-                        break;
-                    }
-                    now = self.poll_input(rbatch);
+                if core.pending.is_empty() && self.close_requested && !self.close_started {
+                    core.source.close(now());
+                    self.close_started = true;
                 }
+                core.pump(&*shared.transport)
+            };
+            sent += pump.sent;
+            if let Some(socket) = pump.blocked {
+                if self.io.writable(socket).await.is_err() {
+                    // No way to wait: drop the packet rather than spin on it.
+                    let mut core = self.shared.core();
+                    core.send_errors += 1;
+                    core.batch.drop_front();
+                }
+                continue;
             }
-            sent += batch.transmits.len();
-            batch.send(&self.io, &mut self.stats.send_errors).await;
             if sent >= DRAIN_BUDGET {
                 return true;
             }
-            if !progress || self.pending.is_empty() {
+            if !pump.more && pump.sent == 0 {
                 break;
             }
         }
-        if self.pending.is_empty() && self.source.is_drained() {
+        let core = shared.core();
+        if core.is_drained() {
             for f in self.flushes.drain(..) {
                 let _ = f.send(());
             }
             if self.close_started && self.linger_until.is_none() {
-                self.linger_until = Some(now + self.linger);
+                self.linger_until = Some(now() + self.linger);
             }
         }
         false
-    }
-
-    /// Hands pending messages to the engine, in order, until it refuses one for lack of
-    /// room; other refusals (the engine's own limits) drop the message, counted.
-    fn admit(&mut self) {
-        while let Some(data) = self.pending.front() {
-            match self.source.send(data) {
-                Err(SendError::WouldBlock) => return,
-                Ok(()) => {}
-                Err(_) => self.stats.refused += 1,
-            }
-            self.pending.pop_front();
-        }
     }
 }
 
@@ -592,10 +611,11 @@ mod tests {
     use std::net::Ipv4Addr;
     use std::os::fd::{AsFd, BorrowedFd};
     use std::os::unix::net::UnixDatagram;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
     use crate::net::mmsg::SEND_BATCH;
-    use crate::proto::RecvMeta;
+    use crate::proto::{RecvMeta, Transmit};
     use crate::wire::{Body, Gsi, NakRepr, Nla, OptionList, PacketType, Repr, Sqn};
 
     const GROUP: Ipv4Addr = Ipv4Addr::new(239, 192, 0, 1);
@@ -603,34 +623,61 @@ mod tests {
     const RCV: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
     const GSI: Gsi = Gsi([1, 2, 3, 4, 5, 6]);
 
-    /// A transport that records the type of every packet sent and, when the `inject_at`-th
-    /// ODATA is handed to it, queues `nak` on its receiving socket (a Unix datagram pair:
-    /// a real descriptor, so the driver's readiness machinery is the real one).
+    /// A transport that records the type of every packet sent and the number of send calls
+    /// and, when the `inject_at`-th ODATA is handed to it, queues `nak` on its receiving
+    /// socket (a Unix datagram pair: a real descriptor, so the driver's readiness machinery
+    /// is the real one). It takes up to 64 packets per call, as `sendmmsg` does.
     struct Recorder {
         rx: UnixDatagram,
         inject: UnixDatagram,
         nak: Vec<u8>,
         inject_at: usize,
         sent: Mutex<Vec<PacketType>>,
+        calls: AtomicUsize,
     }
 
     impl Recorder {
+        fn new(nak: Vec<u8>, inject_at: usize) -> Arc<Self> {
+            let (rx, inject) = UnixDatagram::pair().expect("socketpair");
+            rx.set_nonblocking(true).expect("non-blocking");
+            Arc::new(Self {
+                rx,
+                inject,
+                nak,
+                inject_at,
+                sent: Mutex::new(Vec::new()),
+                calls: AtomicUsize::new(0),
+            })
+        }
+
         fn log(&self) -> MutexGuard<'_, Vec<PacketType>> {
             self.sent.lock().unwrap_or_else(|e| e.into_inner())
         }
+
+        fn count(&self, ty: PacketType) -> usize {
+            self.log().iter().filter(|t| **t == ty).count()
+        }
     }
 
-    impl Transport for Arc<Recorder> {
-        fn send(&self, transmit: &Transmit, _packet: &[u8]) -> io::Result<()> {
+    impl Transport for Recorder {
+        fn send(&self, transmit: &Transmit, packet: &[u8]) -> io::Result<()> {
+            self.send_batch(&[(*transmit, packet)]).map(drop)
+        }
+
+        fn send_batch(&self, batch: &[(Transmit, &[u8])]) -> io::Result<usize> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
             let mut log = self.log();
-            log.push(transmit.packet_type);
-            if transmit.packet_type == PacketType::Odata {
-                let odata = log.iter().filter(|t| **t == PacketType::Odata).count();
-                if odata == self.inject_at {
-                    self.inject.send(&self.nak)?;
+            let n = batch.len().min(SEND_BATCH);
+            for (t, _) in &batch[..n] {
+                log.push(t.packet_type);
+                if t.packet_type == PacketType::Odata {
+                    let odata = log.iter().filter(|t| **t == PacketType::Odata).count();
+                    if odata == self.inject_at {
+                        self.inject.send(&self.nak)?;
+                    }
                 }
             }
-            Ok(())
+            Ok(n)
         }
 
         fn send_socket(&self, _transmit: &Transmit) -> usize {
@@ -681,15 +728,7 @@ mod tests {
     async fn a_nak_arriving_under_load_is_confirmed_within_one_batch() {
         const INJECT_AT: usize = 100;
         const MESSAGES: usize = 4000;
-        let (rx, inject) = UnixDatagram::pair().expect("socketpair");
-        rx.set_nonblocking(true).expect("non-blocking");
-        let recorder = Arc::new(Recorder {
-            rx,
-            inject,
-            nak: nak(10),
-            inject_at: INJECT_AT,
-            sent: Mutex::new(Vec::new()),
-        });
+        let recorder = Recorder::new(nak(10), INJECT_AT);
         let engine = SourceConfig::new(GSI, 4000, 7500, GROUP.into(), SRC.into());
         let sender =
             Sender::with_transport(engine, recorder.clone(), Duration::ZERO).expect("sender");
@@ -728,5 +767,45 @@ mod tests {
         );
         let odata = log.iter().filter(|t| **t == PacketType::Odata).count();
         assert_eq!(odata, MESSAGES, "every message left as ODATA");
+    }
+
+    /// A message sent by an application idle since its previous one leaves within the
+    /// `send` call, without the driver task being scheduled; messages sent back to back go
+    /// through the driver, in batches.
+    #[tokio::test]
+    async fn an_idle_sender_transmits_within_send_and_a_busy_one_in_batches() {
+        // Far longer than an inline send takes, even in a debug build on a loaded machine.
+        const IDLE: Duration = Duration::from_millis(50);
+        let recorder = Recorder::new(Vec::new(), 0);
+        let engine = SourceConfig::new(GSI, 4000, 7500, GROUP.into(), SRC.into());
+        let sender =
+            Sender::with_transport(engine, recorder.clone(), Duration::ZERO).expect("sender");
+        for i in 1..=3 {
+            tokio::time::sleep(IDLE).await;
+            sender.send(b"idle").await.expect("send");
+            // No await between: the driver has not run since `send`.
+            assert_eq!(
+                recorder.count(PacketType::Odata),
+                i,
+                "message {i} went out in send"
+            );
+        }
+
+        // A burst: messages sent back to back are queued and sent a batch per call.
+        tokio::time::sleep(IDLE).await;
+        let calls = recorder.calls.load(Ordering::Relaxed);
+        const BURST: usize = 640;
+        for _ in 0..BURST {
+            sender.send(b"burst").await.expect("send");
+        }
+        sender.flush().await.expect("flush");
+        assert_eq!(recorder.count(PacketType::Odata), 3 + BURST);
+        let calls = recorder.calls.load(Ordering::Relaxed) - calls;
+        assert!(
+            calls <= BURST / 4,
+            "{calls} send calls for a burst of {BURST}: not batched"
+        );
+        let stats = sender.close().await.expect("close");
+        assert_eq!(stats.engine.odata_sent, 3 + BURST as u64);
     }
 }

@@ -86,6 +86,34 @@ pub trait Transport: Send + Sync {
     }
 }
 
+/// A shared transport is a transport: the host's sender sends from the driver task and,
+/// when it is idle, from the sending task.
+impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
+    fn send(&self, transmit: &Transmit, packet: &[u8]) -> io::Result<()> {
+        (**self).send(transmit, packet)
+    }
+
+    fn send_socket(&self, transmit: &Transmit) -> usize {
+        (**self).send_socket(transmit)
+    }
+
+    fn recv(&self, socket: usize, buf: &mut [u8]) -> io::Result<(RecvMeta, usize)> {
+        (**self).recv(socket, buf)
+    }
+
+    fn sockets(&self) -> Vec<(BorrowedFd<'_>, bool)> {
+        (**self).sockets()
+    }
+
+    fn send_batch(&self, batch: &[(Transmit, &[u8])]) -> io::Result<usize> {
+        (**self).send_batch(batch)
+    }
+
+    fn recv_batch(&self, socket: usize, batch: &mut RecvBatch) -> io::Result<usize> {
+        (**self).recv_batch(socket, batch)
+    }
+}
+
 /// Packets received by one [`Transport::recv_batch`].
 #[derive(Debug)]
 pub struct RecvBatch {
