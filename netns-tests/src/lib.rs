@@ -8,11 +8,13 @@
 //! The other modules hold what the tests and the lab demo do with the suite's programs: build
 //! them ([`bins`]), start the daemons from a generated configuration ([`daemon`]), talk to
 //! their admin API ([`admin`]), read their Prometheus metrics ([`metrics`]) and run transfers
-//! with the `pgm` tool ([`transfer`]); the benchmark harnesses share batched I/O ([`mmsg`]); the
-//! adversarial tests craft hostile packets ([`craft`]).
+//! with the `pgm` tool ([`transfer`]); the benchmark harnesses share batched I/O ([`mmsg`])
+//! and their labs, peers and helpers ([`bench`]); the adversarial tests craft hostile packets
+//! ([`craft`]).
 //! Router scenarios run on each data plane the kernel offers ([`plane`]).
 
 pub mod admin;
+pub mod bench;
 pub mod bins;
 pub mod craft;
 pub mod daemon;

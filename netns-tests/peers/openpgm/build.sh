@@ -7,5 +7,5 @@ out="${1:-$here/build/pgmpeer}"
 mkdir -p "$(dirname "$out")"
 # shellcheck disable=SC2046
 gcc -std=gnu11 -O2 -g -Wall -Wextra -Wno-unused-parameter \
-    -o "$out" "$here/pgmpeer.c" $(pkg-config --cflags --libs openpgm-5.3) -lpthread
+    -o "$out" "$here/pgmpeer.c" "$here/latency.c" $(pkg-config --cflags --libs openpgm-5.3) -lpthread
 echo "built $out"

@@ -9,6 +9,7 @@
  *   pgmpeer send    --network "10.0.0.2;239.192.0.1" [options]
  *   pgmpeer recv    --network "10.0.0.3;239.192.0.1" [options]
  *   pgmpeer pattern [--count N] [--seed S] [--sizes N|--max-size M]   (dump test vectors)
+ *   pgmpeer send|recv --latency ...   one-way latency mode (latency.c)
  *   Run `pgmpeer --help` for every option.
  *
  * ---------------------------------------------------------------------------
@@ -87,18 +88,10 @@
 #include <sys/time.h>
 #include <pgm/pgm.h>
 
+#include "pgmpeer.h"
+
 /* ------------------------------------------------------------------------- */
 /* Pattern                                                                    */
-
-/* Offsets of the TSDU inside a transmit skb's data (see "SSE2 copy bug"). */
-#define HDR_UNFRAGMENTED 24 /* PGM header 16 + data header 8 */
-#define HDR_FRAGMENTED 44 /* + OPT_LENGTH 4 + OPT_FRAGMENT 16 */
-
-struct pattern {
-	uint64_t seed;
-	uint32_t max_size; /* mixed: 1..max_size */
-	uint32_t fixed_size; /* 0 = mixed */
-};
 
 static uint64_t sm_next(uint64_t* state)
 {
@@ -110,7 +103,7 @@ static uint64_t sm_next(uint64_t* state)
 	return z ^ (z >> 31);
 }
 
-static void put_be64(uint8_t* p, uint64_t v)
+void put_be64(uint8_t* p, uint64_t v)
 {
 	for (int k = 7; k >= 0; k--) {
 		p[k] = (uint8_t)v;
@@ -118,7 +111,7 @@ static void put_be64(uint8_t* p, uint64_t v)
 	}
 }
 
-static uint64_t get_be64(const uint8_t* p)
+uint64_t get_be64(const uint8_t* p)
 {
 	uint64_t v = 0;
 	for (int k = 0; k < 8; k++)
@@ -152,34 +145,6 @@ static size_t pattern_max(const struct pattern* pat)
 
 /* ------------------------------------------------------------------------- */
 /* Options                                                                    */
-
-struct opts {
-	const char* network;
-	bool udp;
-	int ucast_port, mcast_port;
-	int dport;
-	int sport; /* 0 = random */
-	uint64_t count;
-	struct pattern pat;
-	int rate; /* bytes/s, 0 = uncapped */
-	int txw_sqns, rxw_sqns;
-	int router_alert; /* -1 = library default */
-	double linger; /* sender: seconds to stay up after the last message */
-	double timeout; /* receiver: give up after this many seconds */
-	int mtu;
-	int hops;
-	bool loop;
-	bool any_start; /* receiver: accept any first index (late join) */
-	int nak_bo_ivl_ms, nak_rpt_ivl_ms, nak_rdata_ivl_ms;
-	int nak_data_retries, nak_ncf_retries;
-	int spmr_expiry_ms;
-	int ambient_spm_ms;
-	int rcvbuf; /* receiver: socket receive buffer in bytes, 0 = the kernel's default */
-	double send_delay; /* sender: pause before the first message */
-	double interval; /* sender: pause between messages, seconds */
-	bool verbose;
-	bool send_only;
-};
 
 static void usage(FILE* f)
 {
@@ -218,6 +183,11 @@ static void usage(FILE* f)
 	    "  --rcvbuf BYTES       receive buffer of the PGM socket (SO_RCVBUFFORCE; default: the kernel's)\n"
 	    "  --bus                sender: do not set PGM_SEND_ONLY (the socket also receives)\n"
 	    "  --verbose            progress and OpenPGM errors on stderr\n"
+	    "  --latency            latency mode: message i of --sizes N bytes (N >= 16) is\n"
+	    "                       BE64(i) BE64(CLOCK_MONOTONIC ns before pgm_send), zeros\n"
+	    "  --pace MSGS          latency sender: messages per second, absolute deadlines\n"
+	    "  --skip K             latency receiver: no sample for the first K (warm-up)\n"
+	    "  --latency-out PATH   latency receiver: samples (native int64 ns) written here\n"
 	    "SIGINT/SIGTERM on a sender that has sent everything ends the linger early.\n");
 }
 
@@ -239,7 +209,7 @@ static int parse_opts(int argc, char** argv, struct opts* o)
 	enum { O_NET = 256, O_UDP, O_UP, O_MP, O_PORT, O_SPORT, O_COUNT, O_SIZES, O_MAX, O_SEED,
 		O_RATE, O_TXW, O_RXW, O_RA, O_LINGER, O_TIMEOUT, O_MTU, O_HOPS, O_LOOP, O_ANY,
 		O_BO, O_RPT, O_RDATA, O_DR, O_NR, O_SPMR, O_AMB, O_DELAY, O_VERBOSE, O_HELP, O_BUS, O_INTERVAL,
-		O_RCVBUF };
+		O_RCVBUF, O_LATENCY, O_PACE, O_SKIP, O_LATOUT };
 	static const struct option lo[] = {
 		{ "network", required_argument, 0, O_NET },
 		{ "udp", no_argument, 0, O_UDP },
@@ -274,6 +244,10 @@ static int parse_opts(int argc, char** argv, struct opts* o)
 		{ "verbose", no_argument, 0, O_VERBOSE },
 		{ "bus", no_argument, 0, O_BUS },
 		{ "help", no_argument, 0, O_HELP },
+		{ "latency", no_argument, 0, O_LATENCY },
+		{ "pace", required_argument, 0, O_PACE },
+		{ "skip", required_argument, 0, O_SKIP },
+		{ "latency-out", required_argument, 0, O_LATOUT },
 		{ 0, 0, 0, 0 }
 	};
 	memset(o, 0, sizeof(*o));
@@ -350,6 +324,10 @@ static int parse_opts(int argc, char** argv, struct opts* o)
 		case O_INTERVAL: o->interval = atof(optarg) / 1000.0; break;
 		case O_VERBOSE: o->verbose = true; break;
 		case O_BUS: o->send_only = false; break;
+		case O_LATENCY: o->latency = true; break;
+		case O_PACE: o->pace = atoi(optarg); break;
+		case O_SKIP: o->skip = strtoull(optarg, NULL, 0); break;
+		case O_LATOUT: o->latency_out = optarg; break;
 		case O_HELP: usage(stdout); exit(0);
 		default: usage(stderr); return -1;
 		}
@@ -377,10 +355,10 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static volatile sig_atomic_t g_signal = 0;
+volatile sig_atomic_t g_signal = 0;
 static void on_signal(int sig) { g_signal = sig; }
 
-static void report_err(const char* what, pgm_error_t* err)
+void report_err(const char* what, pgm_error_t* err)
 {
 	fprintf(stderr, "pgmpeer: %s: %s\n", what, err && err->message ? err->message : "(no detail)");
 	if (err)
@@ -397,7 +375,7 @@ static void report_err(const char* what, pgm_error_t* err)
 	} while (0)
 
 /* Poll the PGM socket for `events`, no longer than timeout_ms (-1 = forever). */
-static void pgm_wait(pgm_sock_t* sock, short events, int timeout_ms)
+void pgm_wait(pgm_sock_t* sock, short events, int timeout_ms)
 {
 	struct pollfd fds[PGM_BUS_SOCKET_READ_COUNT + PGM_BUS_SOCKET_WRITE_COUNT + 2];
 	int n = (int)(sizeof(fds) / sizeof(fds[0]));
@@ -437,7 +415,7 @@ static long remain_us(pgm_sock_t* sock, int optname)
 	return us;
 }
 
-static int remain_ms(pgm_sock_t* sock, int optname)
+int remain_ms(pgm_sock_t* sock, int optname)
 {
 	struct timeval tv;
 	socklen_t len = sizeof(tv);
@@ -452,7 +430,7 @@ static int remain_ms(pgm_sock_t* sock, int optname)
 }
 
 /* Creates, configures, binds and connects the socket. */
-static pgm_sock_t* open_socket(const struct opts* o, bool sender)
+pgm_sock_t* open_socket(const struct opts* o, bool sender)
 {
 	struct pgm_addrinfo_t* res = NULL;
 	pgm_error_t* err = NULL;
@@ -594,12 +572,6 @@ static pgm_sock_t* open_socket(const struct opts* o, bool sender)
 /* ------------------------------------------------------------------------- */
 /* Sender                                                                     */
 
-struct sender_ctx {
-	pgm_sock_t* sock;
-	volatile int stop;
-	bool verbose;
-};
-
 /* Drives NAK processing, NCF/RDATA and heartbeat SPMs.
  *
  * OpenPGM 5.3 sends at most ONE queued RDATA per pgm_recv* call, and nothing
@@ -610,7 +582,7 @@ struct sender_ctx {
  * without sleeping, up to REPAIR_SPIN times (a NAK names at most 63 sequence
  * numbers), before it goes back to sleeping in poll. */
 #define REPAIR_SPIN 1024
-static void* sender_recv_thread(void* arg)
+void* sender_recv_thread(void* arg)
 {
 	struct sender_ctx* ctx = arg;
 	struct pgm_msgv_t msgv[16];
@@ -956,7 +928,11 @@ int main(int argc, char** argv)
 		report_err("pgm_init", err);
 		return 2;
 	}
-	const int rc = !strcmp(cmd, "send") ? do_send(&o) : do_recv(&o);
+	int rc;
+	if (o.latency)
+		rc = !strcmp(cmd, "send") ? do_latency_send(&o) : do_latency_recv(&o);
+	else
+		rc = !strcmp(cmd, "send") ? do_send(&o) : do_recv(&o);
 	pgm_shutdown();
 	return rc;
 }

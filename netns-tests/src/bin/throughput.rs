@@ -30,82 +30,32 @@
 //! that the OpenPGM peer, which sets no buffer size, gets the same 8 MiB receive buffer.
 //! `--no-sysctl` leaves them alone.
 //!
-//! `throughput udpmc send|recv ...` is the plain UDP multicast peer (see `udpmc_usage`).
+//! `throughput udpmc send|recv ...` is the plain UDP multicast peer (`pgm_netns_tests::bench::udpmc`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use pgm_netns_tests::bins::{openpgm_peer, target_dir};
-use pgm_netns_tests::lab::{Lab, LossSpec, Ns, Selector, is_root};
-use pgm_netns_tests::mmsg::Mmsg;
-use socket2::{Domain, Protocol, Socket, Type};
+use pgm_netns_tests::bench::{
+    PORT, PairLab, Piped, SysctlGuard, field, fields, loadavg, machine, median, now, parse_list,
+    read_sysctls, release_bin, udpmc,
+};
+use pgm_netns_tests::bins::openpgm_peer;
+use pgm_netns_tests::lab::{LossSpec, Selector, is_root};
 
-/// The UDP port of every data packet (PGM/UDP multicast and unicast, and plain UDP).
-const PORT: u16 = 3056;
 /// Bytes each message costs on the wire beyond its payload with PGM/UDP: IPv4 20, UDP 8,
 /// PGM header 16, data header 8. Used only to pick the OpenPGM rate caps to try.
 const PGM_OVERHEAD: u64 = 52;
 /// Default transmit and receive windows of both PGM implementations, in sequence numbers
 /// (`--window`): our CLI's default.
 const WINDOW_SQNS: u32 = 32_768;
-/// Pattern seed (`--seed`) of every run.
-const SEED: u64 = 1;
 
 // ---------------------------------------------------------------------------------------
-// Clock and small helpers
-
-#[expect(
-    clippy::disallowed_methods,
-    reason = "a benchmark harness measures on the wall clock"
-)]
-fn now() -> Instant {
-    Instant::now()
-}
-
-fn median(v: &mut [f64]) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
-}
-
-fn parse_list<T: std::str::FromStr>(s: &str, what: &str) -> Result<Vec<T>> {
-    s.split(',')
-        .filter(|x| !x.trim().is_empty())
-        .map(|x| {
-            x.trim()
-                .parse()
-                .map_err(|_| anyhow::anyhow!("bad {what}: {x:?}"))
-        })
-        .collect()
-}
-
-/// `key=value` fields of a line like `RESULT received=10 bytes=640 status=ok`.
-fn fields(line: &str) -> BTreeMap<&str, &str> {
-    line.split_whitespace()
-        .filter_map(|w| w.split_once('='))
-        .collect()
-}
-
-fn field<T: std::str::FromStr>(f: &BTreeMap<&str, &str>, key: &str) -> Option<T> {
-    f.get(key).and_then(|v| v.parse().ok())
-}
+// Small helpers
 
 fn fmt_rate(msgs: f64) -> String {
     if msgs >= 1e6 {
@@ -117,212 +67,6 @@ fn fmt_rate(msgs: f64) -> String {
 
 fn fmt_bytes_rate(bps: u64) -> String {
     format!("{:.2} MB/s", bps as f64 / 1e6)
-}
-
-// ---------------------------------------------------------------------------------------
-// Message pattern, version 1 (peers/openpgm/pgmpeer.c), fixed size
-
-fn pattern_fill(seed: u64, i: u64, out: &mut [u8]) {
-    let mut state = seed ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let _size_draw = next(); // r0 is always drawn, even for fixed sizes
-    let head = i.to_be_bytes();
-    let n = out.len().min(8);
-    out[..n].copy_from_slice(&head[..n]);
-    let mut k = 8;
-    while k < out.len() {
-        let w = next().to_be_bytes();
-        let n = (out.len() - k).min(8);
-        out[k..k + n].copy_from_slice(&w[..n]);
-        k += 8;
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// udpmc: plain UDP multicast with sendmmsg/recvmmsg
-
-fn udpmc_usage() -> &'static str {
-    "usage: throughput udpmc send --bind ADDR --group GROUP [--port P] --count N --size S \
-     [--batch B]\n       throughput udpmc recv --bind ADDR --group GROUP [--port P] --count N \
-     --size S [--batch B] [--rcvbuf BYTES] [--idle SECS] [--timeout SECS]\n\
-     recv prints READY once joined, then one line:\n  RESULT received=N bytes=B bad=K \
-     missing=M seconds=T status=ok|fail\n(seconds: first to last message received)"
-}
-
-struct UdpOpts {
-    bind: Ipv4Addr,
-    group: Ipv4Addr,
-    port: u16,
-    count: u64,
-    size: usize,
-    batch: usize,
-    rcvbuf: usize,
-    idle: f64,
-    timeout: f64,
-}
-
-fn udpmc_main(args: &[String]) -> Result<()> {
-    let Some(cmd) = args.first() else {
-        bail!("{}", udpmc_usage());
-    };
-    let mut o = UdpOpts {
-        bind: Ipv4Addr::UNSPECIFIED,
-        group: Ipv4Addr::UNSPECIFIED,
-        port: PORT,
-        count: 0,
-        size: 0,
-        batch: 64,
-        rcvbuf: 4 << 20,
-        idle: 1.0,
-        timeout: 120.0,
-    };
-    let mut it = args[1..].iter();
-    while let Some(a) = it.next() {
-        let mut v = || it.next().with_context(|| format!("{a} needs a value"));
-        match a.as_str() {
-            "--bind" => o.bind = v()?.parse()?,
-            "--group" => o.group = v()?.parse()?,
-            "--port" => o.port = v()?.parse()?,
-            "--count" => o.count = v()?.parse()?,
-            "--size" => o.size = v()?.parse()?,
-            "--batch" => o.batch = v()?.parse()?,
-            "--rcvbuf" => o.rcvbuf = v()?.parse()?,
-            "--idle" => o.idle = v()?.parse()?,
-            "--timeout" => o.timeout = v()?.parse()?,
-            "-h" | "--help" => {
-                println!("{}", udpmc_usage());
-                return Ok(());
-            }
-            _ => bail!("unknown option {a}\n{}", udpmc_usage()),
-        }
-    }
-    ensure!(o.group.is_multicast(), "--group must be a multicast group");
-    ensure!((1..=65_000).contains(&o.size), "--size must be 1..=65000");
-    ensure!((1..=1024).contains(&o.batch), "--batch must be 1..=1024");
-    match cmd.as_str() {
-        "send" => udpmc_send(&o),
-        "recv" => udpmc_recv(&o),
-        _ => bail!("{}", udpmc_usage()),
-    }
-}
-
-fn udpmc_send(o: &UdpOpts) -> Result<()> {
-    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    sock.set_multicast_if_v4(&o.bind)
-        .with_context(|| format!("IP_MULTICAST_IF {}", o.bind))?;
-    sock.set_multicast_ttl_v4(1)?;
-    sock.set_multicast_loop_v4(false)?;
-    sock.bind(&SocketAddrV4::new(o.bind, 0).into())?;
-    sock.connect(&SocketAddrV4::new(o.group, o.port).into())?;
-    let fd = sock.as_raw_fd();
-    let mut b = Mmsg::new(o.batch, o.size);
-    let t0 = now();
-    let mut i = 0u64;
-    while i < o.count {
-        let n = (o.count - i).min(o.batch as u64) as usize;
-        for k in 0..n {
-            pattern_fill(SEED, i + k as u64, b.slot_mut(k));
-        }
-        b.send(fd, n, o.size)?;
-        i += n as u64;
-    }
-    let secs = t0.elapsed().as_secs_f64();
-    println!(
-        "SENT count={i} bytes={} seconds={secs:.3} rate_msgs={:.0}",
-        i * o.size as u64,
-        i as f64 / secs.max(1e-9)
-    );
-    Ok(())
-}
-
-fn udpmc_recv(o: &UdpOpts) -> Result<()> {
-    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    sock.set_reuse_address(true)?;
-    sock.bind(&SocketAddrV4::new(o.group, o.port).into())
-        .with_context(|| format!("bind {}:{}", o.group, o.port))?;
-    sock.join_multicast_v4(&o.group, &o.bind)
-        .with_context(|| format!("join {} on {}", o.group, o.bind))?;
-    sock.set_multicast_all_v4(false)?;
-    sock.set_recv_buffer_size(o.rcvbuf)?;
-    sock.set_read_timeout(Some(Duration::from_millis(100)))?;
-    let fd = sock.as_raw_fd();
-    // One spare byte per slot reveals a datagram longer than expected (MSG_TRUNC).
-    let mut b = Mmsg::new(o.batch, o.size + 1);
-    let mut expect = vec![0u8; o.size];
-    println!("READY");
-
-    let t0 = now();
-    let (mut received, mut bad, mut missing, mut next) = (0u64, 0u64, 0u64, 0u64);
-    let mut first: Option<Instant> = None;
-    let mut last = t0;
-    'outer: loop {
-        let r = b.recv(fd, false)?;
-        let t = now();
-        if r == 0 {
-            let quiet = match first {
-                Some(_) => t.duration_since(last).as_secs_f64() > o.idle,
-                None => t.duration_since(t0).as_secs_f64() > o.timeout,
-            };
-            if quiet {
-                break;
-            }
-            continue;
-        }
-        if first.is_none() {
-            first = Some(t);
-        }
-        last = t;
-        for k in 0..r {
-            // A longer datagram fills the spare byte of its slot: its length is not `size`.
-            let data = b.received(k);
-            let len = data.len();
-            if len != o.size {
-                bad += 1;
-                continue;
-            }
-            let idx = if len >= 8 {
-                u64::from_be_bytes(data[..8].try_into().unwrap_or_default())
-            } else {
-                next
-            };
-            if idx != next {
-                if idx > next && idx < o.count {
-                    missing += idx - next;
-                    next = idx;
-                } else {
-                    bad += 1;
-                    continue;
-                }
-            }
-            pattern_fill(SEED, next, &mut expect);
-            if data != expect.as_slice() {
-                bad += 1;
-            }
-            received += 1;
-            next += 1;
-            if next >= o.count {
-                break 'outer;
-            }
-        }
-    }
-    if next < o.count && received > 0 {
-        missing += o.count - next;
-    }
-    let secs = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
-    let ok = received == o.count && bad == 0 && missing == 0;
-    println!(
-        "RESULT received={received} bytes={} bad={bad} missing={missing} seconds={secs:.4} \
-         status={}",
-        received * o.size as u64,
-        if ok { "ok" } else { "fail" }
-    );
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -437,176 +181,6 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Socket buffer sysctls (initial namespace only)
-
-struct SysctlGuard {
-    saved: Vec<(&'static str, String)>,
-}
-
-impl SysctlGuard {
-    const MIB4: u64 = 4 << 20;
-
-    fn raise() -> Result<Self> {
-        let wanted: [(&str, u64, bool); 4] = [
-            // (key, value, only raise)
-            ("rmem_max", Self::MIB4, true),
-            ("wmem_max", Self::MIB4, true),
-            ("rmem_default", 2 * Self::MIB4, false),
-            ("wmem_default", Self::MIB4, false),
-        ];
-        let mut g = Self { saved: Vec::new() };
-        for (key, value, only_raise) in wanted {
-            let path = format!("/proc/sys/net/core/{key}");
-            let cur = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {path}"))?
-                .trim()
-                .to_owned();
-            let cur_n: u64 = cur.parse().unwrap_or(0);
-            if (only_raise && cur_n >= value) || cur_n == value {
-                continue;
-            }
-            std::fs::write(&path, value.to_string()).with_context(|| format!("writing {path}"))?;
-            g.saved.push((key, cur));
-        }
-        Ok(g)
-    }
-}
-
-impl Drop for SysctlGuard {
-    fn drop(&mut self) {
-        for (key, value) in self.saved.iter().rev() {
-            let _ = std::fs::write(format!("/proc/sys/net/core/{key}"), value);
-        }
-    }
-}
-
-fn read_sysctls() -> String {
-    ["rmem_max", "wmem_max", "rmem_default", "wmem_default"]
-        .iter()
-        .map(|k| {
-            let v = std::fs::read_to_string(format!("/proc/sys/net/core/{k}")).unwrap_or_default();
-            format!("net.core.{k}={}", v.trim())
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-// ---------------------------------------------------------------------------------------
-// Processes with time-stamped output lines
-
-type Lines = Arc<Mutex<Vec<(Instant, String)>>>;
-
-struct Piped {
-    child: Child,
-    out: Lines,
-    err: Lines,
-    readers: Vec<thread::JoinHandle<()>>,
-}
-
-impl Piped {
-    fn spawn(lab: &Lab, ns: &Ns, args: &[String]) -> Result<Self> {
-        let mut cmd: Command = lab.command(ns, args);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", args.join(" ")))?;
-        let out: Lines = Arc::default();
-        let err: Lines = Arc::default();
-        let mut readers = Vec::new();
-        if let Some(p) = child.stdout.take() {
-            readers.push(Self::reader(p, Arc::clone(&out)));
-        }
-        if let Some(p) = child.stderr.take() {
-            readers.push(Self::reader(p, Arc::clone(&err)));
-        }
-        Ok(Self {
-            child,
-            out,
-            err,
-            readers,
-        })
-    }
-
-    fn reader(pipe: impl std::io::Read + Send + 'static, lines: Lines) -> thread::JoinHandle<()> {
-        thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                let t = now();
-                if let Ok(mut v) = lines.lock() {
-                    v.push((t, line));
-                }
-            }
-        })
-    }
-
-    fn lines(which: &Lines) -> Vec<(Instant, String)> {
-        which.lock().map(|v| v.clone()).unwrap_or_default()
-    }
-
-    fn stdout(&self) -> Vec<(Instant, String)> {
-        Self::lines(&self.out)
-    }
-
-    fn stderr(&self) -> Vec<(Instant, String)> {
-        Self::lines(&self.err)
-    }
-
-    fn find_out(&self, prefix: &str) -> Option<String> {
-        self.stdout()
-            .into_iter()
-            .map(|(_, l)| l)
-            .find(|l| l.starts_with(prefix))
-    }
-
-    fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    fn signal(&mut self, sig: libc::c_int) {
-        if self.try_wait().is_none() {
-            if let Ok(pid) = i32::try_from(self.child.id()) {
-                // SAFETY: kill(2) has no memory effects; `pid` is our child, not yet reaped.
-                unsafe {
-                    libc::kill(pid, sig);
-                }
-            }
-        }
-    }
-
-    /// SIGKILL to the process group, reap, and collect the output threads.
-    fn kill(mut self) {
-        if self.try_wait().is_none() {
-            if let Ok(pid) = i32::try_from(self.child.id()) {
-                // SAFETY: as in `signal`; the group id is our unreaped child's pid.
-                unsafe {
-                    libc::kill(-pid, libc::SIGKILL);
-                }
-            }
-            let _ = self.child.wait();
-        }
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-    }
-
-    /// The last `n` lines of stderr that the program wrote itself (no backtrace frames).
-    fn stderr_tail(&self, n: usize) -> String {
-        let e: Vec<_> = self
-            .stderr()
-            .into_iter()
-            .filter(|(_, l)| !l.starts_with(' ') && !l.starts_with("Stack backtrace"))
-            .collect();
-        e[e.len().saturating_sub(n)..]
-            .iter()
-            .map(|(_, l)| format!("    {l}\n"))
-            .collect()
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // One run
 
 struct Tools {
@@ -647,20 +221,19 @@ struct RunSpec {
 }
 
 fn run_once(o: &Opts, tools: &Tools, spec: &RunSpec) -> Result<Outcome> {
-    let lab = Lab::new("thr")?;
-    let b = lab.block();
-    let (snd, rcv) = (lab.add_ns("snd")?, lab.add_ns("rcv")?);
-    lab.add_veth(&snd, "eth0", &rcv, "eth0")?;
-    let (snd_addr, rcv_addr) = (b.addr(1, 1), b.addr(1, 2));
-    lab.add_addr(&snd, "eth0", snd_addr, 24)?;
-    lab.add_addr(&rcv, "eth0", rcv_addr, 24)?;
-    for ns in [&snd, &rcv] {
-        lab.route_dev(ns, "224.0.0.0/4", "eth0")?;
-    }
-    let group = b.group(1);
+    let pair = PairLab::new("thr")?;
+    let PairLab {
+        lab,
+        snd,
+        rcv,
+        snd_addr,
+        rcv_addr,
+        group,
+    } = &pair;
+    let (snd_addr, rcv_addr, group) = (*snd_addr, *rcv_addr, *group);
     let rule = if spec.loss > 0 {
         let s = LossSpec::ingress("eth0", spec.loss).only(Selector::Udp(PORT));
-        Some(lab.add_loss(&rcv, &s)?)
+        Some(lab.add_loss(rcv, &s)?)
     } else {
         None
     };
@@ -779,7 +352,7 @@ fn run_once(o: &Opts, tools: &Tools, spec: &RunSpec) -> Result<Outcome> {
         }
     };
 
-    let mut rx = Piped::spawn(&lab, &rcv, &rx_args)?;
+    let mut rx = Piped::spawn(lab, rcv, &rx_args)?;
     // Ready: udpmc says so; OpenPGM prints its TSI once connected; ours prints nothing, so
     // give it the interop tests' half second.
     let ready_until = now() + Duration::from_secs(10);
@@ -807,7 +380,7 @@ fn run_once(o: &Opts, tools: &Tools, spec: &RunSpec) -> Result<Outcome> {
             spec.imp.name()
         );
     }
-    let tx = Piped::spawn(&lab, &snd, &tx_args)?;
+    let tx = Piped::spawn(lab, snd, &tx_args)?;
     let t_start = now();
 
     // Wait for the receiver; stop an OpenPGM receiver that has made no progress for `stall`
@@ -905,7 +478,7 @@ fn run_once(o: &Opts, tools: &Tools, spec: &RunSpec) -> Result<Outcome> {
             "  {result_line}\n  receiver stderr (tail):\n{rx_err}  sender stderr (tail):\n{tx_err}"
         );
     }
-    drop(lab);
+    drop(pair);
     Ok(Outcome {
         received,
         bad,
@@ -1115,25 +688,6 @@ fn search_openpgm(
     res.search.insert((size, loss), tried);
 }
 
-fn machine() -> String {
-    let nproc = thread::available_parallelism().map_or(0, |n| n.get());
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map_or("unknown", |(_, m)| m.trim())
-        .to_owned();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("nproc {nproc}, CPU {model}, kernel {}", kernel.trim())
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
 fn report(o: &Opts, res: &Results) -> String {
     let mut s = String::new();
     let _ = writeln!(
@@ -1324,30 +878,10 @@ fn report(o: &Opts, res: &Results) -> String {
 }
 
 fn build_pgm(o: &Opts) -> Result<PathBuf> {
-    if let Some(p) = &o.pgm {
-        return Ok(p.clone());
+    match &o.pgm {
+        Some(p) => Ok(p.clone()),
+        None => release_bin("pgm-core", "pgm", o.build),
     }
-    if o.build {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let st = Command::new(cargo)
-            .args(["build", "--release", "-p", "pgm-core", "--bin", "pgm"])
-            .arg("--manifest-path")
-            .arg(&manifest)
-            .status()
-            .context("running cargo build")?;
-        ensure!(
-            st.success(),
-            "cargo build --release -p pgm-core --bin pgm failed"
-        );
-    }
-    let p = target_dir().join("release").join("pgm");
-    ensure!(
-        p.is_file(),
-        "{} is missing: cargo build --release -p pgm-core --bin pgm",
-        p.display()
-    );
-    Ok(p)
 }
 
 fn harness(args: &[String]) -> Result<()> {
@@ -1438,7 +972,7 @@ fn harness(args: &[String]) -> Result<()> {
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("udpmc") {
-        return udpmc_main(&args[1..]);
+        return udpmc::main(&args[1..]);
     }
     harness(&args)
 }
