@@ -224,6 +224,8 @@ struct FlowResult {
     goodput: f64,
     /// Goodput per second of the window, Mbit/s.
     series: Vec<f64>,
+    /// Arrivals (all, RDATA) per second of the window, Mbit/s.
+    arrival_series: Vec<(f64, f64)>,
     /// IP bytes from its source arriving at the receiver host over the window, Mbit/s (past
     /// the bottleneck; repairs and retransmissions included).
     arriving: f64,
@@ -242,6 +244,8 @@ struct PairResult {
     b: FlowResult,
     /// Through the bottleneck over the window.
     wire: QdiscStats,
+    /// Through the bottleneck before the window (the sources' start and the warm-up).
+    before: QdiscStats,
     window_secs: f64,
     tcp: Option<TcpInfo>,
     load: String,
@@ -346,7 +350,7 @@ fn measure(
     (r, sources): (&Host, [&Host; 2]),
     (start, secs): (Instant, u64),
     delivered: &dyn Fn() -> [u64; 2],
-) -> Result<(FlowResult, FlowResult, QdiscStats, f64)> {
+) -> Result<(FlowResult, FlowResult, [QdiscStats; 2], f64)> {
     let sample = || -> Result<Sample> {
         Ok(Sample {
             at: now(),
@@ -358,28 +362,35 @@ fn measure(
     let q0 = star.qdisc(r)?;
     let first = sample()?;
     let mut series = [Vec::new(), Vec::new()];
+    let mut arrivals = [Vec::new(), Vec::new()];
     let mut last = first;
     for k in 1..=secs {
         sleep_until(first.at + Duration::from_secs(k));
         let s = sample()?;
         let dt = s.at.duration_since(last.at).as_secs_f64();
-        for (i, v) in series.iter_mut().enumerate() {
-            v.push(mbit(s.delivered[i] - last.delivered[i], dt));
+        for i in 0..2 {
+            series[i].push(mbit(s.delivered[i] - last.delivered[i], dt));
+            arrivals[i].push((
+                mbit(s.arrived[i].0 - last.arrived[i].0, dt),
+                mbit(s.arrived[i].1 - last.arrived[i].1, dt),
+            ));
         }
         last = s;
     }
     let q1 = star.qdisc(r)?;
     let dt = last.at.duration_since(first.at).as_secs_f64();
     let [sa, sb] = series;
-    let flow = |i: usize, series: Vec<f64>| FlowResult {
+    let [aa, ab] = arrivals;
+    let flow = |i: usize, series: Vec<f64>, arrival_series: Vec<(f64, f64)>| FlowResult {
         goodput: mbit(last.delivered[i] - first.delivered[i], dt),
         series,
+        arrival_series,
         arriving: mbit(last.arrived[i].0 - first.arrived[i].0, dt),
         arriving_rdata: mbit(last.arrived[i].1 - first.arrived[i].1, dt),
         sender: None,
         verified: true,
     };
-    Ok((flow(0, sa), flow(1, sb), q1.since(q0), dt))
+    Ok((flow(0, sa, aa), flow(1, sb, ab), [q0, q1.since(q0)], dt))
 }
 
 /// A lab with sender hosts `s1`, `s2` and receiver host `r1` behind the bottleneck, arrivals
@@ -422,7 +433,7 @@ fn run_pgm_tcp(args: &Args, pgm: &str, pgmcc: bool) -> Result<PairResult> {
         .wait_for_output("started", Duration::from_secs(10))
         .context("PGM session start")?;
     let start = flow.started + Duration::from_secs(args.warm);
-    let (a, b, wire, dt) = measure(&star, (&r, [&s1, &s2]), (start, args.secs), &|| {
+    let (a, b, [before, wire], dt) = measure(&star, (&r, [&s1, &s2]), (start, args.secs), &|| {
         [flow.sink.delivered(), tcp.delivered()]
     })?;
     let info = tcp.info().ok();
@@ -436,6 +447,7 @@ fn run_pgm_tcp(args: &Args, pgm: &str, pgmcc: bool) -> Result<PairResult> {
         a,
         b,
         wire,
+        before,
         window_secs: dt,
         tcp: info,
         load,
@@ -469,7 +481,7 @@ fn run_pgm_pgm(args: &Args, pgm: &str) -> Result<PairResult> {
             .context("PGM session start")?;
     }
     let start = fb.started + Duration::from_secs(args.warm);
-    let (a, b, wire, dt) = measure(&star, (&r, [&s1, &s2]), (start, args.secs), &|| {
+    let (a, b, [before, wire], dt) = measure(&star, (&r, [&s1, &s2]), (start, args.secs), &|| {
         [fa.sink.delivered(), fb.sink.delivered()]
     })?;
     println!(
@@ -483,6 +495,7 @@ fn run_pgm_pgm(args: &Args, pgm: &str) -> Result<PairResult> {
         a,
         b,
         wire,
+        before,
         window_secs: dt,
         tcp: None,
         load,
@@ -494,6 +507,28 @@ fn series_line(v: &[f64]) -> String {
         .map(|x| format!("{x:.1}"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Prints a two-flow run's per-second goodput and arrivals.
+fn print_series(p: &PairResult, names: [&str; 2]) {
+    for (name, f) in names.into_iter().zip([&p.a, &p.b]) {
+        println!(
+            "    per-second goodput {name} Mbit/s: {}",
+            series_line(&f.series)
+        );
+        let all: Vec<f64> = f.arrival_series.iter().map(|x| x.0).collect();
+        println!(
+            "    per-second arriving {name} Mbit/s: {}",
+            series_line(&all)
+        );
+        if f.arrival_series.iter().any(|x| x.1 > 0.0) {
+            let rd: Vec<f64> = f.arrival_series.iter().map(|x| x.1).collect();
+            println!(
+                "    per-second arriving {name} RDATA Mbit/s: {}",
+                series_line(&rd)
+            );
+        }
+    }
 }
 
 /// `x / half`, or 0 when there is nothing to share.
@@ -516,7 +551,7 @@ fn print_pair_table(title: &str, args: &Args, rows: &[(u32, bool, PairResult)], 
         )
     };
     println!(
-        "{lead} goodput {na}, {nb} Mbit/s | {na} / (sum/2) | {nb} / (sum/2) | {na} / ({cfg}/2) | {nb} / ({cfg}/2) | arriving {na} (RDATA), {nb} Mbit/s | arriving {na} / (sum/2) | wire Mbit/s | TBF drops | {tail}"
+        "{lead} goodput {na}, {nb} Mbit/s | {na} / (sum/2) | {nb} / (sum/2) | {na} / ({cfg}/2) | {nb} / ({cfg}/2) | arriving {na} (RDATA), {nb} Mbit/s | arriving {na} / (sum/2) | wire Mbit/s | TBF drops before, in window | {tail}"
     );
     let cols = lead.matches('|').count() - 1 + 9 + tail.matches('|').count();
     println!("|{}", "---|".repeat(cols));
@@ -564,7 +599,7 @@ fn print_pair_table(title: &str, args: &Args, rows: &[(u32, bool, PairResult)], 
             )
         };
         println!(
-            "{lead} {:.2}, {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} ({:.2}), {:.2} | {:.2} | {wire:.2} | {} | {tail}",
+            "{lead} {:.2}, {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} ({:.2}), {:.2} | {:.2} | {wire:.2} | {}, {} | {tail}",
             p.a.goodput,
             p.b.goodput,
             share(p.a.goodput, half),
@@ -575,6 +610,7 @@ fn print_pair_table(title: &str, args: &Args, rows: &[(u32, bool, PairResult)], 
             p.a.arriving_rdata,
             p.b.arriving,
             share(p.a.arriving, arr_half),
+            p.before.dropped,
             p.wire.dropped,
         );
     }
@@ -588,6 +624,8 @@ struct FourReceiver {
     mbit: u32,
     /// Through its port over the window.
     wire: QdiscStats,
+    /// Through its port before the window.
+    before: QdiscStats,
     /// Through its port over the whole run.
     total: QdiscStats,
     /// IP bytes from the source arriving over the window, all and RDATA alone.
@@ -718,6 +756,7 @@ fn run_four(args: &Args, pgm: &str) -> Result<FourResult> {
         receivers.push(FourReceiver {
             mbit: args.four_mbit[i],
             wire: q1[i].since(q0[i]),
+            before: q0[i],
             total: star.qdisc(&rs[i])?,
             arrived: (a1[i].0 - a0[i].0, a1[i].1 - a0[i].1),
             done: done[i],
@@ -747,7 +786,7 @@ fn print_four_table(args: &Args, rows: &[(u32, FourResult)]) {
         args.four_mbit
     );
     println!(
-        "| run | receiver | TBF Mbit/s | wire Mbit/s in window | / TBF | arriving Mbit/s (RDATA) | drops in window (total) | done at s | goodput Mbit/s | ACKs sent | RESULT |"
+        "| run | receiver | TBF Mbit/s | wire Mbit/s in window | / TBF | arriving Mbit/s (RDATA) | drops before, in window (total) | done at s | goodput Mbit/s | ACKs sent | RESULT |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (run, f) in rows {
@@ -758,12 +797,13 @@ fn print_four_table(args: &Args, rows: &[(u32, FourResult)]) {
                 None => ("-".to_owned(), "-".to_owned()),
             };
             println!(
-                "| {run} | r{} | {} | {wire:.2} | {:.2} | {:.2} ({:.2}) | {} ({}) | {done} | {good} | {} | {} |",
+                "| {run} | r{} | {} | {wire:.2} | {:.2} | {:.2} ({:.2}) | {}, {} ({}) | {done} | {good} | {} | {} |",
                 i + 1,
                 r.mbit,
                 wire / f64::from(r.mbit),
                 mbit(r.arrived.0, f.window_secs),
                 mbit(r.arrived.1, f.window_secs),
+                r.before.dropped,
                 r.wire.dropped,
                 r.total.dropped,
                 r.acks_sent,
@@ -853,26 +893,12 @@ fn main() -> Result<()> {
                 Scenario::Tcp | Scenario::TcpOff => {
                     let on = *sc == Scenario::Tcp;
                     let p = run_pgm_tcp(&args, &pgm, on)?;
-                    println!(
-                        "    per-second goodput PGM Mbit/s: {}",
-                        series_line(&p.a.series)
-                    );
-                    println!(
-                        "    per-second goodput TCP Mbit/s: {}",
-                        series_line(&p.b.series)
-                    );
+                    print_series(&p, ["PGM", "TCP"]);
                     tcp_rows.push((run, on, p));
                 }
                 Scenario::Two => {
                     let p = run_pgm_pgm(&args, &pgm)?;
-                    println!(
-                        "    per-second goodput A Mbit/s: {}",
-                        series_line(&p.a.series)
-                    );
-                    println!(
-                        "    per-second goodput B Mbit/s: {}",
-                        series_line(&p.b.series)
-                    );
+                    print_series(&p, ["A", "B"]);
                     two_rows.push((run, true, p));
                 }
                 Scenario::Four => four_rows.push((run, run_four(&args, &pgm)?)),
