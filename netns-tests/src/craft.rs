@@ -38,9 +38,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use pgm_core::wire::{
-    Body, DataRepr, Gsi, HEADER_LEN, NakRepr, Nla, OptFlags, OptionList, OptionValue, Opx, Packet,
-    PacketType, PgmOption, PollRepr, PollSubtype, PolrRepr, Repr, SpmRepr, Sqn, SqnList, Tsi,
-    WireError, flags,
+    AckRepr, Body, DataRepr, Gsi, HEADER_LEN, NakRepr, Nla, OptFlags, OptionList, OptionValue, Opx,
+    Packet, PacketType, PgmOption, PollRepr, PollSubtype, PolrRepr, Repr, SpmRepr, Sqn, SqnList,
+    Tsi, WireError, flags,
 };
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -220,6 +220,29 @@ pub fn nak(ty: PacketType, s: &Session, tsi: Tsi, sqn: u32, list: &[Sqn]) -> Vec
     let opts = [PgmOption::from(OptionValue::NakList(SqnList::Slice(list)))];
     let opts: &[PgmOption<'_>] = if list.is_empty() { &[] } else { &opts };
     emit(&repr(tsi, s.dport, body, opts))
+}
+
+/// A PGMCC ACK of `tsi` up to `rx_max` with `bitmap`, with OPT_PGMCC_FEEDBACK (loss rate
+/// 65535, timestamp 0) naming `receiver` if `feedback`.
+pub fn ack(
+    tsi: Tsi,
+    dport: u16,
+    rx_max: u32,
+    bitmap: u32,
+    receiver: Ipv4Addr,
+    feedback: bool,
+) -> Vec<u8> {
+    let body = Body::Ack(AckRepr {
+        rx_max: Sqn(rx_max),
+        bitmap,
+    });
+    let opts = [PgmOption::from(OptionValue::PgmccFeedback {
+        tstamp: 0,
+        loss_rate: u16::MAX,
+        receiver: nla(receiver),
+    })];
+    let opts: &[PgmOption<'_>] = if feedback { &opts } else { &[] };
+    emit(&repr(tsi, dport, body, opts))
 }
 
 /// An SPMR of `tsi`.
@@ -596,6 +619,11 @@ pub enum Attack {
     PollDlr,
     /// POLRs for random POLL sequence numbers.
     Polr,
+    /// PGMCC ACKs of the real session, in turn: feedback naming another host than the
+    /// sender, acknowledging data never sent, without feedback, and (from the attacker as
+    /// itself, reporting all loss) acknowledging the lead with random bitmaps: the last kind
+    /// gets the attacker elected acker, which then falls silent.
+    Ack,
     /// A made-up session of its own ([`fake_session_tsi`]), played in order from the
     /// attacker's address: OPT_SYN data, an SPM naming the attacker as path, then cycles of
     /// ordinary data; contradictory OPT_FRAGMENTs on contiguous data (an APDU's first
@@ -637,6 +665,7 @@ impl Attack {
             Self::Poll => "poll",
             Self::PollDlr => "poll_dlr",
             Self::Polr => "polr",
+            Self::Ack => "ack",
             Self::FakeSession => "fake_session",
         }
     }
@@ -957,6 +986,19 @@ impl Crafter {
                 poll(s.tsi, s.dport, rng.u32(), sub, me)
             }
             Attack::Polr => polr(s.tsi, s.dport, rng.u32()),
+            Attack::Ack => {
+                let (rx_max, named, opt) = match i % 4 {
+                    // Feedback naming a host other than the one the ACK comes from.
+                    0 => (lead, Ipv4Addr::from(rng.u32() | 0x0100_0000), true),
+                    // Data never sent.
+                    1 => (lead.wrapping_add(1000 + rng.u32() % 1000), me, true),
+                    // No feedback option: OpenPGM's source ignores such ACKs, ours too.
+                    2 => (lead, me, false),
+                    // The attacker as itself: all loss, the lead, any bitmap.
+                    _ => (lead.wrapping_sub(rng.u32() % 4), me, true),
+                };
+                ack(s.tsi, s.dport, rx_max, rng.u32(), named, opt)
+            }
             Attack::FakeSession => self.fake_session(i, n),
         }
     }
@@ -1681,6 +1723,7 @@ mod tests {
             Attack::Poll,
             Attack::PollDlr,
             Attack::Polr,
+            Attack::Ack,
             Attack::FakeSession,
         ] {
             for i in 0..40 {

@@ -272,6 +272,19 @@ fn send_counters(stderr: &str) -> BTreeMap<String, u64> {
             }
         }
     }
+    if let Some(line) = stderr.lines().find(|l| l.starts_with("pgm: PGMCC: ")) {
+        for (key, after) in [
+            ("acks", "acks "),
+            ("acks_invalid", "invalid "),
+            ("elections", "elections "),
+            ("timeouts", "timeouts "),
+            ("ackers_dropped", "ackers dropped "),
+        ] {
+            if let Some(v) = number_after(line, after) {
+                m.insert(key.to_owned(), v);
+            }
+        }
+    }
     m
 }
 
@@ -837,6 +850,7 @@ fn sender_plan(source: Ipv4Addr) -> Vec<Wave> {
         Wave::new(Attack::Ncf, 300, s),
         Wave::new(Attack::SpoofData, 300, s),
         Wave::new(Attack::OddOptions, 300, s),
+        Wave::new(Attack::Ack, 2000, s),
     ]);
     plan
 }
@@ -949,6 +963,23 @@ fn sender_scenario(tag: &str, encap: Encap, seed: u64) {
     // (at most one per IHB_MIN too) and the ambient SPMs.
     let spm_bound = 10 + (40.0 * send_secs) as u64;
     c.within("sender: SPMs sent", get(&sc, "spms"), 1, spm_bound);
+    // PGMCC: forged feedback, ACKs for data never sent and ACKs without feedback are
+    // refused (three quarters of the ACK wave, less what the sniffer's window estimate got
+    // wrong); the attacker, as itself, gets elected and then falls silent: the session goes
+    // on after at most a few timeouts, without it (it is held off for 30 s).
+    let acks = tally.of("ack");
+    c.within(
+        "sender: PGMCC ACKs refused",
+        get(&sc, "acks_invalid"),
+        acks / 2,
+        acks,
+    );
+    c.within(
+        "sender: PGMCC ackers dropped",
+        get(&sc, "ackers_dropped"),
+        0,
+        3,
+    );
     c.finish(tag);
 }
 
