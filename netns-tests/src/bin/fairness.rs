@@ -5,7 +5,7 @@
 //! cargo run --release -p pgm-netns-tests --bin fairness -- \
 //!     [--secs 20] [--warm 5] [--repeat 2] [--scenario all|tcp,tcp-off,two,four] \
 //!     [--mbit 20] [--queue-ms 50] [--four-mbit 10,20,40,80] [--size 1400] \
-//!     [--tcp-cc cubic] [--cc-rate 0] [--pgm PATH]
+//!     [--tcp-cc cubic] [--cc-rate 0] [--capture-start 0] [--pgm PATH]
 //! ```
 //!
 //! Needs root. Each run builds a fresh lab (`fair/topo.rs`): hosts on one Linux bridge in a
@@ -33,6 +33,10 @@
 //! PGMCC sources run with `--rate --cc-rate` (default 0: no rate limit, the CLI's default);
 //! the source without PGMCC of `tcp-off` with the bottleneck's rate.
 //!
+//! `--capture-start S` (default 0, off) captures each PGM source's host for its first S
+//! seconds and reports how much ODATA left before the first feedback reached it
+//! (`fair/startup.rs`).
+//!
 //! Fair share: half the sum of the two measured goodputs, and half the configured rate.
 //! Rates at the bottleneck ("wire") are TBF's byte counts over the window, which include the
 //! Ethernet header, so they compare directly with the configured rate. After the window the
@@ -53,8 +57,9 @@ mod fair;
 
 use fair::flows::{PgmSink, TcpFlow, TcpInfo};
 use fair::pgm::{SenderReport, acks_sent, finish_sender, print_summary, recv_args, send_args};
+use fair::startup::{Startup, finish_capture, print_startup_table, start_capture};
 use fair::topo::{Host, QdiscStats, Star, Tbf};
-use fair::{mbit, now};
+use fair::{loadavg, mbit, now, sleep_until};
 
 /// Pattern seed of every session.
 const SEED: u64 = 1;
@@ -75,6 +80,7 @@ struct Args {
     size: usize,
     tcp_cc: String,
     cc_rate: u64,
+    capture_start: u64,
     pgm: Option<PathBuf>,
 }
 
@@ -89,7 +95,7 @@ enum Scenario {
 fn usage() -> &'static str {
     "usage: fairness [--secs S] [--warm S] [--repeat K] [--scenario all|tcp,tcp-off,two,four] \
      [--mbit M] [--queue-ms MS] [--four-mbit 10,20,40,80] [--size BYTES] [--tcp-cc cubic] \
-     [--cc-rate BYTES_PER_S] [--pgm PATH]"
+     [--cc-rate BYTES_PER_S] [--capture-start SECS] [--pgm PATH]"
 }
 
 fn parse_args() -> Result<Args> {
@@ -109,6 +115,7 @@ fn parse_args() -> Result<Args> {
         size: 1400,
         tcp_cc: "cubic".to_owned(),
         cc_rate: 0,
+        capture_start: 0,
         pgm: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -131,6 +138,7 @@ fn parse_args() -> Result<Args> {
             "--size" => a.size = v.parse().with_context(bad)?,
             "--tcp-cc" => a.tcp_cc = v.clone(),
             "--cc-rate" => a.cc_rate = v.parse().with_context(bad)?,
+            "--capture-start" => a.capture_start = v.parse().with_context(bad)?,
             "--pgm" => a.pgm = Some(PathBuf::from(v)),
             "--four-mbit" => {
                 a.four_mbit = v
@@ -164,6 +172,10 @@ fn parse_args() -> Result<Args> {
     }
     ensure!(a.secs > 0 && a.repeat > 0, "nothing to run");
     ensure!(
+        a.capture_start <= a.warm,
+        "--capture-start must not exceed --warm (the capture ends before the window)"
+    );
+    ensure!(
         a.mbit > 0 && a.queue_ms > 0,
         "--mbit and --queue-ms must be positive"
     );
@@ -189,23 +201,6 @@ fn pgm_bin(args: &Args) -> Result<PathBuf> {
         return Ok(p);
     }
     workspace_bin("pgm")
-}
-
-fn sleep_until(t: Instant) {
-    let left = t.saturating_duration_since(now());
-    if !left.is_zero() {
-        thread::sleep(left);
-    }
-}
-
-/// The machine's load averages (`/proc/loadavg`, first three fields).
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// Messages a source sends so that it cannot finish within `secs` even alone at `bytes_per_sec`
@@ -248,6 +243,8 @@ struct PairResult {
     before: QdiscStats,
     window_secs: f64,
     tcp: Option<TcpInfo>,
+    /// `--capture-start`: each source's first seconds.
+    startup: Vec<(String, Startup)>,
     load: String,
 }
 
@@ -421,6 +418,7 @@ fn run_pgm_tcp(args: &Args, pgm: &str, pgmcc: bool) -> Result<PairResult> {
     } else {
         tbf.bytes_per_sec()
     };
+    let cap = start_capture(args.capture_start, &star, &s1)?;
     let flow = PgmFlow::start(
         &star,
         pgm,
@@ -432,6 +430,8 @@ fn run_pgm_tcp(args: &Args, pgm: &str, pgmcc: bool) -> Result<PairResult> {
     flow.recv
         .wait_for_output("started", Duration::from_secs(10))
         .context("PGM session start")?;
+    let until = flow.started + Duration::from_secs(args.capture_start);
+    let startup: Vec<_> = finish_capture(cap, until, &s1)?.into_iter().collect();
     let start = flow.started + Duration::from_secs(args.warm);
     let (a, b, [before, wire], dt) = measure(&star, (&r, [&s1, &s2]), (start, args.secs), &|| {
         [flow.sink.delivered(), tcp.delivered()]
@@ -450,6 +450,7 @@ fn run_pgm_tcp(args: &Args, pgm: &str, pgmcc: bool) -> Result<PairResult> {
         before,
         window_secs: dt,
         tcp: info,
+        startup,
         load,
     })
 }
@@ -460,6 +461,8 @@ fn run_pgm_pgm(args: &Args, pgm: &str) -> Result<PairResult> {
     let (g1, g2) = (star.lab.block().group(1), star.lab.block().group(2));
     let span = args.warm + args.secs;
     let count = count_for(tbf.bytes_per_sec(), span, args.size);
+    let cap_a = start_capture(args.capture_start, &star, &s1)?;
+    let cap_b = start_capture(args.capture_start, &star, &s2)?;
     let fa = PgmFlow::start(
         &star,
         pgm,
@@ -480,6 +483,14 @@ fn run_pgm_pgm(args: &Args, pgm: &str) -> Result<PairResult> {
             .wait_for_output("started", Duration::from_secs(10))
             .context("PGM session start")?;
     }
+    let secs = Duration::from_secs(args.capture_start);
+    let startup: Vec<_> = [
+        finish_capture(cap_a, fa.started + secs, &s1)?,
+        finish_capture(cap_b, fb.started + secs, &s2)?,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let start = fb.started + Duration::from_secs(args.warm);
     let (a, b, [before, wire], dt) = measure(&star, (&r, [&s1, &s2]), (start, args.secs), &|| {
         [fa.sink.delivered(), fb.sink.delivered()]
@@ -498,6 +509,7 @@ fn run_pgm_pgm(args: &Args, pgm: &str) -> Result<PairResult> {
         before,
         window_secs: dt,
         tcp: None,
+        startup,
         load,
     })
 }
@@ -642,6 +654,8 @@ struct FourResult {
     window_secs: f64,
     bytes: u64,
     sender: SenderReport,
+    /// `--capture-start`: the source's first seconds.
+    startup: Vec<(String, Startup)>,
     load: String,
 }
 
@@ -685,6 +699,7 @@ fn run_four(args: &Args, pgm: &str) -> Result<FourResult> {
             )
         })
         .collect::<Result<Vec<_>>>()?;
+    let cap = start_capture(args.capture_start, &star, &s1)?;
     thread::sleep(JOIN);
     let started = now();
     let send = star.lab.spawn(
@@ -700,6 +715,8 @@ fn run_four(args: &Args, pgm: &str) -> Result<FourResult> {
         }
         Ok(())
     };
+    let until = started + Duration::from_secs(args.capture_start);
+    let startup: Vec<_> = finish_capture(cap, until, &s1)?.into_iter().collect();
     // Window: sample every port at its start and end, noting exits meanwhile.
     let w0 = started + Duration::from_secs(args.warm);
     while now() < w0 {
@@ -776,6 +793,7 @@ fn run_four(args: &Args, pgm: &str) -> Result<FourResult> {
         window_secs,
         bytes: count * args.size as u64,
         sender,
+        startup,
         load,
     })
 }
@@ -927,6 +945,16 @@ fn main() -> Result<()> {
     }
     if !four_rows.is_empty() {
         print_four_table(&args, &four_rows);
+    }
+    let startups: Vec<(String, u32, &(String, Startup))> = tcp_rows
+        .iter()
+        .map(|(run, on, p)| (if *on { "tcp" } else { "tcp-off" }, *run, &p.startup))
+        .chain(two_rows.iter().map(|(run, _, p)| ("two", *run, &p.startup)))
+        .chain(four_rows.iter().map(|(run, f)| ("four", *run, &f.startup)))
+        .flat_map(|(sc, run, v)| v.iter().map(move |x| (sc.to_owned(), run, x)))
+        .collect();
+    if !startups.is_empty() {
+        print_startup_table(args.capture_start, &startups);
     }
     let loads: Vec<&str> = tcp_rows
         .iter()
