@@ -13,6 +13,8 @@
 /* Offsets of the TSDU inside a transmit skb's data (see "SSE2 copy bug"). */
 #define HDR_UNFRAGMENTED 24 /* PGM header 16 + data header 8 */
 #define HDR_FRAGMENTED 44 /* + OPT_LENGTH 4 + OPT_FRAGMENT 16 */
+/* With PGMCC, unfragmented ODATA also carry OPT_LENGTH and OPT_PGMCC_DATA (4 + 16). */
+#define HDR_UNFRAGMENTED_PGMCC 44
 
 struct pattern {
 	uint64_t seed;
@@ -46,6 +48,7 @@ struct opts {
 	double interval; /* sender: pause between messages, seconds */
 	bool verbose;
 	bool send_only;
+	bool pgmcc; /* PGM_USE_PGMCC (OpenPGM's PGMCC, both ends); fixed sizes only */
 	/* --latency: stamped messages (index, CLOCK_MONOTONIC ns) instead of the pattern */
 	bool latency;
 	int pace; /* latency sender: messages per second */
