@@ -2,9 +2,10 @@
 //! two-namespace veth lab per run ([`PairLab`]), peer processes whose output lines are
 //! time-stamped as they arrive ([`Piped`]), the socket-buffer sysctls of the initial
 //! namespace raised for a run ([`SysctlGuard`]), the plain UDP multicast throughput peer
-//! ([`udpmc`]), and small helpers: the clock, option lists, `key=value` result lines, the
+//! ([`udpmc`]), CPU-bound processes beside a run ([`Hogs`]), and small helpers: the clock, option lists, `key=value` result lines, the
 //! machine's description.
 
+pub mod hog;
 pub mod pair;
 pub mod piped;
 pub mod stamp;
@@ -18,6 +19,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
 
+pub use hog::Hogs;
 pub use pair::PairLab;
 pub use piped::Piped;
 pub use sysctl::{SysctlGuard, read_sysctls};

@@ -41,8 +41,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use pgm_netns_tests::bench::{
-    PORT, PairLab, Piped, SysctlGuard, field, fields, loadavg, machine, median, now, parse_list,
-    read_sysctls, release_bin, udpmc,
+    Hogs, PORT, PairLab, Piped, SysctlGuard, field, fields, loadavg, machine, median, now,
+    parse_list, read_sysctls, release_bin, udpmc,
 };
 use pgm_netns_tests::bins::openpgm_peer;
 use pgm_netns_tests::lab::{LossSpec, Selector, is_root};
@@ -75,6 +75,8 @@ fn fmt_bytes_rate(bps: u64) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Impl {
     Ours,
+    /// Ours with PGMCC switched off at both ends.
+    OursNoCc,
     OpenPgm,
     Udp,
 }
@@ -83,6 +85,7 @@ impl Impl {
     fn name(self) -> &'static str {
         match self {
             Self::Ours => "ours (pgm)",
+            Self::OursNoCc => "ours, PGMCC off",
             Self::OpenPgm => "OpenPGM 5.3",
             Self::Udp => "plain UDP mcast",
         }
@@ -104,13 +107,20 @@ struct Opts {
     build: bool,
     pgm: Option<PathBuf>,
     verbose: bool,
+    /// CPU-bound processes beside every run.
+    hogs: usize,
+    /// Pin the receiver and the hogs to CPU 0: the receiver starved of CPU.
+    starve: bool,
 }
 
 const USAGE: &str = "\
 usage: throughput [--count N] [--sizes 64,1400] [--loss 0,5] [--repeat K]
                   [--impls ours,openpgm,udp] [--no-search] [--search-count N]
                   [--search-steps S] [--window SQNS] [--stall SECS] [--pgm PATH] [--no-build]
-                  [--no-sysctl] [--verbose]
+                  [--no-sysctl] [--verbose] [--hogs N] [--starve]
+  --impls also takes ours-nocc (ours with PGMCC off at both ends)
+  --hogs N   N CPU-bound processes (busy shells) beside every run
+  --starve   pin the receiver and the hogs to CPU 0: the receiver gets a share of one CPU
        throughput udpmc send|recv ...   (the plain UDP multicast peer; udpmc --help)
 Needs root. Prints one line per run on stderr and the summary table on stdout.";
 
@@ -130,6 +140,8 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
         build: true,
         pgm: None,
         verbose: false,
+        hogs: 0,
+        starve: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -144,6 +156,7 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
                     .split(',')
                     .map(|s| match s.trim() {
                         "ours" => Ok(Impl::Ours),
+                        "ours-nocc" => Ok(Impl::OursNoCc),
                         "openpgm" => Ok(Impl::OpenPgm),
                         "udp" => Ok(Impl::Udp),
                         x => bail!("unknown implementation {x:?} (ours, openpgm, udp)"),
@@ -159,6 +172,8 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             "--no-build" => o.build = false,
             "--no-sysctl" => o.sysctl = false,
             "--verbose" => o.verbose = true,
+            "--hogs" => o.hogs = v()?.parse()?,
+            "--starve" => o.starve = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -252,10 +267,11 @@ fn run_once(o: &Opts, tools: &Tools, spec: &RunSpec) -> Result<Outcome> {
     });
     let deadline = Duration::from_secs_f64(120.0 + 2.0 * expected);
     let (rx_args, tx_args) = match spec.imp {
-        Impl::Ours => {
+        Impl::Ours | Impl::OursNoCc => {
             let pgm = tools.pgm.display().to_string();
             let idle = format!("{stall}");
-            let rx = s(&[
+            let cc = if spec.imp == Impl::Ours { "on" } else { "off" };
+            let mut rx = s(&[
                 &pgm,
                 "recv",
                 "--network",
@@ -273,7 +289,12 @@ fn run_once(o: &Opts, tools: &Tools, spec: &RunSpec) -> Result<Outcome> {
                 &idle,
                 "--rxw-sqns",
                 &window,
+                "--pgmcc",
+                cc,
             ]);
+            if o.starve {
+                rx.splice(0..0, s(&["taskset", "-c", "0"]));
+            }
             let tx = s(&[
                 &pgm,
                 "send",
@@ -293,6 +314,8 @@ fn run_once(o: &Opts, tools: &Tools, spec: &RunSpec) -> Result<Outcome> {
                 &window,
                 "--linger",
                 "600",
+                "--pgmcc",
+                cc,
             ]);
             (rx, tx)
         }
@@ -360,18 +383,20 @@ fn run_once(o: &Opts, tools: &Tools, spec: &RunSpec) -> Result<Outcome> {
         let ready = match spec.imp {
             Impl::Udp => rx.find_out("READY").is_some(),
             Impl::OpenPgm => rx.stderr().iter().any(|(_, l)| l.contains("receiver TSI")),
-            Impl::Ours => true,
+            Impl::Ours | Impl::OursNoCc => true,
         };
         if ready || now() >= ready_until || rx.try_wait().is_some() {
             break;
         }
         thread::sleep(Duration::from_millis(5));
     }
-    thread::sleep(Duration::from_millis(if spec.imp == Impl::Ours {
-        500
-    } else {
-        100
-    }));
+    thread::sleep(Duration::from_millis(
+        if matches!(spec.imp, Impl::Ours | Impl::OursNoCc) {
+            500
+        } else {
+            100
+        },
+    ));
     if let Some(st) = rx.try_wait() {
         let tail = rx.stderr_tail(10);
         rx.kill();
@@ -433,7 +458,7 @@ fn run_once(o: &Opts, tools: &Tools, spec: &RunSpec) -> Result<Outcome> {
     let ok = f.get("status") == Some(&"ok") && received == spec.count && bad == 0;
     let mut note = String::new();
     let (lost, secs) = match spec.imp {
-        Impl::Ours => {
+        Impl::Ours | Impl::OursNoCc => {
             let start = rx_stderr
                 .iter()
                 .find(|(_, l)| l.contains(" started"))
@@ -897,6 +922,14 @@ fn harness(args: &[String]) -> Result<()> {
         None
     };
     let sysctls = read_sysctls();
+    let hogs = Hogs::start(o.hogs, o.starve.then_some(0))?;
+    let beside = match (hogs.len(), o.starve) {
+        (0, _) => String::from("nothing else started beside the runs"),
+        (n, false) => format!("{n} CPU-bound processes beside every run"),
+        (n, true) => format!(
+            "{n} CPU-bound processes and the receiver pinned to CPU 0 (the receiver starved)"
+        ),
+    };
     let started = now();
     let load0 = loadavg();
     eprintln!(
@@ -948,12 +981,13 @@ fn harness(args: &[String]) -> Result<()> {
             }
         }
     }
+    drop(hogs);
     drop(guard);
     let _ = std::fs::remove_file(&tools.peer);
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Machine: {}\nSysctls during the run: {sysctls}\nLoad average at start {load0}, at end \
+        "Machine: {}\nSysctls during the run: {sysctls}; {beside}\nLoad average at start {load0}, at end \
          {}; {} runs in {:.0} s; {} messages per run, medians of {} repeats; transmit and \
          receive windows {} sqns\n",
         machine(),
