@@ -139,15 +139,59 @@ fn elected(now: Instant, cc: PgmccConfig) -> Source {
 }
 
 #[test]
-fn without_an_acker_data_is_open_loop_and_names_no_acker() {
+fn without_an_acker_the_initial_window_goes_then_the_election_wait_then_open_loop() {
     let now = t0();
     let mut s = source(now, PgmccConfig::new());
     send_n(&mut s, 50);
     let out = odata(&drain(&mut s, now));
-    assert_eq!(out.len(), 50, "no acker: the window does not bind");
+    assert_eq!(out.len(), 10, "the initial window");
     assert!(out.iter().all(|(_, acker, _)| *acker == NOBODY));
-    let st = s.pgmcc_state().expect("pgmcc on");
-    assert_eq!(st.acker, None);
+    // Nothing more while receivers may still volunteer (250 ms) ...
+    let wait = now + Duration::from_millis(250);
+    assert!(s.poll_timeout().expect("a deadline") <= wait);
+    let before = now + Duration::from_millis(249);
+    s.handle_timeout(before);
+    assert!(odata(&drain(&mut s, before)).is_empty());
+    // ... then, no feedback: the rate limit alone (receivers without PGMCC).
+    s.handle_timeout(wait);
+    assert_eq!(odata(&drain(&mut s, wait)).len(), 40);
+    assert_eq!(s.pgmcc_state().expect("pgmcc on").acker, None);
+    // A volunteer's ACK during the initial window elects it at once.
+    let mut s = source(now, PgmccConfig::new());
+    send_n(&mut s, 50);
+    let out = odata(&drain(&mut s, now));
+    let t1 = now + Duration::from_millis(20);
+    s.handle_packet(t1, from(RCV), &ack(out[3].0, 0b1111, out[3].2, 0, RCV));
+    assert_eq!(s.pgmcc_state().expect("state").acker, Some(RCV));
+    assert_eq!(odata(&drain(&mut s, t1)).len(), 1, "then W = 1");
+}
+
+#[test]
+fn repairs_spend_tokens_once_an_acker_is_elected() {
+    let now = t0();
+    let mut s = elected(now, PgmccConfig::new());
+    send_n(&mut s, 10);
+    let out = odata(&drain(&mut s, now));
+    assert_eq!(out.len(), 1);
+    // A NAK for the packet: its RDATA waits for a token, as ODATA would.
+    s.handle_packet(now, from(RCV), &nak(out[0].0, None));
+    let types: Vec<PacketType> = drain(&mut s, now)
+        .iter()
+        .map(|(t, _)| t.packet_type)
+        .collect();
+    assert_eq!(
+        types,
+        vec![PacketType::Ncf],
+        "the NCF at once, no token for the RDATA"
+    );
+    // The ACK of the packet: the flight is empty, one token: the RDATA goes first.
+    s.handle_packet(now, from(RCV), &ack(out[0].0, 1, out[0].2, 0, RCV));
+    let types: Vec<PacketType> = drain(&mut s, now)
+        .iter()
+        .map(|(t, _)| t.packet_type)
+        .collect();
+    assert_eq!(types.first(), Some(&PacketType::Rdata));
+    assert!(types.len() <= 2, "{types:?}");
 }
 
 #[test]
@@ -421,15 +465,22 @@ fn silence_of_the_acker_times_out_to_one_packet_and_after_retry_max_drops_it() {
     // The third successive timeout (RETRY_MAX = 2): the acker is dropped (§2.7 MUST).
     let (now, out) = until_timeout(&mut s, now);
     assert_eq!(s.stats().pgmcc.ackers_dropped, 1);
-    assert!(out.len() > 1, "no acker: open loop again");
+    assert_eq!(out.len(), 10, "no acker: the initial window again");
     assert!(out.iter().all(|(_, a, _)| *a == NOBODY));
-    // The silent acker is not elected again for `silent_hold` (30 s), whatever it reports.
-    s.handle_packet(now, from(RCV), &ack(out[0].0, 1, out[0].2, 60_000, RCV));
+    // The silent acker is not elected again for `silent_hold` (30 s) by a NAK's report...
+    s.handle_packet(
+        now,
+        from(RCV),
+        &nak(1_000_000, Some((out[0].2, 60_000, RCV))),
+    );
     assert_eq!(s.pgmcc_state().expect("state").acker, None);
     assert_eq!(s.stats().pgmcc.reports_held, 1);
-    // Another receiver's report elects it.
+    // ... nor while another acker is elected, even by an ACK.
     s.handle_packet(now, from(RCV2), &ack(out[0].0, 1, out[0].2, 0, RCV2));
     assert_eq!(s.pgmcc_state().expect("state").acker, Some(RCV2));
+    s.handle_packet(now, from(RCV), &ack(out[1].0, 1, out[1].2, 60_000, RCV));
+    assert_eq!(s.pgmcc_state().expect("state").acker, Some(RCV2));
+    assert_eq!(s.stats().pgmcc.reports_held, 2);
     // After the hold, the first receiver competes again.
     let later = now + Duration::from_secs(31);
     s.handle_packet(
@@ -450,8 +501,9 @@ fn any_feedback_resets_the_retry_count() {
     for _ in 0..5 {
         let (at, out) = until_timeout(&mut s, now);
         now = at;
-        // A NAK with feedback from the acker between timeouts.
-        s.handle_packet(now, from(RCV), &nak(out[0].0, Some((out[0].2, 10, RCV))));
+        // A NAK with feedback from the acker between timeouts (for data outside the
+        // window: no repair takes the next token).
+        s.handle_packet(now, from(RCV), &nak(1_000_000, Some((out[0].2, 10, RCV))));
     }
     assert_eq!(s.stats().pgmcc.ackers_dropped, 0);
     assert_eq!(s.pgmcc_state().expect("state").acker, Some(RCV));

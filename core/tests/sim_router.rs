@@ -282,7 +282,25 @@ fn pgmcc_through_router_assist_elects_a_lossy_lan_receiver_and_everyone_complete
     // receiver of the lossy LAN A, and every receiver still gets everything.
     for seed in 1..=4u64 {
         let o = build_and_run_cc(seed, 0.05, true, 600, true);
-        check_complete(&o, 600).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        if let Err(e) = check_complete(&o, 600) {
+            let Engine::Source { source, .. } = &o.sim.nodes()[o.source].engine else {
+                panic!("no source");
+            };
+            let rs: Vec<String> = o
+                .receivers
+                .iter()
+                .map(|&r| match &o.sim.nodes()[r].engine {
+                    Engine::Receiver { receiver, .. } => format!("{:?}", receiver.stats()),
+                    _ => String::new(),
+                })
+                .collect();
+            panic!(
+                "seed {seed}: {e}; stalled {}; source {:?} {:?}; receivers {rs:?}",
+                o.sim.counters.stalled,
+                source.stats(),
+                source.pgmcc_state()
+            );
+        }
         let Engine::Source { source, .. } = &o.sim.nodes()[o.source].engine else {
             panic!("no source");
         };

@@ -4,6 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
+use pgm_core::proto::pgmcc::PgmccConfig;
 use pgm_core::proto::source::{SendError, Source, SourceConfig};
 use pgm_core::proto::{Destination, RecvMeta, Transmit};
 use pgm_core::wire::{
@@ -20,8 +21,12 @@ fn t0() -> Instant {
     Instant::now()
 }
 
+/// PGMCC off: these tests drive the source without receivers, and PGMCC (its own tests are
+/// in `pgmcc_engine.rs`) would hold it to its initial window until the election wait ends.
 fn config() -> SourceConfig {
-    SourceConfig::new(GSI, 4000, 7500, GROUP, SRC)
+    let mut c = SourceConfig::new(GSI, 4000, 7500, GROUP, SRC);
+    c.pgmcc = PgmccConfig::disabled();
+    c
 }
 
 fn meta() -> RecvMeta {

@@ -766,6 +766,12 @@ impl Source {
         if !self.may_send_data() {
             return None;
         }
+        if let Some(cc) = self.cc.as_mut().filter(|cc| !cc.may_repair()) {
+            if !self.repairs.is_empty() {
+                cc.on_blocked(now);
+                return None;
+            }
+        }
         while let Some(sqn) = self.repairs.pop_front() {
             self.repair_set.remove(&sqn.0);
             let Some(idx) = sqn.since(self.trail()) else {
@@ -775,6 +781,9 @@ impl Source {
                 continue;
             }
             let t = self.emit_data(idx as usize, PacketType::Rdata, buf, now);
+            if let Some(cc) = &mut self.cc {
+                cc.on_rdata_sent(now);
+            }
             self.stats.rdata_sent += 1;
             self.charge(t.len);
             self.on_data_sent(now);
@@ -791,11 +800,11 @@ impl Source {
             && let Some(cc) = self.cc.as_mut()
         {
             cc.before_data(now);
-            if !cc.may_send() {
-                cc.on_blocked();
+            if !cc.may_send(now) {
+                cc.on_blocked(now);
             }
         }
-        if self.next_odata != self.next_sqn && self.cc.as_ref().is_none_or(Controller::may_send) {
+        if self.next_odata != self.next_sqn && self.cc.as_ref().is_none_or(|cc| cc.may_send(now)) {
             let idx = self.next_odata.since(self.window.front()?.sqn)? as usize;
             let t = self.emit_data(idx, PacketType::Odata, buf, now);
             if let Some(cc) = &mut self.cc {
