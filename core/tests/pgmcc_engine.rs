@@ -167,31 +167,32 @@ fn without_an_acker_the_initial_window_goes_then_the_election_wait_then_open_loo
 }
 
 #[test]
-fn repairs_spend_tokens_once_an_acker_is_elected() {
+fn repairs_spend_tokens_once_an_acker_is_elected_but_never_wait_for_one() {
     let now = t0();
     let mut s = elected(now, PgmccConfig::new());
     send_n(&mut s, 10);
     let out = odata(&drain(&mut s, now));
     assert_eq!(out.len(), 1);
-    // A NAK for the packet: its RDATA waits for a token, as ODATA would.
+    assert_eq!(s.pgmcc_state().expect("state").tokens, 0.0);
+    // A NAK for the packet: NCF and RDATA at once, without a token; the RDATA costs one.
     s.handle_packet(now, from(RCV), &nak(out[0].0, None));
     let types: Vec<PacketType> = drain(&mut s, now)
         .iter()
         .map(|(t, _)| t.packet_type)
         .collect();
-    assert_eq!(
-        types,
-        vec![PacketType::Ncf],
-        "the NCF at once, no token for the RDATA"
-    );
-    // The ACK of the packet: the flight is empty, one token: the RDATA goes first.
-    s.handle_packet(now, from(RCV), &ack(out[0].0, 1, out[0].2, 0, RCV));
-    let types: Vec<PacketType> = drain(&mut s, now)
-        .iter()
-        .map(|(t, _)| t.packet_type)
-        .collect();
-    assert_eq!(types.first(), Some(&PacketType::Rdata));
-    assert!(types.len() <= 2, "{types:?}");
+    assert_eq!(types, vec![PacketType::Ncf, PacketType::Rdata]);
+    assert_eq!(s.pgmcc_state().expect("state").tokens, -1.0);
+    // More repairs than the window: the debt stops at -W.
+    for _ in 0..5 {
+        s.handle_packet(
+            now + Duration::from_millis(20),
+            from(RCV),
+            &nak(out[0].0, None),
+        );
+        drain(&mut s, now + Duration::from_millis(20));
+    }
+    let st = s.pgmcc_state().expect("state");
+    assert_eq!(st.tokens, -st.window);
 }
 
 #[test]

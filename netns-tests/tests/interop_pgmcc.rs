@@ -281,3 +281,53 @@ fn openpgm_pgmcc_to_ours() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn ours_to_ours_pgmcc_loss5() -> Result<()> {
+    // Our own ends at 5% loss, uncapped: PGMCC slows the source to what the path repairs,
+    // without stalling (repairs gated by tokens once made this run time out 22 times and
+    // end in the idle timeout).
+    let name = "pgmcc_ours_ours_l5";
+    if skip_without_root(name) {
+        return Ok(());
+    }
+    let pgm = workspace_bin("pgm")?.display().to_string();
+    let mut sender = vec![
+        pgm.as_str(),
+        "send",
+        "--network",
+        "{snd};{group}",
+        "--count",
+        "20000",
+        "--size",
+        "1400",
+        "--linger",
+        "1",
+    ];
+    sender.extend(UDP_OURS);
+    let mut receiver = vec![
+        pgm.as_str(),
+        "recv",
+        "--network",
+        "{rcv};{group}",
+        "--count",
+        "20000",
+        "--size",
+        "1400",
+        "--verify",
+        "--idle-timeout",
+        "10",
+    ];
+    receiver.extend(UDP_OURS);
+    let o = run(name, &sender, &receiver, 5, true)?;
+    if !o.receiver.contains("status=ok") {
+        bail!("{name}: receiver: {}", o.receiver);
+    }
+    if pgmcc(&o.ours, "halvings") == 0 || pgmcc(&o.ours, "timeouts") > 2 {
+        bail!(
+            "{name}: expected halvings and (almost) no timeout: {}",
+            o.ours
+        );
+    }
+    Ok(())
+}

@@ -40,10 +40,11 @@
 //!   sent, or waited for a token since the previous ACK; otherwise it just returns tokens (RFC 7661's congestion
 //!   window validation, for TCP). A source sending below its window (a fixed-rate
 //!   application) would otherwise grow W without bound and later burst that much at once.
-//! - **RDATA spends tokens too**, as the draft counts every packet, but no ACK returns them
-//!   (RDATA reuses its packet's sequence number): the probe and the empty-flight rule keep
-//!   the clock going. (Without it, measured with the fairness harness: repairs went out
-//!   back to back into a full bottleneck queue, 14 times as many RDATA as ODATA.)
+//! - **RDATA spends tokens too**, as the draft counts every packet (the ODATA after it
+//!   wait), but never waits for one, and no ACK returns it (RDATA reuses its packet's
+//!   sequence number): the probe and the empty-flight rule keep the clock going. (Without
+//!   it, measured with the fairness harness: repairs went out back to back into a full
+//!   bottleneck queue, 14 times as many RDATA as ODATA.)
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -462,20 +463,18 @@ impl Controller {
         }
     }
 
-    /// Whether RDATA may go out: with an acker, only against a token.
-    pub(crate) fn may_repair(&self) -> bool {
-        self.acker.is_none() || self.tokens >= 1.0
-    }
-
     /// An RDATA went out: with an acker it spends a token like any packet (§2.2: "One
-    /// token is consumed for each packet transmitted"). No ACK acknowledges it as new, so
-    /// the probe is armed: the acker's ACK of the repair, or the probe, gives the clock its
-    /// next token if the flight is otherwise empty.
+    /// token is consumed for each packet transmitted"), so that the ODATA after it wait
+    /// while repairs fill the path; the debt is bounded by the window. Repairs themselves
+    /// never wait for a token: gating them stalled transfers at 5% loss (a lost repair
+    /// left nothing in flight to return a token; 22 timeouts in a 20,000-message run). No
+    /// ACK acknowledges an RDATA as new, so the probe is armed: the acker's ACK of the
+    /// repair, or the probe, gives the clock its next token if the flight is otherwise empty.
     pub(crate) fn on_rdata_sent(&mut self, now: Instant) {
         if self.acker.is_none() {
             return;
         }
-        self.tokens -= 1.0;
+        self.tokens = (self.tokens - 1.0).max(-self.window);
         self.arm_probe(now, true);
     }
 

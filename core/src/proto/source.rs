@@ -766,12 +766,6 @@ impl Source {
         if !self.may_send_data() {
             return None;
         }
-        if let Some(cc) = self.cc.as_mut().filter(|cc| !cc.may_repair()) {
-            if !self.repairs.is_empty() {
-                cc.on_blocked(now);
-                return None;
-            }
-        }
         while let Some(sqn) = self.repairs.pop_front() {
             self.repair_set.remove(&sqn.0);
             let Some(idx) = sqn.since(self.trail()) else {
