@@ -775,9 +775,6 @@ impl Source {
                 continue;
             }
             let t = self.emit_data(idx as usize, PacketType::Rdata, buf, now);
-            if let Some(cc) = &mut self.cc {
-                cc.on_rdata_sent(now);
-            }
             self.stats.rdata_sent += 1;
             self.charge(t.len);
             self.on_data_sent(now);
