@@ -1,12 +1,13 @@
 //! CPU-bound processes beside a benchmark ([`Hogs`]): "measured under load", as the
 //! developers' guide asks, rather than on a quiet machine.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result};
 
 /// `n` busy-looping shells, pinned to one CPU if `cpu` is given (to starve what else runs
-/// there), killed when dropped.
+/// there), killed when dropped, and by the kernel if the harness dies first.
 pub struct Hogs {
     children: Vec<Child>,
 }
@@ -28,6 +29,17 @@ impl Hogs {
                     s
                 }
             };
+            // SAFETY: prctl is async-signal-safe; the hog dies with the harness even when the
+            // harness is killed and its Drop does not run.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
             let child = cmd
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
