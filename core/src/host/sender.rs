@@ -142,14 +142,17 @@ impl Shared {
     /// as long as sending one. A stream of messages sent back to back (a loop that only
     /// makes them) falls below, and goes through the driver, whose batches cost less per
     /// message (one system call each) and run beside the application on another thread.
-    /// Averages are exponential, weight 1/8.
+    /// The interval is averaged over about 64 messages (exponential, weight 1/64), so that
+    /// it is the application's rate: a paced sender that was held up and sends the
+    /// messages due since then back to back stays inline (the pause counts too). The cost
+    /// is averaged with weight 1/8.
     fn paced_at(&self, t: Instant) -> bool {
         let at = self.since_epoch(t).max(1);
         let prev = self.last_send.swap(at, Ordering::Relaxed);
         let mut interval = self.interval.load(Ordering::Relaxed);
         if prev != 0 {
             let gap = at.saturating_sub(prev);
-            interval = ewma(interval, gap);
+            interval = ewma(interval, gap, 6);
             self.interval.store(interval, Ordering::Relaxed);
         }
         let cost = self.inline_cost.load(Ordering::Relaxed);
@@ -197,7 +200,8 @@ impl Shared {
         } else {
             took.min(avg.saturating_mul(2))
         };
-        self.inline_cost.store(ewma(avg, took), Ordering::Relaxed);
+        self.inline_cost
+            .store(ewma(avg, took, 3), Ordering::Relaxed);
         true
     }
 
@@ -213,12 +217,14 @@ impl Shared {
     }
 }
 
-/// The exponential average of `avg` (0: none yet) and `sample`, weight 1/8.
-fn ewma(avg: u64, sample: u64) -> u64 {
+/// The exponential average of `avg` (0: none yet) and `sample`, weight `1 / 2^shift`.
+fn ewma(avg: u64, sample: u64, shift: u32) -> u64 {
     if avg == 0 {
         sample.max(1)
     } else {
-        (avg - avg / 8).saturating_add(sample / 8).max(1)
+        (avg - (avg >> shift))
+            .saturating_add(sample >> shift)
+            .max(1)
     }
 }
 
@@ -698,6 +704,14 @@ mod tests {
         }
     }
 
+    /// The session under test, without PGMCC: nothing here ACKs, and the tests are about
+    /// the driver, not the congestion window.
+    fn engine() -> SourceConfig {
+        let mut engine = SourceConfig::new(GSI, 4000, 7500, GROUP.into(), SRC.into());
+        engine.pgmcc.enabled = false;
+        engine
+    }
+
     /// A NAK from the receiver for `sqn` of the session `SourceConfig::new(GSI, 4000, 7500,
     /// ..)` sends.
     fn nak(sqn: u32) -> Vec<u8> {
@@ -729,7 +743,7 @@ mod tests {
         const INJECT_AT: usize = 100;
         const MESSAGES: usize = 4000;
         let recorder = Recorder::new(nak(10), INJECT_AT);
-        let engine = SourceConfig::new(GSI, 4000, 7500, GROUP.into(), SRC.into());
+        let engine = engine();
         let sender =
             Sender::with_transport(engine, recorder.clone(), Duration::ZERO).expect("sender");
         for i in 0..MESSAGES as u32 {
@@ -770,14 +784,14 @@ mod tests {
     }
 
     /// A message sent by an application idle since its previous one leaves within the
-    /// `send` call, without the driver task being scheduled; messages sent back to back go
-    /// through the driver, in batches.
+    /// `send` call, without the driver task being scheduled; a long stream of messages sent
+    /// back to back goes through the driver, in batches.
     #[tokio::test]
     async fn an_idle_sender_transmits_within_send_and_a_busy_one_in_batches() {
         // Far longer than an inline send takes, even in a debug build on a loaded machine.
         const IDLE: Duration = Duration::from_millis(50);
         let recorder = Recorder::new(Vec::new(), 0);
-        let engine = SourceConfig::new(GSI, 4000, 7500, GROUP.into(), SRC.into());
+        let engine = engine();
         let sender =
             Sender::with_transport(engine, recorder.clone(), Duration::ZERO).expect("sender");
         for i in 1..=3 {
@@ -791,10 +805,12 @@ mod tests {
             );
         }
 
-        // A burst: messages sent back to back are queued and sent a batch per call.
+        // A stream: once the average interval (over about 64 messages, from the idle pauses
+        // before) has fallen below the time an inline send takes, a few hundred messages
+        // in, messages are queued and sent a batch per call.
         tokio::time::sleep(IDLE).await;
         let calls = recorder.calls.load(Ordering::Relaxed);
-        const BURST: usize = 640;
+        const BURST: usize = 8192;
         for _ in 0..BURST {
             sender.send(b"burst").await.expect("send");
         }
