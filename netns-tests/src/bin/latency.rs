@@ -21,8 +21,10 @@
 //!
 //! - `ours`: pgm-core's host API in this binary (`latency peer ours-send|ours-recv`) over
 //!   PGM/UDP (port 3056 for multicast and unicast, as `throughput` runs it), default engine
-//!   settings but `max_tpdu` from the link's MTU (1472) so that 1400 bytes is one packet, and
-//!   multicast loopback off. The sender's driver runs on a one-worker tokio runtime; the
+//!   settings but `max_tpdu` from the link's MTU (1472) so that 1400 bytes is one packet,
+//!   multicast loopback off, and PGMCC off, as OpenPGM's is by default (`--impls
+//!   ours-pgmcc` runs it on: the receiver then ACKs every packet, and the sender's data waits
+//!   for the ACK clock). The sender's driver runs on a one-worker tokio runtime; the
 //!   application's own thread paces and calls `Sender::send` through `Runtime::block_on`,
 //!   as the other senders call theirs (`--impls ours-task` runs the application instead as
 //!   a task on the driver's current-thread runtime, woken by a `timerfd`). The receiver
@@ -63,6 +65,7 @@ const PEER_USAGE: &str = "\
 usage: latency peer ours-send|udp-send --bind ADDR --group GROUP --rate MSGS --count N --size S
                                        [--task] (ours: the application is a task on the
                                        driver's current-thread runtime, woken by a timerfd)
+                                       [--pgmcc] (ours: PGMCC on, as by default)
        latency peer ours-recv|udp-recv --bind ADDR --group GROUP --rate MSGS --count N --size S
                                        --skip K --out PATH
 Senders print `SENT count=N seconds=T late_p50_us=.. late_p99_us=.. late_max_us=..`; receivers
@@ -78,6 +81,7 @@ struct PeerOpts {
     skip: u64,
     out: Option<PathBuf>,
     task: bool,
+    pgmcc: bool,
 }
 
 impl PeerOpts {
@@ -91,6 +95,7 @@ impl PeerOpts {
             skip: 0,
             out: None,
             task: false,
+            pgmcc: false,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -104,6 +109,7 @@ impl PeerOpts {
                 "--skip" => o.skip = v()?.parse()?,
                 "--out" => o.out = Some(PathBuf::from(v()?)),
                 "--task" => o.task = true,
+                "--pgmcc" => o.pgmcc = true,
                 _ => bail!("unknown option {a}\n{PEER_USAGE}"),
             }
         }
@@ -280,6 +286,8 @@ fn ours_send(o: &PeerOpts) -> Result<()> {
     let link = iface::resolve(&o.bind.to_string())?;
     // IPv4 and UDP headers below the TPDU.
     engine.max_tpdu = iface::mtu(&link.name)? as usize - 28;
+    // PGMCC (on by default) clocks data by the acker's ACKs; OpenPGM's is off by default.
+    engine.pgmcc.enabled = o.pgmcc;
     let mut cfg = SenderConfig::new(engine, pgm_transport(o));
     cfg.linger = Duration::from_millis(500);
     let mut msg = vec![0u8; o.size];
@@ -410,6 +418,8 @@ enum Stack {
     Ours,
     /// Ours, the application a task on the driver's runtime (senders only).
     OursTask,
+    /// Ours with PGMCC on, its default (senders only).
+    OursPgmcc,
     OpenPgm,
     Udp,
 }
@@ -419,6 +429,7 @@ impl Stack {
         match self {
             Self::Ours => "ours",
             Self::OursTask => "ours, app task",
+            Self::OursPgmcc => "ours, PGMCC on",
             Self::OpenPgm => "OpenPGM",
             Self::Udp => "UDP",
         }
@@ -450,6 +461,10 @@ impl Impl {
                 tx: Stack::OursTask,
                 rx: Stack::Ours,
             },
+            "ours-pgmcc" => Self {
+                tx: Stack::OursPgmcc,
+                rx: Stack::Ours,
+            },
             "ours-openpgm" => Self {
                 tx: Stack::Ours,
                 rx: Stack::OpenPgm,
@@ -459,8 +474,8 @@ impl Impl {
                 rx: Stack::Ours,
             },
             x => bail!(
-                "unknown implementation {x:?} (ours, openpgm, udp, ours-task, ours-openpgm, \
-                 openpgm-ours)"
+                "unknown implementation {x:?} (ours, openpgm, udp, ours-task, ours-pgmcc, \
+                 ours-openpgm, openpgm-ours)"
             ),
         })
     }
@@ -490,8 +505,9 @@ const USAGE: &str = "\
 usage: latency [--sizes 64,1400] [--rates 10000,50000] [--secs S] [--warmup S] [--repeat K]
                [--impls ours,openpgm,udp] [--no-sysctl] [--verbose]
   --impls also takes ours-task (our sender's application a task on the driver's
-  current-thread runtime), ours-openpgm and openpgm-ours (one stack's sender to the
-  other's receiver: which end costs what).
+  current-thread runtime), ours-pgmcc (our sender with PGMCC on, its default; the others
+  run without congestion control, as OpenPGM does by default), ours-openpgm and
+  openpgm-ours (one stack's sender to the other's receiver: which end costs what).
        latency peer ...   (the peers the harness runs; latency peer --help)
 Needs root. Prints one line per run on stderr and the summary table on stdout.";
 
@@ -611,7 +627,7 @@ fn run_once(o: &Opts, peer: &Path, imp: Impl, size: usize, rate: u64) -> Result<
         "--latency",
     ];
     let rx_args = match imp.rx {
-        Stack::Ours | Stack::OursTask | Stack::Udp => {
+        Stack::Ours | Stack::OursTask | Stack::OursPgmcc | Stack::Udp => {
             let cmd = if imp.rx == Stack::Udp {
                 "udp-recv"
             } else {
@@ -638,7 +654,7 @@ fn run_once(o: &Opts, peer: &Path, imp: Impl, size: usize, rate: u64) -> Result<
         }
     };
     let tx_args = match imp.tx {
-        Stack::Ours | Stack::OursTask | Stack::Udp => {
+        Stack::Ours | Stack::OursTask | Stack::OursPgmcc | Stack::Udp => {
             let cmd = if imp.tx == Stack::Udp {
                 "udp-send"
             } else {
@@ -648,6 +664,9 @@ fn run_once(o: &Opts, peer: &Path, imp: Impl, size: usize, rate: u64) -> Result<
             t.extend(s(&ours));
             if imp.tx == Stack::OursTask {
                 t.push("--task".to_owned());
+            }
+            if imp.tx == Stack::OursPgmcc {
+                t.push("--pgmcc".to_owned());
             }
             t
         }
@@ -664,7 +683,9 @@ fn run_once(o: &Opts, peer: &Path, imp: Impl, size: usize, rate: u64) -> Result<
     loop {
         let ready = match imp.rx {
             Stack::OpenPgm => rx.stderr().iter().any(|(_, l)| l.contains("receiver TSI")),
-            Stack::Ours | Stack::OursTask | Stack::Udp => rx.find_out("READY").is_some(),
+            Stack::Ours | Stack::OursTask | Stack::OursPgmcc | Stack::Udp => {
+                rx.find_out("READY").is_some()
+            }
         };
         if ready || now() >= ready_until || rx.try_wait().is_some() {
             break;
