@@ -167,7 +167,9 @@ impl Shared {
         let Some(mut core) = self.try_core() else {
             return false;
         };
-        if !core.pending.is_empty() || !core.batch.is_empty() {
+        // Anything still on its way (the engine's own queue too: data the congestion window
+        // or the rate limit holds) goes first, and is the driver's to send.
+        if !core.is_drained() {
             return false;
         }
         match core.source.send(data) {
