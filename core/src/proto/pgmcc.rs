@@ -1,6 +1,6 @@
 //! PGMCC congestion control (draft-ietf-rmt-bb-pgmcc-03), sans-IO: the source's window of
-//! tokens, acker election and timeout ([`Controller`]), and a receiver's loss measurement
-//! and ACK bitmap ([`Feedback`]).
+//! tokens, acker election and timeout (`Controller`), and a receiver's loss measurement
+//! and ACK bitmap (`Feedback`).
 //!
 //! Heads up! Read the draft's §2.2 (window), §2.3 (acker selection), §2.7 (timeouts) and §3/§4
 //! (procedures), and `docs/pgmcc.md` for the wire format (OpenPGM's) and the decisions below.
