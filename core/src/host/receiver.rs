@@ -278,7 +278,12 @@ impl<T: Transport> Driver<T> {
                 drop(batch);
                 out.clear();
             }
-            let full = self.publish();
+            let (full, woke) = self.publish();
+            if woke {
+                // Let the application take what it was woken for before this task reads the
+                // sockets again (a receive that finds nothing is a system call too).
+                tokio::task::yield_now().await;
+            }
             let deadline = self.engine.poll_timeout();
             tokio::select! {
                 r = self.io.recv_batch(&mut rbatch), if !full => {
@@ -300,8 +305,8 @@ impl<T: Transport> Driver<T> {
     }
 
     /// Moves the engine's events to the application's queue, waking it if it may be
-    /// waiting. Returns whether the queue is full.
-    fn publish(&mut self) -> bool {
+    /// waiting. Returns whether the queue is full, and whether the application was woken.
+    fn publish(&mut self) -> (bool, bool) {
         let mut q = self.shared.lock();
         let was_empty = q.events.is_empty();
         while let Some(ev) = self.engine.poll_event() {
@@ -309,10 +314,11 @@ impl<T: Transport> Driver<T> {
         }
         let (len, limit) = (q.events.len(), self.shared.limit);
         drop(q);
-        if was_empty && len > 0 {
+        let woke = was_empty && len > 0;
+        if woke {
             self.shared.ready.notify_one();
         }
-        len >= limit
+        (len >= limit, woke)
     }
 
     fn on_recv(&mut self, now: Instant, r: io::Result<usize>, batch: &RecvBatch) -> io::Result<()> {

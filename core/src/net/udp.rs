@@ -144,6 +144,10 @@ impl Transport for UdpTransport {
     }
 
     fn send_batch(&self, batch: &[(Transmit, &[u8])]) -> io::Result<usize> {
+        if let [(t, p)] = batch {
+            // One datagram (a paced sender's message): `sendto`, without the batch headers.
+            return self.send(t, p).map(|()| 1);
+        }
         let n = uniform_prefix(batch, self.ttl.default).min(mmsg::SEND_BATCH);
         let Some((first, _)) = batch.first() else {
             return Ok(0);
