@@ -159,27 +159,28 @@ impl Shared {
         interval == 0 || interval >= cost.saturating_add(cost / 2)
     }
 
-    /// Sends `data` from the calling task when nothing accepted before it is still on its
-    /// way: admitted to the engine and transmitted at once, with no wakeup of the driver in
-    /// between. `q` is the queue, locked by the caller, empty. Returns whether it did; if
-    /// not, the caller queues the message for the driver.
-    fn send_inline(&self, q: MutexGuard<'_, Queue>, data: &[u8], start: Instant) -> bool {
+    /// Does the driver's sending from the calling task, if no one else is: takes the queue
+    /// `q` (locked by the caller, the new message last) behind the messages pending,
+    /// admits them to the engine in order and sends one batch, with no wakeup of the
+    /// driver in between. A message sent while everything before it has left goes out at
+    /// once; one sent while the driver is behind (its thread not scheduled, say) helps it
+    /// catch up. The driver is woken only if work remains or the engine's next deadline
+    /// comes before the one it waits for. Gives the queue back if someone else is sending:
+    /// the caller leaves it to the driver.
+    fn send_inline<'a>(
+        &self,
+        mut q: MutexGuard<'a, Queue>,
+        start: Instant,
+    ) -> Result<(), MutexGuard<'a, Queue>> {
         let Some(mut core) = self.try_core() else {
-            return false;
+            return Err(q);
         };
-        // Anything still on its way (the engine's own queue too: data the congestion window
-        // or the rate limit holds) goes first, and is the driver's to send.
-        if !core.is_drained() {
-            return false;
-        }
-        match core.source.send(data) {
-            // The engine's queue is full: the driver sends it in turn.
-            Err(SendError::WouldBlock) => return false,
-            Ok(()) => {}
-            Err(_) => core.refused += 1,
-        }
-        // Admitted in order: later messages may queue now.
+        core.pending.append(&mut q.msgs);
+        q.bytes = 0;
+        // Messages are in the engine's order now: later ones may queue.
         drop(q);
+        self.room.notify_waiters();
+        core.admit();
         let pump = core.pump(&*self.transport);
         // The driver sends what did not fit, and re-arms its timer if the engine's next
         // deadline (a heartbeat SPM) comes before the one it waits for.
@@ -187,8 +188,9 @@ impl Shared {
             (Some(t), Some(armed)) => t < armed,
             (t, _) => t.is_some(),
         };
+        let more = pump.blocked.is_some() || pump.more || !core.pending.is_empty();
         drop(core);
-        if pump.blocked.is_some() || pump.more || sooner {
+        if more || sooner {
             self.wake_driver.notify_one();
         }
         // The time this send took, counted at most twice the average: a send preempted for
@@ -204,7 +206,7 @@ impl Shared {
         };
         self.inline_cost
             .store(ewma(avg, took, 3), Ordering::Relaxed);
-        true
+        Ok(())
     }
 
     fn request(&self, f: impl FnOnce(&mut Queue)) -> Result<(), Error> {
@@ -381,13 +383,13 @@ impl Sender {
     /// order their `send` calls complete. A message larger than the engine's `max_apdu` is
     /// refused at once.
     ///
-    /// When everything sent before has left and the application's messages come, on
-    /// average, at least one and a half times as far apart as sending one this way takes
-    /// (the application is paced, not streaming), the message is
-    /// transmitted by this call itself, without waiting for the driver task to be scheduled
-    /// (a wakeup costs microseconds, tens on another thread); the driver keeps the timers
-    /// and the input. Otherwise, as for a stream of messages sent back to back, it is queued
-    /// for the driver, which sends in batches; this call waits while that queue
+    /// While the application's messages come, on average, at least one and a half times as
+    /// far apart as sending one this way takes (the application is paced, not streaming),
+    /// and the driver is not sending at that moment, the message (behind any still queued)
+    /// is transmitted by this call itself, without waiting for the driver task to be
+    /// scheduled (a wakeup costs microseconds, tens on another thread); the driver keeps the
+    /// timers and the input. Otherwise, as for a stream of messages sent back to back, it is
+    /// queued for the driver, which sends in batches; this call waits while that queue
     /// ([`SenderConfig::send_queue`]) is full, which it stays while the engine's own queue
     /// of unsent packets (`SourceConfig::send_queue_sqns`) is full.
     pub async fn send(&self, data: &[u8]) -> Result<(), Error> {
@@ -403,18 +405,17 @@ impl Sender {
             {
                 let mut q = shared.lock();
                 q.refuse()?;
-                if q.msgs.is_empty() && paced {
-                    if shared.send_inline(q, data, start) {
-                        return Ok(());
-                    }
-                    q = shared.lock();
-                    q.refuse()?;
-                }
                 let fits = q.msgs.len() < shared.max_msgs && q.bytes + data.len() <= QUEUE_BYTES;
                 if q.msgs.is_empty() || fits {
                     let was_empty = q.msgs.is_empty();
                     q.bytes += data.len();
                     q.msgs.push_back(data.to_vec());
+                    if paced {
+                        match shared.send_inline(q, start) {
+                            Ok(()) => return Ok(()),
+                            Err(back) => q = back,
+                        }
+                    }
                     drop(q);
                     if was_empty {
                         shared.wake_driver.notify_one();
