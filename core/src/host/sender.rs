@@ -820,8 +820,11 @@ mod tests {
         sender.flush().await.expect("flush");
         assert_eq!(recorder.count(PacketType::Odata), 3 + BURST);
         let calls = recorder.calls.load(Ordering::Relaxed) - calls;
+        // One call per message would be 8192; batched, it is a few messages per call. Two
+        // CPU-bound processes beside this test made it 2,100-2,400 (4 per call), so the bound
+        // is 2 per call: clearly batched, without depending on the machine's load.
         assert!(
-            calls <= BURST / 4,
+            calls <= BURST / 2,
             "{calls} send calls for a burst of {BURST}: not batched"
         );
         let stats = sender.close().await.expect("close");
