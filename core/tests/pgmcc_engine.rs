@@ -74,10 +74,17 @@ fn feedback(tstamp: u32, loss: u16, from: IpAddr) -> [PgmOption<'static>; 1] {
     .into()]
 }
 
-fn upstream(body: Body<'_>, options: &[PgmOption<'_>]) -> Vec<u8> {
+/// A packet of the session (TSI port 4000, data-destination port 7500), its ports the right
+/// way round for its direction (§8.3).
+fn packet(body: Body<'_>, options: &[PgmOption<'_>]) -> Vec<u8> {
+    let (sport, dport) = if body.packet_type().is_upstream() {
+        (7500, 4000)
+    } else {
+        (4000, 7500)
+    };
     let repr = Repr {
-        sport: 7500,
-        dport: 4000,
+        sport,
+        dport,
         gsi: GSI,
         parity: false,
         var_pktlen: false,
@@ -94,7 +101,7 @@ fn upstream(body: Body<'_>, options: &[PgmOption<'_>]) -> Vec<u8> {
 }
 
 fn ack(rx_max: u32, bitmap: u32, tstamp: u32, loss: u16, from: IpAddr) -> Vec<u8> {
-    upstream(
+    packet(
         Body::Ack(AckRepr {
             rx_max: Sqn(rx_max),
             bitmap,
@@ -105,7 +112,7 @@ fn ack(rx_max: u32, bitmap: u32, tstamp: u32, loss: u16, from: IpAddr) -> Vec<u8
 
 fn nak(sqn: u32, fb: Option<(u32, u16, IpAddr)>) -> Vec<u8> {
     let opts = fb.map(|(t, l, a)| feedback(t, l, a));
-    upstream(
+    packet(
         Body::Nak(NakRepr {
             sqn: Sqn(sqn),
             source: Nla(SRC),
@@ -578,27 +585,8 @@ fn receiver() -> Receiver {
     Receiver::new(cfg)
 }
 
-fn downstream(body: Body<'_>, options: &[PgmOption<'_>]) -> Vec<u8> {
-    let repr = Repr {
-        sport: 4000,
-        dport: 7500,
-        gsi: GSI,
-        parity: false,
-        var_pktlen: false,
-        body,
-        options: if options.is_empty() {
-            OptionList::EMPTY
-        } else {
-            OptionList::Slice(options)
-        },
-    };
-    let mut buf = vec![0; repr.buffer_len()];
-    repr.emit(&mut buf).expect("emit");
-    buf
-}
-
 fn data(sqn: u32, tstamp: u32, acker: IpAddr) -> Vec<u8> {
-    downstream(
+    packet(
         Body::Odata(DataRepr {
             sqn: Sqn(sqn),
             trail: Sqn(0),
@@ -613,7 +601,7 @@ fn data(sqn: u32, tstamp: u32, acker: IpAddr) -> Vec<u8> {
 }
 
 fn spm() -> Vec<u8> {
-    downstream(
+    packet(
         Body::Spm(SpmRepr {
             sqn: Sqn(0),
             trail: Sqn(0),
@@ -821,7 +809,7 @@ fn a_repair_naming_this_receiver_is_acknowledged_as_received() {
         r.handle_packet(now, down(), &data(sqn, 1, RCV));
     }
     transmits(&mut r, now);
-    let repair = downstream(
+    let repair = packet(
         Body::Rdata(DataRepr {
             sqn: Sqn(4),
             trail: Sqn(0),

@@ -28,6 +28,38 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const UDP_OURS: [&str; 4] = ["--unicast-port", "3056", "--multicast-port", "3056"];
 const UDP_OPENPGM: [&str; 5] = ["--udp", "--ucast-port", "3056", "--mcast-port", "3056"];
 
+/// The arguments of one end over PGM/UDP on 3056/3056: our `pgm` or the OpenPGM peer
+/// (`openpgm`), `send` or `recv` (the sender on `{snd}`, the receiver on `{rcv}`), `count`
+/// messages of `size` bytes, then `extra`.
+fn end(
+    bin: &str,
+    openpgm: bool,
+    role: &str,
+    count: &str,
+    size: &str,
+    extra: &[&str],
+) -> Vec<String> {
+    let host = if role == "send" { "{snd}" } else { "{rcv}" };
+    let network = format!("{host};{{group}}");
+    let size_flag = if openpgm { "--sizes" } else { "--size" };
+    let udp: &[&str] = if openpgm { &UDP_OPENPGM } else { &UDP_OURS };
+    [
+        bin,
+        role,
+        "--network",
+        &network,
+        "--count",
+        count,
+        size_flag,
+        size,
+    ]
+    .iter()
+    .chain(extra)
+    .chain(udp)
+    .map(|a| (*a).to_owned())
+    .collect()
+}
+
 struct Outcome {
     /// The receiver's RESULT line (OpenPGM) or its last lines (ours).
     receiver: String,
@@ -39,8 +71,8 @@ struct Outcome {
 /// their arguments are replaced), with `loss`% of the receiver's inbound UDP 3056 dropped.
 fn run(
     name: &str,
-    sender: &[&str],
-    receiver: &[&str],
+    sender: &[String],
+    receiver: &[String],
     loss: u8,
     ours_sends: bool,
 ) -> Result<Outcome> {
@@ -68,7 +100,7 @@ fn run(
     } else {
         None
     };
-    let fill = |args: &[&str]| -> Vec<String> {
+    let fill = |args: &[String]| -> Vec<String> {
         args.iter()
             .map(|a| {
                 a.replace("{snd}", &snd_addr.to_string())
@@ -140,37 +172,19 @@ fn pgmcc(stderr: &str, key: &str) -> u64 {
 fn ours_to_openpgm(name: &str, loss: u8, openpgm_pgmcc: bool) -> Result<Outcome> {
     let pgm = workspace_bin("pgm")?.display().to_string();
     let peer = openpgm_peer()?.display().to_string();
-    let mut sender = vec![
-        pgm.as_str(),
+    let sender = end(
+        &pgm,
+        false,
         "send",
-        "--network",
-        "{snd};{group}",
-        "--count",
         "3000",
-        "--size",
         "1000",
-        "--acker",
-        "{rcv}",
-        "--linger",
-        "3",
-    ];
-    sender.extend(UDP_OURS);
-    let mut receiver = vec![
-        peer.as_str(),
-        "recv",
-        "--network",
-        "{rcv};{group}",
-        "--count",
-        "3000",
-        "--sizes",
-        "1000",
-        "--timeout",
-        "80",
-    ];
-    receiver.extend(UDP_OPENPGM);
+        &["--acker", "{rcv}", "--linger", "3"],
+    );
+    let mut extra = vec!["--timeout", "80"];
     if openpgm_pgmcc {
-        receiver.push("--pgmcc");
+        extra.push("--pgmcc");
     }
+    let receiver = end(&peer, true, "recv", "3000", "1000", &extra);
     let o = run(name, &sender, &receiver, loss, true)?;
     if !o.receiver.contains("status=ok") || !o.receiver.contains("received=3000") {
         bail!("{name}: OpenPGM receiver: {}", o.receiver);
@@ -234,34 +248,22 @@ fn openpgm_pgmcc_to_ours() -> Result<()> {
     }
     let pgm = workspace_bin("pgm")?.display().to_string();
     let peer = openpgm_peer()?.display().to_string();
-    let mut sender = vec![
-        peer.as_str(),
+    let sender = end(
+        &peer,
+        true,
         "send",
-        "--network",
-        "{snd};{group}",
-        "--count",
         "300",
-        "--sizes",
         "1000",
-        "--pgmcc",
-        "--linger",
-        "3",
-    ];
-    sender.extend(UDP_OPENPGM);
-    let mut receiver = vec![
-        pgm.as_str(),
+        &["--pgmcc", "--linger", "3"],
+    );
+    let receiver = end(
+        &pgm,
+        false,
         "recv",
-        "--network",
-        "{rcv};{group}",
-        "--count",
         "300",
-        "--size",
         "1000",
-        "--verify",
-        "--idle-timeout",
-        "30",
-    ];
-    receiver.extend(UDP_OURS);
+        &["--verify", "--idle-timeout", "30"],
+    );
     let o = run(name, &sender, &receiver, 0, false)?;
     if !o.receiver.contains("status=ok") {
         bail!("{name}: our receiver: {}", o.receiver);
@@ -292,33 +294,15 @@ fn ours_to_ours_pgmcc_loss5() -> Result<()> {
         return Ok(());
     }
     let pgm = workspace_bin("pgm")?.display().to_string();
-    let mut sender = vec![
-        pgm.as_str(),
-        "send",
-        "--network",
-        "{snd};{group}",
-        "--count",
-        "20000",
-        "--size",
-        "1400",
-        "--linger",
-        "1",
-    ];
-    sender.extend(UDP_OURS);
-    let mut receiver = vec![
-        pgm.as_str(),
+    let sender = end(&pgm, false, "send", "20000", "1400", &["--linger", "1"]);
+    let receiver = end(
+        &pgm,
+        false,
         "recv",
-        "--network",
-        "{rcv};{group}",
-        "--count",
         "20000",
-        "--size",
         "1400",
-        "--verify",
-        "--idle-timeout",
-        "10",
-    ];
-    receiver.extend(UDP_OURS);
+        &["--verify", "--idle-timeout", "10"],
+    );
     let o = run(name, &sender, &receiver, 5, true)?;
     if !o.receiver.contains("status=ok") {
         bail!("{name}: receiver: {}", o.receiver);

@@ -26,6 +26,7 @@ pub mod pgmcc;
 pub mod receiver;
 pub mod repairer;
 pub mod rotation;
+mod rtt;
 mod slab;
 pub mod source;
 mod timers;

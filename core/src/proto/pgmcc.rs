@@ -51,6 +51,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use super::rtt::RttEstimate;
 use crate::wire::Sqn;
 
 /// Configuration of a source's PGMCC. Defaults ([`PgmccConfig::new`]) are documented per
@@ -210,36 +211,6 @@ struct Acker {
     m2: f64,
 }
 
-/// An RFC 6298 estimator of the acker's round trip, for the timeout.
-#[derive(Debug, Clone, Copy, Default)]
-struct Rto {
-    srtt: Option<Duration>,
-    rttvar: Duration,
-}
-
-impl Rto {
-    fn sample(&mut self, r: Duration) {
-        match self.srtt {
-            None => {
-                self.srtt = Some(r);
-                self.rttvar = r / 2;
-            }
-            Some(s) => {
-                let diff = s.abs_diff(r);
-                self.rttvar = self.rttvar * 3 / 4 + diff / 4;
-                self.srtt = Some(s * 7 / 8 + r / 8);
-            }
-        }
-    }
-
-    fn rto(&self, cfg: &PgmccConfig) -> Duration {
-        match self.srtt {
-            None => cfg.initial_rto,
-            Some(s) => (s + self.rttvar * 4).clamp(cfg.min_rto, cfg.max_rto),
-        }
-    }
-}
-
 /// The acker's acknowledgements: which of the last 64 sequence numbers up to the highest
 /// RX_MAX it has reported, and up to where each packet has been judged acknowledged or lost.
 #[derive(Debug, Clone, Copy)]
@@ -317,7 +288,8 @@ pub(crate) struct Controller {
     board: Option<Scoreboard>,
     /// Window changes are suspended until the acker acknowledges this sequence number.
     suspend_until: Option<Sqn>,
-    rto: Rto,
+    /// The acker's round trip, for the timeout and the probe (reset with each election).
+    rtt: RttEstimate,
     /// When the acker's silence becomes a timeout (armed while packets are unacknowledged).
     deadline: Option<Instant>,
     /// When a probe goes out (armed while there is no token and packets are unacknowledged).
@@ -339,7 +311,6 @@ pub(crate) struct Controller {
     /// Ackers dropped for silence, and until when they are not elected again (at most
     /// [`SILENT_MAX`], oldest first).
     silent: std::collections::VecDeque<(IpAddr, Instant)>,
-    stats: PgmccStats,
 }
 
 impl Controller {
@@ -353,7 +324,7 @@ impl Controller {
             tokens: 1.0,
             board: None,
             suspend_until: None,
-            rto: Rto::default(),
+            rtt: RttEstimate::default(),
             deadline: None,
             probe_at: None,
             probed: false,
@@ -363,22 +334,7 @@ impl Controller {
             named_from: Sqn(0),
             no_acker_since: Some(now),
             silent: std::collections::VecDeque::new(),
-            stats: PgmccStats::default(),
         }
-    }
-
-    pub(crate) fn stats(&self) -> &PgmccStats {
-        &self.stats
-    }
-
-    /// A report that was not taken (see [`PgmccStats::reports_invalid`]).
-    pub(crate) fn count_invalid_report(&mut self) {
-        self.stats.reports_invalid += 1;
-    }
-
-    /// An ACK that was not taken (see [`PgmccStats::acks_invalid`]).
-    pub(crate) fn count_invalid_ack(&mut self) {
-        self.stats.acks_invalid += 1;
     }
 
     pub(crate) fn state(&self) -> PgmccState {
@@ -386,7 +342,7 @@ impl Controller {
             acker: self.acker.map(|a| a.addr),
             window: self.window,
             tokens: self.tokens,
-            rto: self.rto.rto(&self.cfg),
+            rto: self.rto(),
             suspended: self.suspend_until.is_some(),
         }
     }
@@ -415,29 +371,45 @@ impl Controller {
     /// Before data goes out: with no acker, a configured one is named without waiting for
     /// its feedback (receivers that never volunteer, such as OpenPGM's, ACK once named),
     /// unless it was dropped for silence within `silent_hold`.
-    pub(crate) fn before_data(&mut self, now: Instant) {
+    pub(crate) fn before_data(&mut self, now: Instant, st: &mut PgmccStats) {
         if self.acker.is_none()
             && let Some(a) = self.cfg.acker
             && !self.held(now, a)
         {
-            self.elect(a, 0.0);
+            self.elect(a, 0.0, st);
         }
     }
 
     /// Data or repairs are waiting and there is no token: the window is what limits the
     /// source. If nothing armed will bring a token (no packet in flight, no probe), a probe
-    /// is armed, or after one the timeout: an RDATA that spent the last token and was lost
-    /// on its way to the acker leaves nothing for the acker to acknowledge.
+    /// is armed, or after one the timeout, so that the clock never waits on nothing.
     pub(crate) fn on_blocked(&mut self, now: Instant) {
         self.limited = true;
         if self.acker.is_some() && self.deadline.is_none() && self.probe_at.is_none() {
             if self.probed {
-                self.deadline = Some(now + self.rto.rto(&self.cfg));
+                self.deadline = Some(now + self.rto());
             } else {
-                let pto = self.rto.srtt.map_or(self.cfg.min_rto, |s| s * 2);
-                self.probe_at = Some(now + pto.max(self.cfg.min_probe));
+                self.probe_at = Some(now + self.pto());
             }
         }
+    }
+
+    /// The retransmission timeout (§2.7): RFC 6298's from the acker's round trips, within
+    /// `[min_rto, max_rto]`, or `initial_rto` before any was measured.
+    fn rto(&self) -> Duration {
+        match self.rtt.srtt() {
+            None => self.cfg.initial_rto,
+            Some(_) => self.rtt.wait(self.cfg.min_rto, self.cfg.max_rto),
+        }
+    }
+
+    /// The wait before a probe: twice the smoothed round trip, at least `min_probe`
+    /// (`min_rto` before any round trip was measured).
+    fn pto(&self) -> Duration {
+        self.rtt
+            .srtt()
+            .map_or(self.cfg.min_rto, |s| s * 2)
+            .max(self.cfg.min_probe)
     }
 
     /// One ODATA went out.
@@ -449,7 +421,7 @@ impl Controller {
         }
         self.tokens -= 1.0;
         if self.deadline.is_none() {
-            self.deadline = Some(now + self.rto.rto(&self.cfg));
+            self.deadline = Some(now + self.rto());
         }
         self.arm_probe(now, true);
     }
@@ -460,8 +432,7 @@ impl Controller {
         if self.tokens >= 1.0 || !outstanding || self.acker.is_none() || self.probed {
             self.probe_at = None;
         } else if self.probe_at.is_none() {
-            let pto = self.rto.srtt.map_or(self.cfg.min_rto, |s| s * 2);
-            self.probe_at = Some(now + pto.max(self.cfg.min_probe));
+            self.probe_at = Some(now + self.pto());
         }
     }
 
@@ -480,7 +451,7 @@ impl Controller {
 
     /// The acker's ACKs stopped (§2.7, §3 "on timeout expiration"), a probe is due, or the
     /// election wait is over (from then on, with no acker, the rate limit alone).
-    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant, st: &mut PgmccStats) {
         if self.acker.is_none()
             && self
                 .no_acker_since
@@ -491,7 +462,7 @@ impl Controller {
         if self.probe_at.is_some_and(|p| p <= now) {
             self.probe_at = None;
             if self.tokens < 1.0 && self.acker.is_some() {
-                self.stats.probes += 1;
+                st.probes += 1;
                 self.tokens = 1.0;
                 self.probed = true;
             }
@@ -499,7 +470,7 @@ impl Controller {
         if self.deadline.is_none_or(|d| d > now) {
             return;
         }
-        self.stats.timeouts += 1;
+        st.timeouts += 1;
         self.window = 1.0;
         self.tokens = 1.0;
         self.suspend_until = None;
@@ -519,7 +490,7 @@ impl Controller {
             // PGMCC draft §2.7:
             // After a number of successive timeouts the sender MUST force the election of
             // a new ACKER.
-            self.stats.ackers_dropped += 1;
+            st.ackers_dropped += 1;
             if let Some(a) = self.acker {
                 if self.silent.len() == SILENT_MAX {
                     self.silent.pop_front();
@@ -556,13 +527,13 @@ impl Controller {
         self.silent.iter().any(|(a, _)| *a == addr)
     }
 
-    fn elect(&mut self, addr: IpAddr, m2: f64) {
+    fn elect(&mut self, addr: IpAddr, m2: f64, st: &mut PgmccStats) {
         self.acker = Some(Acker { addr, m2 });
         self.no_acker_since = None;
         self.named_from = self.lead.map_or(Sqn(0), Sqn::next);
-        self.stats.elections += 1;
+        st.elections += 1;
         self.board = None;
-        self.rto = Rto::default();
+        self.rtt = RttEstimate::default();
         self.suspend_until = None;
         self.deadline = None;
         self.probe_at = None;
@@ -574,7 +545,7 @@ impl Controller {
     }
 
     /// A report from a receiver, in an ACK (`ack` = RX_MAX and bitmap) or a NAK. `backlog`:
-    /// data is waiting to be sent. `sent_at` gives when a sequence number was sent, if the
+    /// data is waiting to be sent; `st`: the counters, which the source keeps. `sent_at` gives when a sequence number was sent, if the
     /// window still holds it. The caller has checked that RX_MAX was sent.
     pub(crate) fn on_report(
         &mut self,
@@ -582,9 +553,10 @@ impl Controller {
         r: Report,
         ack: Option<(Sqn, u32)>,
         backlog: bool,
+        st: &mut PgmccStats,
         sent_at: impl Fn(Sqn) -> Option<Instant>,
     ) {
-        self.stats.reports += 1;
+        st.reports += 1;
         let m2 = self.m2(now, &r);
         let preferred = self.cfg.acker == Some(r.receiver);
         let current = self.acker.is_some_and(|a| a.addr == r.receiver);
@@ -593,11 +565,11 @@ impl Controller {
         // CPU for a second would otherwise leave its session without congestion control).
         let revived = self.acker.is_none() && ack.is_some();
         if !current && !revived && self.held(now, r.receiver) {
-            self.stats.reports_held += 1;
+            st.reports_held += 1;
             return;
         }
         match self.acker {
-            None => self.elect(r.receiver, m2),
+            None => self.elect(r.receiver, m2, st),
             Some(a) if a.addr != r.receiver => {
                 // PGMCC draft §2.3:
                 // Node i is selected as the new acker if T_i < C * T_acker, that is
@@ -605,10 +577,10 @@ impl Controller {
                 let c = self.cfg.hysteresis;
                 let fixed = self.cfg.acker == Some(a.addr);
                 if preferred || (!fixed && m2 * c * c > a.m2) {
-                    self.elect(r.receiver, m2);
+                    self.elect(r.receiver, m2, st);
                 } else {
                     if ack.is_some() {
-                        self.stats.acks_other += 1;
+                        st.acks_other += 1;
                     }
                     return;
                 }
@@ -623,9 +595,9 @@ impl Controller {
         let Some((rx_max, bitmap)) = ack else {
             return;
         };
-        self.stats.acks += 1;
+        st.acks += 1;
         if let Some(sent) = sent_at(rx_max) {
-            self.rto.sample(now.saturating_duration_since(sent));
+            self.rtt.sample(now.saturating_duration_since(sent));
         }
         let (acked, lost) = match &mut self.board {
             Some(b) => b.merge(rx_max, bitmap),
@@ -636,11 +608,11 @@ impl Controller {
                 first
             }
         };
-        self.update_window(acked, lost, backlog);
+        self.update_window(acked, lost, backlog, st);
         // Re-armed while packets remain unacknowledged (§3 "update_timeout").
         let max = self.board.map(|b| b.max);
         let outstanding = matches!((self.lead, max), (Some(l), Some(m)) if l.gt(m));
-        self.deadline = outstanding.then(|| now + self.rto.rto(&self.cfg));
+        self.deadline = outstanding.then(|| now + self.rto());
         self.probe_at = None;
         self.probed = false;
         self.arm_probe(now, outstanding);
@@ -653,7 +625,7 @@ impl Controller {
         }
     }
 
-    fn update_window(&mut self, acked: u32, lost: bool, backlog: bool) {
+    fn update_window(&mut self, acked: u32, lost: bool, backlog: bool, st: &mut PgmccStats) {
         let max = self.board.map(|b| b.max);
         if let (Some(until), Some(max)) = (self.suspend_until, max) {
             if max.lt(until) {
@@ -666,7 +638,7 @@ impl Controller {
         if lost {
             // PGMCC draft §2.2:
             // T = T - W/2 , W = W/2; then window changes are suspended for one RTT.
-            self.stats.halvings += 1;
+            st.halvings += 1;
             self.tokens -= self.window / 2.0;
             self.window = (self.window / 2.0).max(1.0);
             self.suspend_until = Some(self.lead.map_or(Sqn(0), Sqn::next));

@@ -327,13 +327,6 @@ impl Source {
         &self.stats
     }
 
-    /// Counters, PGMCC's included.
-    fn sync_stats(&mut self) {
-        if let Some(cc) = &self.cc {
-            self.stats.pgmcc = cc.stats().clone();
-        }
-    }
-
     /// PGMCC's state (acker, window, tokens), when it is enabled.
     pub fn pgmcc_state(&self) -> Option<PgmccState> {
         self.cc.as_ref().map(Controller::state)
@@ -484,14 +477,8 @@ impl Source {
             return;
         }
         match packet.packet_type() {
-            PacketType::Nak => {
-                self.on_nak(now, bytes);
-                self.sync_stats();
-            }
-            PacketType::Ack => {
-                self.on_ack(now, meta, bytes);
-                self.sync_stats();
-            }
+            PacketType::Nak => self.on_nak(now, bytes),
+            PacketType::Ack => self.on_ack(now, meta, bytes),
             PacketType::Nnak => self.stats.nnaks_received += 1,
             PacketType::Spmr => {
                 self.stats.spmrs_received += 1;
@@ -604,11 +591,7 @@ impl Source {
         let sent = self.next_odata != Sqn(self.config.initial_sqn) && rx_max.lt(self.next_odata);
         match report {
             Some(r) if sent => self.report(now, r, Some((rx_max, ack.bitmap()))),
-            _ => {
-                if let Some(cc) = &mut self.cc {
-                    cc.count_invalid_ack();
-                }
-            }
+            _ => self.stats.pgmcc.acks_invalid += 1,
         }
     }
 
@@ -619,13 +602,13 @@ impl Source {
         // that data packets keep their size.
         let same_family = r.receiver.is_ipv4() == self.config.source_addr.is_ipv4();
         if !same_family || r.receiver.is_unspecified() || r.receiver.is_multicast() {
-            cc.count_invalid_report();
+            self.stats.pgmcc.reports_invalid += 1;
             return;
         }
         let window = &self.window;
         let front = window.front().map(|e| e.sqn);
         let backlog = self.next_odata != self.next_sqn;
-        cc.on_report(now, r, ack, backlog, |s| {
+        cc.on_report(now, r, ack, backlog, &mut self.stats.pgmcc, |s| {
             let idx = s.since(front?)?;
             window.get(idx as usize)?.sent_at
         });
@@ -637,8 +620,7 @@ impl Source {
         self.evict(now);
         if let Some(cc) = &mut self.cc {
             if cc.poll_timeout().is_some_and(|d| d <= now) {
-                cc.handle_timeout(now);
-                self.sync_stats();
+                cc.handle_timeout(now, &mut self.stats.pgmcc);
             }
         }
         //= https://www.rfc-editor.org/rfc/rfc3208#section-5.1.4
@@ -790,7 +772,7 @@ impl Source {
         if self.next_odata != self.next_sqn
             && let Some(cc) = self.cc.as_mut()
         {
-            cc.before_data(now);
+            cc.before_data(now, &mut self.stats.pgmcc);
             if !cc.may_send(now) {
                 cc.on_blocked(now);
             }

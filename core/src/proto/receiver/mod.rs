@@ -66,6 +66,15 @@ enum PendingTx {
     },
 }
 
+/// Queues one ACK for `peer` unless one already waits: an ACK is built when it is sent, so
+/// one covers every packet that arrived before.
+fn queue_ack(tx: &mut VecDeque<PendingTx>, peer: &mut Peer, tsi: Tsi) {
+    if !peer.ack_queued {
+        peer.ack_queued = true;
+        tx.push_back(PendingTx::Ack { tsi });
+    }
+}
+
 /// The receiver engine for one port and group. See the [module documentation](self).
 ///
 /// Bounded work per call: `handle_packet` costs O(1) plus the window slots it adds or
@@ -395,10 +404,7 @@ impl Receiver {
                 // if (ACKER == this_node) { send an immediate ACK }
                 if acker == me {
                     peer.cc.volunteer = None;
-                    if !peer.ack_queued {
-                        peer.ack_queued = true;
-                        self.tx.push_back(PendingTx::Ack { tsi });
-                    }
+                    queue_ack(&mut self.tx, peer, tsi);
                 } else if acker.is_unspecified() {
                     // No acker (§2.3.1): volunteer after a random back-off.
                     if peer.cc.volunteer.is_none() && !peer.ack_queued {

@@ -6,6 +6,7 @@ use rand::Rng;
 
 use super::ReceiverConfig;
 use crate::proto::EngineRng;
+pub(super) use crate::proto::rtt::RttEstimate;
 
 /// The repair state of one missing sequence number (§6.3):
 ///
@@ -75,36 +76,6 @@ impl NakState {
     }
 }
 
-/// A smoothed round-trip estimate (RFC 6298's SRTT and RTTVAR), in nanoseconds.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct RttEstimate {
-    srtt: Option<(u64, u64)>,
-}
-
-impl RttEstimate {
-    pub(super) fn sample(&mut self, d: Duration) {
-        let r = d.as_nanos().min(u128::from(u64::MAX)) as u64;
-        self.srtt = Some(match self.srtt {
-            None => (r, r / 2),
-            Some((srtt, var)) => {
-                let var = (3 * (var / 4)).saturating_add(srtt.abs_diff(r) / 4);
-                let srtt = (7 * (srtt / 8)).saturating_add(r / 8);
-                (srtt, var)
-            }
-        });
-    }
-
-    /// The wait: SRTT + 4·RTTVAR within `[floor, ceiling]`, or `ceiling` before any sample.
-    fn wait(&self, floor: Duration, ceiling: Duration) -> Duration {
-        match self.srtt {
-            None => ceiling,
-            Some((srtt, var)) => Duration::from_nanos(srtt.saturating_add(var.saturating_mul(4)))
-                .max(floor)
-                .min(ceiling),
-        }
-    }
-}
-
 /// The wait after a NAK (for the NCF) and after an NCF (for the repair), for one source.
 pub(super) fn nak_waits(
     cfg: &ReceiverConfig,
@@ -115,7 +86,7 @@ pub(super) fn nak_waits(
         return (cfg.nak_rpt_ivl, cfg.nak_rdata_ivl);
     }
     let rpt = ncf_rtt.wait(cfg.nak_ivl_floor, cfg.nak_rpt_ivl);
-    let rdata = if rdata_rtt.srtt.is_none() && ncf_rtt.srtt.is_some() {
+    let rdata = if rdata_rtt.srtt().is_none() && ncf_rtt.srtt().is_some() {
         // No repair measured yet (a session's first losses, whose repair may itself be
         // lost): the repair follows the NCF over at most the same path again, so twice the
         // NCF wait until the first repair is measured.

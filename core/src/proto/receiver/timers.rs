@@ -229,10 +229,7 @@ impl Receiver {
         }
         if peer.cc.volunteer.is_some_and(|at| at <= now) {
             peer.cc.volunteer = None;
-            if !peer.ack_queued {
-                peer.ack_queued = true;
-                self.tx.push_back(PendingTx::Ack { tsi });
-            }
+            queue_ack(&mut self.tx, peer, tsi);
         }
         self.deliver(tsi, events);
     }
@@ -267,7 +264,7 @@ impl Receiver {
                         source: Nla(peer.source_addr),
                         group: Nla(self.config.group),
                     });
-                    report = self.feedback(peer, now);
+                    report = feedback(&self.config, peer, now);
                     self.stats.naks_sent += 1;
                     self.stats.nak_sqns_sent += sqns.len() as u64;
                     (
@@ -321,9 +318,8 @@ impl Receiver {
                         continue;
                     };
                     peer.ack_queued = false;
-                    let peer = &self.peers[tsi];
                     let (Some((rx_max, bitmap)), Some(r)) =
-                        (peer.cc.ack(), self.feedback(peer, now))
+                        (peer.cc.ack(), feedback(&self.config, peer, now))
                     else {
                         continue;
                     };
@@ -374,17 +370,15 @@ impl Receiver {
 
 const ONE_SECOND: Duration = Duration::from_secs(1);
 
-impl Receiver {
-    /// OPT_PGMCC_FEEDBACK for `peer` at `now`, if this receiver takes part in PGMCC and the
-    /// source's data carried OPT_PGMCC_DATA.
-    fn feedback(&self, peer: &Peer, now: Instant) -> Option<OptionValue<'static>> {
-        let me = self.config.local_addr.filter(|_| self.config.pgmcc)?;
-        Some(OptionValue::PgmccFeedback {
-            tstamp: peer.cc.echo(now)?,
-            loss_rate: peer.cc.loss_rate(),
-            receiver: Nla(me),
-        })
-    }
+/// OPT_PGMCC_FEEDBACK for `peer` at `now`, if this receiver takes part in PGMCC and the
+/// source's data carried OPT_PGMCC_DATA.
+fn feedback(cfg: &ReceiverConfig, peer: &Peer, now: Instant) -> Option<OptionValue<'static>> {
+    let me = cfg.local_addr.filter(|_| cfg.pgmcc)?;
+    Some(OptionValue::PgmccFeedback {
+        tstamp: peer.cc.echo(now)?,
+        loss_rate: peer.cc.loss_rate(),
+        receiver: Nla(me),
+    })
 }
 
 /// Takes one SPMR from the budget of `rate` per second (`budget`: what is left of the
